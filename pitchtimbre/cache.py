@@ -1,0 +1,83 @@
+"""On-disk cache: where it lives, stable hashing of settings, and atomic writes.
+
+Everything the package caches (rendered notes, features, trained models) is keyed by a hash
+of what produced it and written atomically: a write goes to a temporary file in the same
+folder and is renamed into place, so a killed process leaves the previous file intact.
+
+Chapter: 02_data
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "PITCHTIMBRE_CACHE"
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$PITCHTIMBRE_CACHE`` or ``~/.cache/pitchtimbre``.
+
+    Chapter: 02_data
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        root = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(base) / "pitchtimbre"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short sha256 of a JSON-serialisable object, independent of dict order.
+
+    Chapter: 02_data
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
+
+    Chapter: 02_data
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(target: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically.
+
+    Chapter: 02_data
+    """
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_json(target: Path | str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``target`` atomically.
+
+    Chapter: 02_data
+    """
+    atomic_write_bytes(target, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())

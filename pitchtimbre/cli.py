@@ -1,0 +1,167 @@
+"""Command line: ``python -m pitchtimbre {render,data,reproduce,evaluate}``.
+
+Bad input ends with a one-line ``error:`` message naming the file or field and what to do
+(exit status 2), never a traceback.
+
+Chapter: 01_introduction
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .config import PROFILES, ExperimentConfig, profile_config
+from .errors import ConfigError, PitchTimbreError
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """'0 1 5' or '0,1,5' or '0:7' (inclusive range) or a mix -> a tuple of ints."""
+    out: list[int] = []
+    for part in text.replace(",", " ").split():
+        if ":" in part:
+            lo, hi = part.split(":", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part))
+    return tuple(out)
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """'48:72' -> (48, 72)."""
+    lo, _, hi = text.partition(":")
+    return (int(lo), int(hi or lo))
+
+
+def _arg(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
+    def wrapped(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: cannot read {text!r}") from None
+
+    wrapped.__name__ = name
+    return wrapped
+
+
+def build_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The profile's settings with the command line's overrides applied."""
+    cfg = profile_config(getattr(args, "profile", None))
+    overrides: dict[str, object] = {}
+    source = getattr(args, "source", None)
+    if source:
+        overrides["data.source"] = source
+    if getattr(args, "seeds", None):
+        overrides["seeds"] = tuple(range(args.seeds))
+    if getattr(args, "steps", None):
+        overrides["train.steps"] = args.steps
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .config import RenderConfig
+    from .data.render import render_soundfont
+
+    fields: dict[str, object] = {}
+    if args.soundfont:
+        fields["soundfont"] = str(args.soundfont)
+    if args.programs is not None:
+        fields["programs"] = args.programs
+    if args.pitches is not None:
+        fields["pitch_range"] = args.pitches
+    if args.velocities is not None:
+        fields["velocities"] = args.velocities
+    if args.renderer:
+        fields["renderer"] = args.renderer
+    if args.no_pitch_check:
+        fields["pitch_check"] = False
+    cfg = RenderConfig(**fields)  # type: ignore[arg-type]
+    summary = render_soundfont(cfg, args.out, progress=not args.quiet)
+    print(
+        f"wrote {summary.written} of {summary.requested} notes to {args.out} ({summary.renderer}, {summary.seconds} s)"
+    )
+    for reason, n in summary.excluded.items():
+        print(f"  excluded {n:6d}  {reason}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    cfg = build_config(args)
+    ds = load_dataset(cfg.data, cfg.features, progress=not args.quiet)
+    print(f"profile             {cfg.profile}")
+    for line in ds.summary.lines():
+        print(line)
+    print(f"features            {tuple(ds.features.shape[1:])} per note ({cfg.features.kind})")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pitchtimbre", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="render SoundFont notes into an NSynth-layout folder")
+    r.add_argument(
+        "--soundfont", type=Path, help="a .sf2/.sf3 file (default: TimGM6mb.sf2 from pretty_midi)"
+    )
+    r.add_argument(
+        "--out", type=Path, required=True, help="folder to write examples.json and audio/ into"
+    )
+    r.add_argument(
+        "--programs",
+        type=_arg(parse_int_list, "--programs"),
+        help="GM programs, e.g. '0:111' or '0 24 40'",
+    )
+    r.add_argument(
+        "--pitches", type=_arg(parse_range, "--pitches"), help="MIDI range LO:HI (inclusive)"
+    )
+    r.add_argument(
+        "--velocities", type=_arg(parse_int_list, "--velocities"), help="e.g. '60 90 120'"
+    )
+    r.add_argument("--renderer", choices=("auto", "tinysoundfont", "midirenderer"))
+    r.add_argument(
+        "--no-pitch-check", action="store_true", help="keep notes whatever pitch pyin hears"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_render)
+
+    d = sub.add_parser("data", help="build (or reuse) the feature cache and print a summary")
+    d.add_argument(
+        "--source",
+        help="'soundfont' (default), a .sf2/.sf3, an NSynth-layout folder or NSynth root",
+    )
+    d.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="ci, cpu or gpu (default: $PITCHTIMBRE_PROFILE, else auto)",
+    )
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PitchTimbreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished files and caches are intact; run the command again to continue",
+            file=sys.stderr,
+        )
+        return 130

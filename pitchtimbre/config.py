@@ -1,0 +1,577 @@
+"""Every setting of the package, in one place: validated dataclasses and the three profiles.
+
+The poster states the model, the contrastive terms and the metrics; everything else is our
+choice, and each choice is a field here, so a reader can change it with
+``config.with_overrides({"loss.lambda_pitch": 1.0})`` instead of editing code.
+
+Profiles (``ci``, ``cpu``, ``gpu``) size the experiment: ``ci`` runs every chapter in
+minutes on two CPU cores, ``cpu`` reproduces the poster's directions on a laptop, ``gpu``
+is the full reproduction and is chosen automatically when CUDA is available.
+
+Chapter: 01_introduction
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeVar
+
+from .errors import ConfigError
+
+PROFILE_ENV = "PITCHTIMBRE_PROFILE"
+PROFILES = ("ci", "cpu", "gpu")
+
+T = TypeVar("T")
+
+
+def _fail(obj: object, name: str, must: str) -> None:
+    value = getattr(obj, name)
+    raise ConfigError(f"{type(obj).__name__}.{name}: must be {must}, got {value!r}")
+
+
+def _check(obj: object, name: str, ok: bool, must: str) -> None:
+    if not ok:
+        _fail(obj, name, must)
+
+
+class _Config:
+    """Shared helpers: dict round trip and dotted overrides."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        return _from_dict(cls, data, cls.__name__)
+
+    def with_overrides(self: T, overrides: dict[str, Any]) -> T:
+        """A copy with dotted fields replaced, e.g. ``{"loss.lambda_pitch": 0.0}``.
+
+        Chapter: 01_introduction
+        """
+        data = self.to_dict()  # type: ignore[attr-defined]
+        for dotted, value in overrides.items():
+            node = data
+            parts = dotted.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node, dict) or part not in node:
+                    raise ConfigError(f"{type(self).__name__}: no field {dotted!r}")
+                node = node[part]
+            if not isinstance(node, dict) or parts[-1] not in node:
+                raise ConfigError(f"{type(self).__name__}: no field {dotted!r}")
+            node[parts[-1]] = value
+        return type(self).from_dict(data)  # type: ignore[attr-defined]
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return _from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return _from_dict(arg, value, where)
+        return _coerce_plain(value)
+    return _coerce_plain(value)
+
+
+def _coerce_plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_coerce_plain(v) for v in value)
+    return value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class RenderConfig(_Config):
+    """How notes are rendered from a SoundFont into an NSynth-layout folder.
+
+    Chapter: 02_data
+    """
+
+    soundfont: str | None = None
+    """Path to a .sf2/.sf3 file; None means TimGM6mb.sf2 shipped inside pretty_midi."""
+    bank: int = 0
+    programs: tuple[int, ...] = tuple(range(128))
+    """GM programs to render (0-based)."""
+    include_non_melodic: bool = False
+    """Render GM programs 112-127 (percussive, sound effects) too; excluded and counted if False."""
+    pitch_range: tuple[int, int] = (48, 72)
+    """Inclusive MIDI range of the requested pitches."""
+    pitch_step: int = 1
+    velocities: tuple[int, ...] = (60, 90, 120)
+    sample_rate: int = 16000
+    hold_s: float = 0.75
+    """Seconds between note-on and note-off (our choice: long enough for 32 CQT frames)."""
+    release_s: float = 0.25
+    """Seconds recorded after note-off."""
+    renderer: Literal["auto", "tinysoundfont", "midirenderer"] = "auto"
+    pitch_check: bool = True
+    """Exclude notes whose pyin pitch is off the requested one by more than the tolerance."""
+    pitch_tolerance_cents: float = 50.0
+    silence_db: float = -60.0
+    """A note whose peak is below this level (dBFS) is silent and excluded."""
+    # A note whose peak exceeds 1.0 would clip in the 16-bit wav: it is excluded and counted
+    # ("clipped"). TimGM6mb has two presets (39, 94) rendered 8-32 times too loud.
+
+    def __post_init__(self) -> None:
+        _check(self, "bank", _is_int(self.bank) and 0 <= self.bank <= 128, "an int in 0..128")
+        _check(
+            self,
+            "programs",
+            isinstance(self.programs, tuple)
+            and len(self.programs) > 0
+            and all(_is_int(p) and 0 <= p <= 127 for p in self.programs),
+            "a non-empty tuple of GM programs in 0..127",
+        )
+        _check(
+            self,
+            "pitch_range",
+            isinstance(self.pitch_range, tuple)
+            and len(self.pitch_range) == 2
+            and all(_is_int(p) and 0 <= p <= 127 for p in self.pitch_range)
+            and self.pitch_range[0] <= self.pitch_range[1],
+            "(low, high) MIDI numbers with 0 <= low <= high <= 127",
+        )
+        _check(self, "pitch_step", _is_int(self.pitch_step) and self.pitch_step >= 1, "an int >= 1")
+        _check(
+            self,
+            "velocities",
+            isinstance(self.velocities, tuple)
+            and len(self.velocities) > 0
+            and all(_is_int(v) and 1 <= v <= 127 for v in self.velocities),
+            "a non-empty tuple of MIDI velocities in 1..127",
+        )
+        _check(
+            self,
+            "sample_rate",
+            _is_int(self.sample_rate) and 8000 <= self.sample_rate,
+            "an int >= 8000",
+        )
+        _check(self, "hold_s", _is_num(self.hold_s) and self.hold_s > 0, "a number > 0")
+        _check(self, "release_s", _is_num(self.release_s) and self.release_s >= 0, "a number >= 0")
+        _check(
+            self,
+            "renderer",
+            self.renderer in ("auto", "tinysoundfont", "midirenderer"),
+            "'auto', 'tinysoundfont' or 'midirenderer'",
+        )
+        _check(
+            self,
+            "pitch_tolerance_cents",
+            _is_num(self.pitch_tolerance_cents) and self.pitch_tolerance_cents > 0,
+            "a number > 0",
+        )
+        _check(self, "silence_db", _is_num(self.silence_db) and self.silence_db < 0, "a number < 0")
+
+    @property
+    def pitches(self) -> tuple[int, ...]:
+        lo, hi = self.pitch_range
+        return tuple(range(lo, hi + 1, self.pitch_step))
+
+
+@dataclass(frozen=True)
+class DataConfig(_Config):
+    """Which notes are used and how instruments are split into training and held-out sets.
+
+    ``source`` is ``"soundfont"`` (render with :class:`RenderConfig`), a folder in NSynth
+    layout (``examples.json`` + ``audio/``), or an NSynth root holding ``nsynth-train`` and
+    ``nsynth-test`` (then NSynth's official splits decide the held-out instruments).
+
+    Chapter: 02_data
+    """
+
+    source: str = "soundfont"
+    render: RenderConfig = field(default_factory=RenderConfig)
+    pitch_range: tuple[int, int] | None = None
+    """Keep only these MIDI pitches (inclusive); None keeps all."""
+    velocities: tuple[int, ...] | None = None
+    families: tuple[str, ...] | None = None
+    """Keep only these instrument_family_str values; None keeps all."""
+    instrument_sources: tuple[str, ...] | None = None
+    """Keep only these instrument_source_str values (NSynth: acoustic, electronic, synthetic)."""
+    heldout_per_family: int = 2
+    """Instruments of each family held out as 'unseen' (each family keeps at least one)."""
+    split_seed: int = 0
+    min_notes_per_instrument: int = 4
+    """Instruments with fewer usable notes are dropped (and counted)."""
+    silence_db: float = -60.0
+    """A loaded note whose peak is below this level (dBFS) is silent: excluded and counted."""
+    heldout_split: str = "test"
+    """For an NSynth root: the official split whose instruments are the unseen ones."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self, "source", isinstance(self.source, str) and self.source != "", "a non-empty str"
+        )
+        _check(
+            self,
+            "pitch_range",
+            self.pitch_range is None
+            or (len(self.pitch_range) == 2 and self.pitch_range[0] <= self.pitch_range[1]),
+            "None or (low, high) with low <= high",
+        )
+        _check(
+            self,
+            "heldout_per_family",
+            _is_int(self.heldout_per_family) and self.heldout_per_family >= 1,
+            "an int >= 1",
+        )
+        _check(self, "split_seed", _is_int(self.split_seed), "an int")
+        _check(self, "silence_db", _is_num(self.silence_db) and self.silence_db < 0, "a number < 0")
+        _check(self, "heldout_split", self.heldout_split in ("valid", "test"), "'valid' or 'test'")
+        _check(
+            self,
+            "min_notes_per_instrument",
+            _is_int(self.min_notes_per_instrument) and self.min_notes_per_instrument >= 1,
+            "an int >= 1",
+        )
+
+
+@dataclass(frozen=True)
+class FeatureConfig(_Config):
+    """The time-frequency front end. Defaults follow DESIGN.md section 6.
+
+    Chapter: 02_data
+    """
+
+    kind: Literal["cqt", "mel"] = "cqt"
+    """Log-magnitude CQT (a pitch shift is a shift along frequency) or log-mel."""
+    sample_rate: int = 16000
+    hop_length: int = 256
+    fmin_midi: int = 36
+    """Lowest CQT bin (C2)."""
+    n_bins: int = 80
+    """CQT bins, or mel bands for kind='mel'."""
+    bins_per_octave: int = 12
+    n_fft: int = 1024
+    """FFT size of the mel front end."""
+    n_frames: int = 32
+    """Frames kept per note, from the held part."""
+    offset_s: float = 0.064
+    """Where the kept frames start, after the onset."""
+    log_floor: float = 1e-4
+    """log(magnitude + floor)."""
+
+    def __post_init__(self) -> None:
+        _check(self, "kind", self.kind in ("cqt", "mel"), "'cqt' or 'mel'")
+        for name in ("sample_rate", "hop_length", "n_bins", "bins_per_octave", "n_fft", "n_frames"):
+            _check(
+                self, name, _is_int(getattr(self, name)) and getattr(self, name) > 0, "an int > 0"
+            )
+        _check(self, "fmin_midi", _is_int(self.fmin_midi) and 0 <= self.fmin_midi < 128, "0..127")
+        _check(self, "offset_s", _is_num(self.offset_s) and self.offset_s >= 0, "a number >= 0")
+        _check(self, "log_floor", _is_num(self.log_floor) and self.log_floor > 0, "a number > 0")
+        if self.kind == "cqt":
+            top = self.fmin_midi + (self.n_bins - 1) * 12 / self.bins_per_octave
+            nyquist_midi = 69 + 12 * math.log2(self.sample_rate / 2 / 440)
+            _check(
+                self,
+                "n_bins",
+                top < nyquist_midi,
+                f"small enough that the top CQT bin stays below Nyquist (MIDI {nyquist_midi:.0f})",
+            )
+
+    @property
+    def seconds_needed(self) -> float:
+        """Audio needed per note to fill ``n_frames`` frames after ``offset_s``."""
+        return self.offset_s + self.n_frames * self.hop_length / self.sample_rate
+
+
+@dataclass(frozen=True)
+class PairConfig(_Config):
+    """The weakly supervised pair sampler.
+
+    Proportions are for (same pitch & same instrument, same pitch & other instrument,
+    other pitch & same instrument, other pitch & other instrument). 'Same pitch, same
+    instrument' is another velocity of that note.
+
+    Chapter: 02_data
+    """
+
+    batch_size: int = 64
+    proportions: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        _check(self, "batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1")
+        _check(
+            self,
+            "proportions",
+            len(self.proportions) == 4
+            and all(_is_num(p) and p >= 0 for p in self.proportions)
+            and sum(self.proportions) > 0,
+            "four non-negative numbers with a positive sum",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Config):
+    """Encoders (pitch, timbre) and decoder: 1-D convolutions over time, frequency as channels.
+
+    Chapter: 03_generative_model
+    """
+
+    latent_pitch: int = 16
+    latent_timbre: int = 16
+    hidden: int = 128
+    layers: int = 3
+    kernel_size: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("latent_pitch", "latent_timbre", "hidden", "layers"):
+            _check(
+                self, name, _is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1"
+            )
+        _check(
+            self,
+            "kernel_size",
+            _is_int(self.kernel_size) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+            "an odd int >= 1",
+        )
+
+
+@dataclass(frozen=True)
+class LossConfig(_Config):
+    """The total loss: -ELBO(X1) - ELBO(X2) + lambda_p L_c^p + lambda_t L_c^t.
+
+    The ELBO is normalised PER FRAME (mean over frames and batch, summed over frequency and
+    latent dimensions), so lambda does not depend on the number of frames. Summed over 32
+    frames, the same balance would need lambda about 32 times larger.
+
+    Chapter: 04_contrastive_loss
+    """
+
+    lambda_pitch: float = 10.0
+    lambda_timbre: float = 10.0
+    beta: float = 1.0
+    """Weight of both KL terms (1 = the plain ELBO)."""
+    contrastive: str = "paper"
+    """A name in ``pitchtimbre.losses.CONTRASTIVE_LOSSES`` ('paper' = D11 + D22 +/- D12)."""
+    distance: str = "euclidean"
+    """A name in ``pitchtimbre.losses.DISTANCES``."""
+    margin: float = 5.0
+    """Margin of the 'hinge' contrastive loss, max(0, margin - d) for different pairs."""
+    on: Literal["mean", "sample"] = "mean"
+    """Distances between posterior means (default) or reparameterised samples."""
+    sigma: float | None = None
+    """Fixed std of the Gaussian likelihood; None learns one scalar."""
+    distance_eps: float = 1e-8
+    """Added under the square root so that the gradient of a zero distance is finite."""
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_pitch", "lambda_timbre", "beta"):
+            _check(
+                self,
+                name,
+                _is_num(getattr(self, name)) and getattr(self, name) >= 0,
+                "a number >= 0",
+            )
+        _check(self, "contrastive", isinstance(self.contrastive, str), "a loss name")
+        _check(self, "distance", isinstance(self.distance, str), "a distance name")
+        _check(self, "margin", _is_num(self.margin) and self.margin > 0, "a number > 0")
+        _check(self, "on", self.on in ("mean", "sample"), "'mean' or 'sample'")
+        _check(
+            self,
+            "sigma",
+            self.sigma is None or (_is_num(self.sigma) and self.sigma > 0),
+            "None or > 0",
+        )
+        _check(self, "distance_eps", _is_num(self.distance_eps) and self.distance_eps >= 0, ">= 0")
+
+    @property
+    def is_vanilla(self) -> bool:
+        return self.lambda_pitch == 0 and self.lambda_timbre == 0
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """The optimisation budget and bookkeeping.
+
+    Chapter: 05_training
+    """
+
+    steps: int = 3000
+    lr: float = 1e-3
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 500
+    device: str = "auto"
+    """'auto' picks CUDA, then Apple MPS, then CPU."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored elsewhere)."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    grad_clip: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self, "steps", _is_int(self.steps) and self.steps >= 1, "an int >= 1")
+        _check(self, "lr", _is_num(self.lr) and self.lr > 0, "a number > 0")
+        _check(self, "seed", _is_int(self.seed), "an int")
+        _check(self, "log_every", _is_int(self.log_every) and self.log_every >= 1, "an int >= 1")
+        _check(
+            self,
+            "checkpoint_every",
+            _is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
+            "an int >= 1",
+        )
+        _check(
+            self,
+            "device",
+            isinstance(self.device, str)
+            and (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")),
+            "'auto', 'cpu', 'mps' or 'cuda[:N]'",
+        )
+        _check(
+            self,
+            "grad_clip",
+            self.grad_clip is None or (_is_num(self.grad_clip) and self.grad_clip > 0),
+            "None or > 0",
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Config):
+    """How held-out instruments are evaluated (poster: 9 frames per note).
+
+    Chapter: 06_metrics
+    """
+
+    frames: int = 9
+    """Encoder-mean frames per note used by denseness and divergence (the poster's t=1..9)."""
+    knn_k: int = 5
+
+    def __post_init__(self) -> None:
+        _check(self, "frames", _is_int(self.frames) and self.frames >= 1, "an int >= 1")
+        _check(self, "knn_k", _is_int(self.knn_k) and self.knn_k >= 1, "an int >= 1")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(_Config):
+    """One experiment: data, features, pairs, model, loss, training, evaluation, seeds.
+
+    Chapter: 01_introduction
+    """
+
+    profile: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    pairs: PairConfig = field(default_factory=PairConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        _check(self, "profile", self.profile in PROFILES, f"one of {PROFILES}")
+        _check(
+            self,
+            "seeds",
+            isinstance(self.seeds, tuple)
+            and len(self.seeds) >= 1
+            and all(_is_int(s) for s in self.seeds),
+            "a non-empty tuple of ints",
+        )
+        _check(
+            self,
+            "eval",
+            self.eval.frames <= self.features.n_frames,
+            f"frames <= features.n_frames ({self.features.n_frames})",
+        )
+        if (
+            self.data.source == "soundfont"
+            and self.features.sample_rate != self.data.render.sample_rate
+        ):
+            raise ConfigError(
+                "features.sample_rate must equal data.render.sample_rate "
+                f"({self.features.sample_rate} != {self.data.render.sample_rate})"
+            )
+        needed = self.features.seconds_needed
+        if self.data.source == "soundfont" and needed > self.data.render.hold_s:
+            raise ConfigError(
+                f"data.render.hold_s: must cover the {needed:.3f} s of frames the features take "
+                f"(features.offset_s + n_frames * hop_length / sample_rate), got "
+                f"{self.data.render.hold_s}"
+            )
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """The profile to use: the argument, else ``$PITCHTIMBRE_PROFILE``, else ``gpu`` when
+    CUDA is available and ``cpu`` otherwise.
+
+    Chapter: 01_introduction
+    """
+    chosen = profile or os.environ.get(PROFILE_ENV) or ("gpu" if cuda_available() else "cpu")
+    if chosen not in PROFILES:
+        raise ConfigError(
+            f"profile: must be one of {PROFILES}, got {chosen!r} (check --profile or {PROFILE_ENV})"
+        )
+    return chosen
+
+
+def profile_config(profile: str | None = None) -> ExperimentConfig:
+    """The experiment settings of a profile (see the module docstring).
+
+    Chapter: 01_introduction
+    """
+    name = resolve_profile(profile)
+    if name == "ci":
+        # Two CPU cores, every chapter in minutes: all 112 melodic programs, every other
+        # pitch, two velocities; a smaller network and a short budget.
+        return ExperimentConfig(
+            profile="ci",
+            data=DataConfig(render=RenderConfig(pitch_step=2, velocities=(70, 110))),
+            model=ModelConfig(hidden=64),
+            train=TrainConfig(steps=400, checkpoint_every=100, log_every=10),
+            seeds=(0,),
+        )
+    if name == "cpu":
+        # The reference measurement of DESIGN.md section 6, on a laptop.
+        return ExperimentConfig(
+            profile="cpu",
+            train=TrainConfig(steps=1500, checkpoint_every=250),
+            seeds=(0, 1),
+        )
+    return ExperimentConfig(
+        profile="gpu",
+        pairs=PairConfig(batch_size=128),
+        model=ModelConfig(hidden=256),
+        train=TrainConfig(steps=6000, checkpoint_every=1000, lr=1e-3),
+        seeds=(0, 1, 2),
+    )

@@ -1,0 +1,238 @@
+"""From a source (SoundFont or NSynth folder) to normalised feature tensors and the split.
+
+Chapter: 02_data
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig, FeatureConfig
+from ..errors import DataError
+from .nsynth import (
+    NoteRecord,
+    check_audio_exists,
+    examples_path,
+    filter_notes,
+    find_nsynth_splits,
+    read_examples,
+)
+from .render import SUMMARY_FILE, RenderSummary, rendered_folder
+from .split import split_instruments
+
+
+@dataclass
+class DataSummary:
+    """What the data step produced: printed by ``python -m pitchtimbre data``.
+
+    Chapter: 02_data
+    """
+
+    source: str
+    notes: int
+    instruments_train: int
+    instruments_heldout: int
+    families: int
+    pitch_range: tuple[int, int]
+    velocities: tuple[int, ...]
+    excluded: dict[str, int] = field(default_factory=dict)
+    cache_paths: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        ex = ", ".join(f"{k} {v}" for k, v in self.excluded.items() if v) or "none"
+        return [
+            f"source              {self.source}",
+            f"notes               {self.notes}",
+            f"instruments         {self.instruments_train} train / {self.instruments_heldout} held out "
+            f"({self.families} families)",
+            f"pitch range         MIDI {self.pitch_range[0]}..{self.pitch_range[1]}",
+            f"velocities          {', '.join(map(str, self.velocities))}",
+            f"excluded notes      {ex}",
+            *(f"cache               {p}" for p in self.cache_paths),
+        ]
+
+
+@dataclass
+class NoteDataset:
+    """Every usable note of a source: normalised features and labels, with the split.
+
+    ``features`` is [N, F, T]; labels are per note. ``instrument`` indexes
+    ``instrument_names``; ``is_train`` is False for the held-out ('unseen') instruments,
+    which never reach a training batch.
+
+    Chapter: 02_data
+    """
+
+    features: torch.Tensor
+    pitch: torch.Tensor
+    velocity: torch.Tensor
+    instrument: torch.Tensor
+    family: torch.Tensor
+    is_train: torch.Tensor
+    instrument_names: list[str]
+    family_names: list[str]
+    records: list[NoteRecord]
+    mean: float
+    std: float
+    summary: DataSummary
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def subset(self, mask: torch.Tensor) -> NoteDataset:
+        """The notes where ``mask`` is True (labels keep their global indices)."""
+        idx = torch.nonzero(mask).flatten()
+        return NoteDataset(
+            features=self.features[idx],
+            pitch=self.pitch[idx],
+            velocity=self.velocity[idx],
+            instrument=self.instrument[idx],
+            family=self.family[idx],
+            is_train=self.is_train[idx],
+            instrument_names=self.instrument_names,
+            family_names=self.family_names,
+            records=[self.records[i] for i in idx.tolist()],
+            mean=self.mean,
+            std=self.std,
+            summary=self.summary,
+        )
+
+    def train(self) -> NoteDataset:
+        return self.subset(self.is_train)
+
+    def heldout(self) -> NoteDataset:
+        return self.subset(~self.is_train)
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to log magnitude (for plots and audio)."""
+        return x * self.std + self.mean
+
+
+def _source_folders(data: DataConfig, progress: bool) -> tuple[dict[str, Path], str]:
+    """Folders to read, keyed 'all' or by NSynth split, and a description of the source."""
+    if data.source == "soundfont":
+        folder = rendered_folder(data.render, progress=progress)
+        sf = data.render.soundfont or "TimGM6mb.sf2 (pretty_midi)"
+        return {"all": folder}, f"soundfont {sf}"
+    path = Path(data.source).expanduser()
+    if path.suffix.lower() in (".sf2", ".sf3"):
+        render = data.render.with_overrides({"soundfont": str(path)})
+        return {"all": rendered_folder(render, progress=progress)}, f"soundfont {path}"
+    splits = find_nsynth_splits(path)
+    if "train" in splits and data.heldout_split in splits:
+        return {"train": splits["train"], "heldout": splits[data.heldout_split]}, f"nsynth {path}"
+    if examples_path(path).is_file():
+        return {"all": path}, f"folder {path}"
+    raise DataError(
+        f"{path}: not a source; pass 'soundfont', a .sf2/.sf3 file, a folder with examples.json, "
+        f"or an NSynth root holding nsynth-train/ and nsynth-{data.heldout_split}/"
+    )
+
+
+def load_dataset(data: DataConfig, features: FeatureConfig, progress: bool = True) -> NoteDataset:
+    """Read, filter, featurise (cached), split and normalise the notes of ``data.source``.
+
+    Excluded notes are counted by reason in ``summary.excluded``: those the renderer left
+    out, silent notes, and notes of instruments with too few notes left.
+
+    Chapter: 02_data
+    """
+    from .features import note_features
+
+    folders, description = _source_folders(data, progress)
+    excluded: Counter[str] = Counter()
+    records: list[NoteRecord] = []
+    split_of: list[str] = []
+    feats_parts, peak_parts, cache_paths = [], [], []
+    for part, folder in folders.items():
+        summary_file = folder / SUMMARY_FILE
+        if summary_file.is_file():
+            excluded.update(RenderSummary.load(folder).excluded)
+        recs = filter_notes(
+            read_examples(folder, check_audio=False),
+            pitch_range=data.pitch_range,
+            velocities=data.velocities,
+            families=data.families,
+            sources=data.instrument_sources,
+            where=str(examples_path(folder)),
+        )
+        check_audio_exists(recs, examples_path(folder))
+        f, peaks, cache = note_features(recs, features, progress=progress)
+        records += recs
+        split_of += [part] * len(recs)
+        feats_parts.append(f)
+        peak_parts.append(peaks)
+        cache_paths.append(str(cache))
+    feats = np.concatenate(feats_parts)
+    peaks = np.concatenate(peak_parts)
+
+    keep = peaks >= 10 ** (data.silence_db / 20)
+    excluded["silent"] += int((~keep).sum())
+    per_inst = Counter(r.instrument_str for r, k in zip(records, keep, strict=True) if k)
+    small = {i for i, c in per_inst.items() if c < data.min_notes_per_instrument}
+    few = np.array([r.instrument_str in small for r in records]) & keep
+    excluded["instrument_with_too_few_notes"] += int(few.sum())
+    keep &= ~few
+    idx = np.nonzero(keep)[0]
+    if len(idx) == 0:
+        raise DataError(f"{description}: no usable notes left (excluded: {dict(excluded)})")
+    records = [records[i] for i in idx]
+    split_of = [split_of[i] for i in idx]
+    feats = feats[idx]
+
+    instrument_names = sorted({r.instrument_str for r in records})
+    family_of = {r.instrument_str: r.instrument_family_str for r in records}
+    family_names = sorted(set(family_of.values()))
+    if folders.keys() == {"all"}:
+        heldout = split_instruments(family_of, data.heldout_per_family, data.split_seed)
+        is_train = np.array([r.instrument_str not in heldout for r in records])
+    else:
+        is_train = np.array([s == "train" for s in split_of])
+        clash = {r.instrument_str for r, t in zip(records, is_train, strict=True) if t} & {
+            r.instrument_str for r, t in zip(records, is_train, strict=True) if not t
+        }
+        if clash:
+            raise DataError(f"{description}: instruments {sorted(clash)[:3]} are in both splits")
+    n_train_inst = len({r.instrument_str for r, t in zip(records, is_train, strict=True) if t})
+    n_held_inst = len(instrument_names) - n_train_inst
+    if n_train_inst < 2 or n_held_inst < 2:
+        raise DataError(
+            f"{description}: needs at least two training and two held-out instruments, has "
+            f"{n_train_inst} and {n_held_inst}; add instruments or lower data.heldout_per_family"
+        )
+
+    train_feats = feats[is_train]
+    mean = float(train_feats.mean(dtype=np.float64))
+    std = float(train_feats.std(dtype=np.float64)) or 1.0
+    inst_index = {n: i for i, n in enumerate(instrument_names)}
+    fam_index = {n: i for i, n in enumerate(family_names)}
+    summary = DataSummary(
+        source=description,
+        notes=len(records),
+        instruments_train=n_train_inst,
+        instruments_heldout=n_held_inst,
+        families=len(family_names),
+        pitch_range=(min(r.pitch for r in records), max(r.pitch for r in records)),
+        velocities=tuple(sorted({r.velocity for r in records})),
+        excluded=dict(sorted(excluded.items())),
+        cache_paths=cache_paths,
+    )
+    return NoteDataset(
+        features=torch.from_numpy((feats - mean) / std).float(),
+        pitch=torch.tensor([r.pitch for r in records]),
+        velocity=torch.tensor([r.velocity for r in records]),
+        instrument=torch.tensor([inst_index[r.instrument_str] for r in records]),
+        family=torch.tensor([fam_index[r.instrument_family_str] for r in records]),
+        is_train=torch.from_numpy(is_train),
+        instrument_names=instrument_names,
+        family_names=family_names,
+        records=records,
+        mean=mean,
+        std=std,
+        summary=summary,
+    )

@@ -1,0 +1,208 @@
+"""Log-magnitude CQT (default) or log-mel features of each note, cached on disk.
+
+A note becomes an [F, T] array: F frequency bins and T frames taken from the held part of
+the note (``offset_s`` after the onset). The cache is keyed by a hash of the notes (name,
+size and modification time of every wav) and the feature settings; it is written
+atomically with a checksum inside, so a killed or damaged write is detected and
+recomputed, never half-read.
+
+Chapter: 02_data
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import atomic_path, cache_dir, stable_hash
+from ..config import FeatureConfig
+from ..errors import DataError
+from .nsynth import NoteRecord
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256
+"""Notes per librosa call: librosa's front ends are vectorised over a leading axis."""
+FEATURE_CACHE_VERSION = 1
+
+
+def samples_to_load(cfg: FeatureConfig) -> int:
+    """Samples read per note: the frames needed plus half a second for the long low CQT
+    filters (the rest of a 4-second NSynth note is never read)."""
+    return math.ceil((cfg.seconds_needed + 0.5) * cfg.sample_rate)
+
+
+def load_audio(rec: NoteRecord, sample_rate: int, n_samples: int | None = None) -> np.ndarray:
+    """A note as mono float32 at ``sample_rate`` (resampled when the wav has another rate),
+    trimmed or zero-padded to ``n_samples``. A corrupt wav raises :class:`DataError` naming it.
+
+    Chapter: 02_data
+    """
+    import soundfile
+
+    try:
+        info = soundfile.info(str(rec.audio_path))
+        frames = None
+        if n_samples is not None:
+            frames = math.ceil(n_samples * info.samplerate / sample_rate) + 16
+        audio, sr = soundfile.read(
+            str(rec.audio_path), frames=frames or -1, dtype="float32", always_2d=True
+        )
+    except FileNotFoundError:
+        raise DataError(
+            f"{rec.audio_path}: wav missing; restore it or drop {rec.note_str} from examples.json"
+        ) from None
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        raise DataError(
+            f"{rec.audio_path}: not a readable wav ({str(exc).splitlines()[0]}); re-render or re-extract it"
+        ) from None
+    mono = audio.mean(axis=1)
+    if sr != sample_rate:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    if n_samples is not None:
+        mono = mono[:n_samples]
+        if len(mono) < n_samples:
+            mono = np.pad(mono, (0, n_samples - len(mono)))
+    return mono.astype(np.float32)
+
+
+def log_spectrogram(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Log-magnitude CQT or mel of ``audio`` [..., samples] -> [..., F, frames] (all frames).
+
+    Chapter: 02_data
+    """
+    import librosa
+
+    if cfg.kind == "cqt":
+        mag = np.abs(
+            librosa.cqt(
+                audio,
+                sr=cfg.sample_rate,
+                hop_length=cfg.hop_length,
+                fmin=float(librosa.midi_to_hz(cfg.fmin_midi)),
+                n_bins=cfg.n_bins,
+                bins_per_octave=cfg.bins_per_octave,
+            )
+        )
+    else:
+        mag = librosa.feature.melspectrogram(
+            y=audio,
+            sr=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            n_mels=cfg.n_bins,
+            power=1.0,
+        )
+    return np.log(mag + cfg.log_floor).astype(np.float32)
+
+
+def frame_window(cfg: FeatureConfig) -> slice:
+    """The frames kept per note: ``n_frames`` from ``offset_s``."""
+    start = round(cfg.offset_s * cfg.sample_rate / cfg.hop_length)
+    return slice(start, start + cfg.n_frames)
+
+
+def compute_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Features [N, F, T] of notes ``audio`` [N, samples].
+
+    Chapter: 02_data
+    """
+    spec = log_spectrogram(audio, cfg)
+    window = frame_window(cfg)
+    out = spec[..., window]
+    if out.shape[-1] != cfg.n_frames:
+        raise DataError(
+            f"features: notes are too short for {cfg.n_frames} frames from {cfg.offset_s} s; "
+            "lower features.n_frames or features.offset_s"
+        )
+    return np.ascontiguousarray(out)
+
+
+def manifest(records: Sequence[NoteRecord]) -> list[tuple[str, int, int]]:
+    """(note_str, size, mtime) of every wav: what the feature cache key depends on."""
+    rows = []
+    for r in records:
+        st = r.audio_path.stat()
+        rows.append((r.note_str, st.st_size, st.st_mtime_ns))
+    return rows
+
+
+def feature_cache_path(records: Sequence[NoteRecord], cfg: FeatureConfig) -> Path:
+    key = stable_hash(
+        {"v": FEATURE_CACHE_VERSION, "notes": manifest(records), "features": cfg.to_dict()}
+    )
+    return cache_dir() / "features" / f"{cfg.kind}-{key}.npz"
+
+
+def _checksum(features: np.ndarray, peaks: np.ndarray) -> str:
+    return hashlib.sha256(features.tobytes() + peaks.tobytes()).hexdigest()
+
+
+def save_feature_cache(
+    path: Path, features: np.ndarray, peaks: np.ndarray, names: Sequence[str]
+) -> None:
+    """Write features, per-note peaks and names atomically, with a checksum inside."""
+    meta = json.dumps({"names": list(names), "sha256": _checksum(features, peaks)})
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh, features=features, peaks=peaks, meta=np.frombuffer(meta.encode(), dtype=np.uint8)
+        )
+
+
+def load_feature_cache(path: Path, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Features and peaks from a cache file, or None when it is absent, unreadable, for
+    other notes, or fails its checksum (then a warning says it will be recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            features, peaks = z["features"], z["peaks"]
+            meta = json.loads(z["meta"].tobytes().decode())
+    except Exception as exc:
+        log.warning(
+            "feature cache %s is unreadable (%s); recomputing", path, exc.__class__.__name__
+        )
+        return None
+    if meta.get("names") != list(names) or meta.get("sha256") != _checksum(features, peaks):
+        log.warning("feature cache %s does not match its checksum or notes; recomputing", path)
+        return None
+    return features, peaks
+
+
+def note_features(
+    records: Sequence[NoteRecord], cfg: FeatureConfig, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Features [N, F, T] and peak amplitudes [N] of ``records``, from the cache or computed
+    (and cached). Returns (features, peaks, cache_path).
+
+    Chapter: 02_data
+    """
+    from tqdm.auto import tqdm
+
+    path = feature_cache_path(records, cfg)
+    names = [r.note_str for r in records]
+    cached = load_feature_cache(path, names)
+    if cached is not None:
+        return cached[0], cached[1], path
+    n_samples = samples_to_load(cfg)
+    feats = np.empty((len(records), cfg.n_bins, cfg.n_frames), dtype=np.float32)
+    peaks = np.empty(len(records), dtype=np.float32)
+    with tqdm(
+        total=len(records), desc=f"features ({cfg.kind})", unit="note", disable=not progress
+    ) as bar:
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
+            audio = np.stack([load_audio(r, cfg.sample_rate, n_samples) for r in chunk])
+            peaks[start : start + len(chunk)] = np.abs(audio).max(axis=1)
+            feats[start : start + len(chunk)] = compute_features(audio, cfg)
+            bar.update(len(chunk))
+    save_feature_cache(path, feats, peaks, names)
+    return feats, peaks, path

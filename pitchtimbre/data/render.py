@@ -1,0 +1,203 @@
+"""Rendering a SoundFont into an NSynth-layout folder: the embedded default data set.
+
+Chapter: 02_data
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import atomic_write_json, cache_dir, stable_hash
+from ..config import RenderConfig
+from ..errors import DataError
+from .gm import GM_FAMILIES, gm_family, gm_program_name, slug
+from .nsynth import NoteRecord, examples_path, write_examples
+from .pitch_check import pitch_error_cents
+from .soundfont import default_soundfont, make_renderer, read_presets
+
+SOURCE_STR = "soundfont"
+SOURCE_ID = 3
+"""Rendered notes get their own instrument_source (NSynth uses 0-2)."""
+FIRST_NON_MELODIC_PROGRAM = 112
+"""GM programs 112-127 are percussive and sound effects: excluded, as DESIGN.md says."""
+SUMMARY_FILE = "render_summary.json"
+
+
+@dataclass
+class RenderSummary:
+    """What a render produced and what it left out, and why.
+
+    Chapter: 02_data
+    """
+
+    soundfont: str
+    soundfont_sha256: str
+    renderer: str
+    requested: int = 0
+    written: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    instruments: dict[str, str] = field(default_factory=dict)
+    """instrument_str -> preset name, for every instrument with at least one note written."""
+    seconds: float = 0.0
+
+    @classmethod
+    def load(cls, folder: Path) -> RenderSummary:
+        return cls(**json.loads((Path(folder) / SUMMARY_FILE).read_text()))
+
+
+def resolve_soundfont(cfg: RenderConfig) -> Path:
+    return Path(cfg.soundfont).expanduser() if cfg.soundfont else default_soundfont()
+
+
+def instrument_str(soundfont: Path, bank: int, program: int) -> str:
+    """NSynth-style instrument name: '<gm family>_<soundfont>_<program>'."""
+    number = f"{bank:03d}{program:03d}" if bank else f"{program:03d}"
+    return f"{GM_FAMILIES[gm_family(program)]}_{slug(soundfont.stem)}_{number}"
+
+
+def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) -> RenderSummary:
+    """Render every (program, pitch, velocity) of ``cfg`` into ``out`` in NSynth layout.
+
+    Programs 112-127, presets the SoundFont lacks, silent notes and notes whose pyin pitch
+    is off by more than ``cfg.pitch_tolerance_cents`` are left out and counted in the
+    summary (``render_summary.json``). ``examples.json`` is written last, atomically, so a
+    folder without it is an unfinished render. Deterministic: the same config and SoundFont
+    give the same wav bytes.
+
+    Chapter: 02_data
+    """
+    import soundfile
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    sf_path = resolve_soundfont(cfg)
+    presets = read_presets(sf_path)  # validates the file: clear error when missing/corrupt
+    renderer = make_renderer(sf_path, cfg.sample_rate, cfg.renderer)
+    out = Path(out)
+    audio_dir = out / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    summary = RenderSummary(
+        soundfont=str(sf_path),
+        soundfont_sha256=hashlib.sha256(sf_path.read_bytes()).hexdigest(),
+        renderer=renderer.name,
+    )
+    excluded: Counter[str] = Counter()
+    grid = [(p, v) for p in cfg.pitches for v in cfg.velocities]
+    silence = 10 ** (cfg.silence_db / 20)
+    candidates: list[NoteRecord] = []
+    onsets: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)  # pitch -> (index, head)
+    head_len = round(0.4 * cfg.sample_rate)
+    names: dict[str, str] = {}
+
+    bar = tqdm(cfg.programs, desc=f"render {sf_path.name}", unit="program", disable=not progress)
+    for program in bar:
+        summary.requested += len(grid)
+        if program >= FIRST_NON_MELODIC_PROGRAM and not cfg.include_non_melodic:
+            excluded["percussive_or_effects_program"] += len(grid)
+            continue
+        if (cfg.bank, program) not in presets:
+            excluded["preset_missing_from_soundfont"] += len(grid)
+            continue
+        inst = instrument_str(sf_path, cfg.bank, program)
+        names[inst] = presets[(cfg.bank, program)].name or gm_program_name(program)
+        notes = renderer.render_program(cfg.bank, program, grid, cfg.hold_s, cfg.release_s)
+        for (pitch, velocity), audio in zip(grid, notes, strict=True):
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            if peak < silence:
+                excluded["silent"] += 1
+                continue
+            if peak > 1.0:
+                excluded["clipped"] += 1
+                continue
+            rec = NoteRecord(
+                note_str=f"{inst}-{pitch:03d}-{velocity:03d}",
+                pitch=pitch,
+                velocity=velocity,
+                instrument=cfg.bank * 128 + program,
+                instrument_str=inst,
+                instrument_family=gm_family(program),
+                instrument_family_str=GM_FAMILIES[gm_family(program)],
+                instrument_source=SOURCE_ID,
+                instrument_source_str=SOURCE_STR,
+                sample_rate=cfg.sample_rate,
+                audio_path=audio_dir / f"{inst}-{pitch:03d}-{velocity:03d}.wav",
+            )
+            soundfile.write(rec.audio_path, audio, cfg.sample_rate, subtype="PCM_16")
+            onsets[pitch].append((len(candidates), audio[:head_len]))
+            candidates.append(rec)
+
+    keep = np.ones(len(candidates), dtype=bool)
+    if cfg.pitch_check and candidates:
+        for pitch in tqdm(
+            sorted(onsets), desc="pitch check (pyin)", unit="pitch", disable=not progress
+        ):
+            idx = [i for i, _ in onsets[pitch]]
+            heads = np.stack([np.pad(h, (0, head_len - len(h))) for _, h in onsets[pitch]])
+            err = pitch_error_cents(heads, pitch, cfg.sample_rate)
+            off = err > cfg.pitch_tolerance_cents
+            keep[np.asarray(idx)[off]] = False
+        if (~keep).any():
+            excluded["off_pitch"] += int((~keep).sum())
+    records = [r for r, k in zip(candidates, keep, strict=True) if k]
+    for r, k in zip(candidates, keep, strict=True):
+        if not k:
+            r.audio_path.unlink(missing_ok=True)
+    if not records:
+        raise DataError(
+            f"{sf_path}: no note survived rendering ({dict(excluded)}); check --programs, "
+            "--pitches and that the SoundFont has melodic presets in bank "
+            f"{cfg.bank}"
+        )
+    summary.written = len(records)
+    summary.excluded = dict(sorted(excluded.items()))
+    kept = {r.instrument_str for r in records}
+    summary.instruments = {k: v for k, v in sorted(names.items()) if k in kept}
+    summary.seconds = round(time.perf_counter() - t0, 2)
+    atomic_write_json(out / SUMMARY_FILE, asdict(summary))
+    write_examples(out, records)
+    return summary
+
+
+def rendered_folder(cfg: RenderConfig, progress: bool = True) -> Path:
+    """The cached render of ``cfg``: rendered once into the package cache, then reused.
+
+    The folder is keyed by a hash of the render settings and the SoundFont's path, size
+    and modification time; it is built under a temporary name and renamed when complete,
+    so an interrupted render is never mistaken for a finished one.
+
+    Chapter: 02_data
+    """
+    from .soundfont import available_renderers
+
+    sf_path = resolve_soundfont(cfg)
+    if not sf_path.is_file():
+        raise DataError(f"{sf_path}: SoundFont not found; pass an existing .sf2/.sf3 file")
+    stat = sf_path.stat()
+    renderer = cfg.renderer if cfg.renderer != "auto" else (available_renderers() or ["none"])[0]
+    key = stable_hash(
+        {
+            "render": cfg.to_dict(),
+            "sf": [str(sf_path.resolve()), stat.st_size, stat.st_mtime_ns],
+            "r": renderer,
+        }
+    )
+    folder = cache_dir() / "notes" / f"{slug(sf_path.stem)}-{key}"
+    if examples_path(folder).is_file():
+        return folder
+    staging = folder.with_name(folder.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    render_soundfont(cfg, staging, progress=progress)
+    if folder.exists():  # a concurrent render finished first
+        shutil.rmtree(staging)
+    else:
+        staging.rename(folder)
+    return folder

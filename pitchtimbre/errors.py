@@ -1,0 +1,26 @@
+"""Errors the package raises for bad input: one line, naming the file or field and what to do.
+
+Chapter: 02_data
+"""
+
+from __future__ import annotations
+
+
+class PitchTimbreError(Exception):
+    """Base class: a one-line message meant for the user, never a traceback to read."""
+
+
+class ConfigError(PitchTimbreError, ValueError):
+    """A configuration field holds a value it cannot take."""
+
+
+class DataError(PitchTimbreError):
+    """A data file (SoundFont, examples.json, wav, archive) is missing, corrupt or empty."""
+
+
+class CheckpointError(PitchTimbreError):
+    """A checkpoint is missing, corrupt, or belongs to another architecture."""
+
+
+class TrainingDiverged(PitchTimbreError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

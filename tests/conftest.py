@@ -1,0 +1,115 @@
+"""Shared fixtures: an isolated cache, small NSynth-layout folders written by the tests, and a
+small SoundFont render."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from pitchtimbre.config import RenderConfig
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets the session's own cache, never the user's."""
+    root = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(root))
+    monkeypatch.delenv("PITCHTIMBRE_PROFILE", raising=False)
+    return root
+
+
+def harmonic_tone(
+    midi: float, brightness: float, seconds: float = 1.0, sr: int = SR, level: float = 0.3
+) -> np.ndarray:
+    """A decaying harmonic tone: ``brightness`` sets how slowly the harmonics fall off (the
+    'timbre' of a test instrument)."""
+    t = np.arange(round(seconds * sr)) / sr
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    x = np.zeros_like(t)
+    for k in range(1, 16):
+        if k * f0 >= sr / 2:
+            break
+        x += brightness ** (k - 1) * np.sin(2 * np.pi * k * f0 * t)
+    env = np.minimum(1.0, t / 0.01) * np.exp(-t * 1.5)
+    x = x * env
+    return (level * x / np.abs(x).max()).astype(np.float32)
+
+
+def write_nsynth_folder(
+    folder: Path,
+    instruments: Iterable[tuple[str, str, float]],
+    pitches: Iterable[int] = range(60, 66),
+    velocities: Iterable[int] = (75, 100),
+    sr: int = SR,
+    seconds: float = 1.0,
+) -> Path:
+    """A small NSynth-layout folder of harmonic tones. ``instruments`` holds
+    (instrument_str, family, brightness)."""
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    table = {}
+    for i, (name, family, brightness) in enumerate(instruments):
+        for p in pitches:
+            for v in velocities:
+                note = f"{name}-{p:03d}-{v:03d}"
+                audio = harmonic_tone(p, brightness, seconds, sr, level=0.2 + 0.5 * v / 127)
+                soundfile.write(folder / "audio" / f"{note}.wav", audio, sr, subtype="PCM_16")
+                table[note] = {
+                    "note_str": note,
+                    "pitch": p,
+                    "velocity": v,
+                    "instrument": i,
+                    "instrument_str": name,
+                    "instrument_family": 0,
+                    "instrument_family_str": family,
+                    "instrument_source": 2,
+                    "instrument_source_str": "synthetic",
+                    "sample_rate": sr,
+                    "qualities": [0] * 10,
+                }
+    (folder / "examples.json").write_text(json.dumps(table))
+    return folder
+
+
+TOY_INSTRUMENTS = [
+    ("bass_synthetic_000", "bass", 0.2),
+    ("bass_synthetic_001", "bass", 0.35),
+    ("bass_synthetic_002", "bass", 0.5),
+    ("flute_synthetic_003", "flute", 0.6),
+    ("flute_synthetic_004", "flute", 0.7),
+    ("flute_synthetic_005", "flute", 0.8),
+]
+
+
+@pytest.fixture
+def toy_folder(tmp_path: Path) -> Path:
+    """Six synthetic instruments in two families, 6 pitches, 2 velocities (72 notes)."""
+    return write_nsynth_folder(tmp_path / "toy", TOY_INSTRUMENTS)
+
+
+SMALL_PROGRAMS = (0, 1, 24, 25, 40, 41, 56, 57, 113)
+
+
+@pytest.fixture(scope="session")
+def small_render_config() -> RenderConfig:
+    """Eight melodic GM programs (4 families) and one percussive one, 5 pitches, 2 velocities."""
+    return RenderConfig(programs=SMALL_PROGRAMS, pitch_range=(60, 64), velocities=(80, 110))
+
+
+@pytest.fixture(scope="session")
+def small_render(
+    tmp_path_factory: pytest.TempPathFactory, small_render_config: RenderConfig
+) -> Path:
+    from pitchtimbre.data.render import render_soundfont
+
+    out = tmp_path_factory.mktemp("render")
+    render_soundfont(small_render_config, out, progress=False)
+    return out

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+from pitchtimbre import config as config_module
+from pitchtimbre.config import (
+    DataConfig,
+    ExperimentConfig,
+    FeatureConfig,
+    LossConfig,
+    PairConfig,
+    RenderConfig,
+    TrainConfig,
+    profile_config,
+    resolve_profile,
+)
+from pitchtimbre.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("factory", "field"),
+    [
+        (lambda: RenderConfig(programs=(0, 200)), "RenderConfig.programs"),
+        (lambda: RenderConfig(pitch_range=(72, 48)), "RenderConfig.pitch_range"),
+        (lambda: RenderConfig(velocities=()), "RenderConfig.velocities"),
+        (lambda: RenderConfig(renderer="fluid"), "RenderConfig.renderer"),
+        (lambda: DataConfig(heldout_per_family=0), "DataConfig.heldout_per_family"),
+        (lambda: FeatureConfig(kind="stft"), "FeatureConfig.kind"),
+        (lambda: FeatureConfig(n_bins=200), "FeatureConfig.n_bins"),
+        (lambda: PairConfig(proportions=(1, 0, 0)), "PairConfig.proportions"),
+        (lambda: PairConfig(proportions=(0, 0, 0, 0)), "PairConfig.proportions"),
+        (lambda: LossConfig(lambda_pitch=-1), "LossConfig.lambda_pitch"),
+        (lambda: TrainConfig(device="tpu"), "TrainConfig.device"),
+        (lambda: TrainConfig(steps=0), "TrainConfig.steps"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_field(factory, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        factory()
+
+
+def test_hold_must_cover_the_feature_frames():
+    with pytest.raises(ConfigError, match=r"data\.render\.hold_s"):
+        ExperimentConfig(data=DataConfig(render=RenderConfig(hold_s=0.3)))
+
+
+def test_profiles_and_environment(monkeypatch):
+    monkeypatch.setattr(config_module, "cuda_available", lambda: False)
+    assert resolve_profile() == "cpu"
+    monkeypatch.setenv("PITCHTIMBRE_PROFILE", "ci")
+    assert resolve_profile() == "ci"
+    assert resolve_profile("gpu") == "gpu"  # the argument wins
+    monkeypatch.setenv("PITCHTIMBRE_PROFILE", "laptop")
+    with pytest.raises(ConfigError, match="PITCHTIMBRE_PROFILE"):
+        resolve_profile()
+
+
+def test_gpu_profile_is_automatic_with_cuda(monkeypatch):
+    monkeypatch.delenv("PITCHTIMBRE_PROFILE", raising=False)
+    monkeypatch.setattr(config_module, "cuda_available", lambda: True)
+    assert resolve_profile() == "gpu"
+    assert profile_config().profile == "gpu"
+
+
+def test_profiles_differ_in_size():
+    ci, cpu, gpu = (profile_config(p) for p in ("ci", "cpu", "gpu"))
+    assert ci.train.steps < cpu.train.steps < gpu.train.steps
+    assert len(ci.data.render.pitches) < len(cpu.data.render.pitches)
+    assert ci.model.hidden < cpu.model.hidden < gpu.model.hidden
+
+
+def test_round_trip_and_overrides():
+    cfg = profile_config("ci")
+    again = ExperimentConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    vanilla = cfg.with_overrides({"loss.lambda_pitch": 0.0, "loss.lambda_timbre": 0.0})
+    assert vanilla.loss.is_vanilla and not cfg.loss.is_vanilla
+    assert vanilla.model == cfg.model
+    with pytest.raises(ConfigError, match=r"no field 'loss\.lambda'"):
+        cfg.with_overrides({"loss.lambda": 1.0})
+    with pytest.raises(ConfigError, match=r"LossConfig\.beta"):
+        cfg.with_overrides({"loss.beta": -2.0})
+    with pytest.raises(ConfigError, match="unknown field"):
+        ExperimentConfig.from_dict({**cfg.to_dict(), "colour": "red"})

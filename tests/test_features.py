@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import harmonic_tone
+
+from pitchtimbre.config import DataConfig, FeatureConfig
+from pitchtimbre.data import features as feat
+from pitchtimbre.data import load_dataset
+from pitchtimbre.data.nsynth import read_examples
+
+
+def test_cqt_shape_and_pitch_shift_is_a_frequency_shift():
+    cfg = FeatureConfig()
+    audio = np.stack([harmonic_tone(60, 0.3), harmonic_tone(62, 0.3)])
+    f = feat.compute_features(audio, cfg)
+    assert f.shape == (2, cfg.n_bins, cfg.n_frames) and f.dtype == np.float32
+    peak = f.mean(axis=2).argmax(axis=1)
+    assert peak[0] == 60 - cfg.fmin_midi  # the fundamental's bin
+    assert peak[1] - peak[0] == 2
+
+
+def test_mel_option():
+    cfg = FeatureConfig(kind="mel", n_bins=64)
+    f = feat.compute_features(harmonic_tone(60, 0.3)[None], cfg)
+    assert f.shape == (1, 64, cfg.n_frames)
+
+
+def test_frames_come_from_the_held_part():
+    cfg = FeatureConfig()
+    window = feat.frame_window(cfg)
+    assert window.start == 4 and window.stop - window.start == cfg.n_frames
+
+
+def test_feature_cache_is_reused(toy_folder, monkeypatch):
+    records = read_examples(toy_folder)
+    cfg = FeatureConfig()
+    f1, p1, path = feat.note_features(records, cfg, progress=False)
+    assert path.is_file()
+    monkeypatch.setattr(
+        feat, "compute_features", lambda *a: pytest.fail("recomputed despite a valid cache")
+    )
+    f2, p2, path2 = feat.note_features(records, cfg, progress=False)
+    assert path2 == path and np.array_equal(f1, f2) and np.array_equal(p1, p2)
+    other = feat.feature_cache_path(records, FeatureConfig(n_frames=16))
+    assert other != path  # the key depends on the settings
+
+
+def test_a_killed_cache_write_leaves_the_previous_cache_intact(toy_folder):
+    records = read_examples(toy_folder)
+    cfg = FeatureConfig()
+    f1, _, path = feat.note_features(records, cfg, progress=False)
+    before = path.read_bytes()
+    # a second process starts overwriting the cache and is killed halfway through
+    script = textwrap.dedent(
+        f"""
+        import os, numpy as np
+        from pitchtimbre.data import features as feat
+        def dying_savez(fh, **arrays):
+            fh.write(b"PK" + b"x" * 4096); fh.flush(); os._exit(9)
+        np.savez = dying_savez
+        feat.save_feature_cache(__import__("pathlib").Path({str(path)!r}),
+                                np.zeros((1, 1, 1), np.float32), np.zeros(1, np.float32), ["x"])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], check=False)
+    assert proc.returncode == 9
+    assert path.read_bytes() == before
+    f2, _, _ = feat.note_features(records, cfg, progress=False)
+    assert np.array_equal(f1, f2)
+
+
+def test_a_damaged_cache_is_detected_and_recomputed(toy_folder, caplog):
+    records = read_examples(toy_folder)
+    cfg = FeatureConfig()
+    f1, _, path = feat.note_features(records, cfg, progress=False)
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) // 2]))  # e.g. a disk that filled up
+    with caplog.at_level(logging.WARNING):
+        f2, _, _ = feat.note_features(records, cfg, progress=False)
+    assert "recomputing" in caplog.text
+    assert np.array_equal(f1, f2)
+    # flipped bytes inside the arrays: the checksum catches what the zip container may not
+    names = [r.note_str for r in records]
+    feats, peaks = feat.load_feature_cache(path, names)
+    feat.save_feature_cache(path, feats, peaks, names)
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    raw = bytearray(members["features.npy"])
+    raw[-10] ^= 0xFF
+    members["features.npy"] = bytes(raw)
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    assert feat.load_feature_cache(path, names) is None
+
+
+def test_normalisation_uses_training_instruments_only(toy_folder):
+    cfg = DataConfig(source=str(toy_folder), heldout_per_family=1)
+    ds = load_dataset(cfg, FeatureConfig(), progress=False)
+    train = ds.features[ds.is_train]
+    assert abs(float(train.mean())) < 1e-4
+    assert abs(float(train.std()) - 1) < 1e-3
+    held = ds.features[~ds.is_train]
+    assert abs(float(held.mean())) > 1e-3  # held-out notes are normalised, not standardised
+    raw = ds.denormalise(ds.features)
+    assert torch.allclose(raw[ds.is_train].mean(), torch.tensor(ds.mean), atol=1e-3)

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import soundfile
+from conftest import TOY_INSTRUMENTS, harmonic_tone, write_nsynth_folder
+
+from pitchtimbre.config import DataConfig, FeatureConfig
+from pitchtimbre.data import load_dataset
+from pitchtimbre.data.features import load_audio
+from pitchtimbre.data.nsynth import (
+    filter_notes,
+    find_nsynth_splits,
+    read_examples,
+    safe_extract,
+    verify_archive,
+)
+from pitchtimbre.data.pitch_check import estimate_midi
+from pitchtimbre.errors import DataError
+
+
+def test_read_and_filter(toy_folder):
+    records = read_examples(toy_folder)
+    assert len(records) == 6 * 6 * 2
+    assert records == sorted(records, key=lambda r: r.note_str)
+    flutes = filter_notes(records, families=("flute",), pitch_range=(61, 62), velocities=(100,))
+    assert len(flutes) == 3 * 2 * 1
+    with pytest.raises(
+        DataError,
+        match=r"no notes left after filtering.*families=\('flutes',\).*has families \['bass', 'flute'\]",
+    ):
+        filter_notes(records, families=("flutes",))
+
+
+def test_missing_examples_json(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty/examples\.json: missing; render one"):
+        read_examples(tmp_path / "empty")
+    with pytest.raises(DataError, match="no such folder"):
+        read_examples(tmp_path / "absent")
+
+
+def test_malformed_examples_json(toy_folder):
+    path = toy_folder / "examples.json"
+    path.write_text("{ not json")
+    with pytest.raises(DataError, match=r"examples\.json: not valid JSON \(line 1"):
+        read_examples(toy_folder)
+    path.write_text(json.dumps({"x-060-100": {"pitch": 60}}))
+    with pytest.raises(DataError, match=r"entry 'x-060-100' lacks field\(s\) \['velocity'"):
+        read_examples(toy_folder)
+
+
+def test_examples_naming_a_missing_wav(toy_folder):
+    victim = sorted((toy_folder / "audio").glob("*.wav"))[3]
+    victim.unlink()
+    with pytest.raises(
+        DataError, match=rf"examples\.json: names .*{victim.name}, which does not exist"
+    ):
+        read_examples(toy_folder)
+    with pytest.raises(DataError, match=victim.name):
+        load_dataset(
+            DataConfig(source=str(toy_folder), heldout_per_family=1),
+            FeatureConfig(),
+            progress=False,
+        )
+
+
+def test_corrupt_wav_is_named(toy_folder):
+    victim = sorted((toy_folder / "audio").glob("*.wav"))[5]
+    victim.write_bytes(b"RIFF0000WAVEjunkjunk")
+    with pytest.raises(DataError, match=rf"{victim.name}: not a readable wav"):
+        load_dataset(
+            DataConfig(source=str(toy_folder), heldout_per_family=1),
+            FeatureConfig(),
+            progress=False,
+        )
+
+
+def test_other_sample_rates_are_resampled(tmp_path):
+    folder = write_nsynth_folder(
+        tmp_path / "hi", TOY_INSTRUMENTS[:1], pitches=(64,), velocities=(100,), sr=44100
+    )
+    rec = read_examples(folder)[0]
+    audio = load_audio(rec, 16000, 16000)
+    assert audio.shape == (16000,)
+    assert abs(estimate_midi(audio[None], 64, 16000)[0] - 64) < 0.3
+
+
+def test_silent_notes_are_excluded_and_counted(toy_folder):
+    victim = sorted((toy_folder / "audio").glob("*.wav"))[0]
+    soundfile.write(victim, np.zeros(16000, np.float32), 16000, subtype="PCM_16")
+    ds = load_dataset(
+        DataConfig(source=str(toy_folder), heldout_per_family=1), FeatureConfig(), progress=False
+    )
+    assert ds.summary.excluded["silent"] == 1
+    assert len(ds) == 71
+    assert victim.stem not in {r.note_str for r in ds.records}
+
+
+def test_a_source_with_too_few_instruments_is_an_error(tmp_path):
+    folder = write_nsynth_folder(tmp_path / "one", TOY_INSTRUMENTS[:1])
+    with pytest.raises(DataError, match="needs at least two training and two held-out instruments"):
+        load_dataset(DataConfig(source=str(folder)), FeatureConfig(), progress=False)
+
+
+def test_an_empty_selection_is_an_error(toy_folder):
+    cfg = DataConfig(source=str(toy_folder), pitch_range=(20, 30))
+    with pytest.raises(DataError, match=r"no notes left after filtering \(pitch_range=\(20, 30\)"):
+        load_dataset(cfg, FeatureConfig(), progress=False)
+
+
+def test_official_nsynth_splits_decide_the_unseen_instruments(tmp_path):
+    root = tmp_path / "nsynth"
+    write_nsynth_folder(root / "nsynth-train", TOY_INSTRUMENTS[:4], pitches=(60, 61, 62))
+    write_nsynth_folder(
+        root / "nsynth-test",
+        [*TOY_INSTRUMENTS[4:], ("bass_x_9", "bass", 0.4)],
+        pitches=(60, 61, 62),
+    )
+    assert set(find_nsynth_splits(root)) == {"train", "test"}
+    ds = load_dataset(DataConfig(source=str(root)), FeatureConfig(), progress=False)
+    train = {ds.instrument_names[i] for i in ds.instrument[ds.is_train].tolist()}
+    held = {ds.instrument_names[i] for i in ds.instrument[~ds.is_train].tolist()}
+    assert train == {n for n, _, _ in TOY_INSTRUMENTS[:4]}
+    assert held == {"flute_synthetic_004", "flute_synthetic_005", "bass_x_9"}
+    assert ds.summary.source.startswith("nsynth")
+
+
+def _tar_with(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def test_safe_extract_and_checksums(tmp_path):
+    wav = io.BytesIO()
+    soundfile.write(wav, harmonic_tone(60, 0.5), 16000, format="WAV", subtype="PCM_16")
+    good = tmp_path / "good.tar.gz"
+    good.write_bytes(
+        _tar_with(
+            {"nsynth-test/examples.json": b"{}", "nsynth-test/audio/a-060-100.wav": wav.getvalue()}
+        )
+    )
+    digest = verify_archive(good, None)  # first use records the digest beside the archive
+    assert (tmp_path / "good.tar.gz.sha256").read_text().startswith(digest)
+    files = safe_extract(good, tmp_path / "out")
+    assert (tmp_path / "out/nsynth-test/audio/a-060-100.wav").is_file()
+    assert len(files) == 2
+
+    good.write_bytes(good.read_bytes() + b"tampered")
+    with pytest.raises(DataError, match=r"good\.tar\.gz: sha256 .* does not match"):
+        verify_archive(good, None)
+    with pytest.raises(DataError, match="does not match"):
+        verify_archive(good, "0" * 64)
+
+    for name, archive in {
+        "dotdot": _tar_with({"../escape.txt": b"x"}),
+        "absolute": _tar_with({"/tmp/escape.txt": b"x"}),
+        "link": _tar_with({}, links={"evil": "../../etc/passwd"}),
+    }.items():
+        path = tmp_path / f"{name}.tar.gz"
+        path.write_bytes(archive)
+        with pytest.raises(DataError, match="refusing to extract"):
+            safe_extract(path, tmp_path / f"x-{name}")
+    assert not (tmp_path / "escape.txt").exists()
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not a tar")
+    with pytest.raises(DataError, match=r"bad\.tar\.gz: not a readable tar archive"):
+        safe_extract(bad, tmp_path / "y")

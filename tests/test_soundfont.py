@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+from pitchtimbre.config import RenderConfig
+from pitchtimbre.data.nsynth import REQUIRED_FIELDS, read_examples
+from pitchtimbre.data.pitch_check import estimate_midi
+from pitchtimbre.data.render import RenderSummary, render_soundfont
+from pitchtimbre.data.soundfont import (
+    available_renderers,
+    default_soundfont,
+    make_renderer,
+    read_presets,
+)
+from pitchtimbre.errors import DataError
+
+
+def test_default_soundfont_is_a_general_midi_bank():
+    presets = read_presets(default_soundfont())
+    assert (0, 0) in presets and (0, 40) in presets
+    assert sum(1 for bank, _ in presets if bank == 0) >= 112
+
+
+def test_missing_truncated_and_garbage_soundfonts_are_named(tmp_path):
+    with pytest.raises(DataError, match=r"nowhere\.sf2: SoundFont not found"):
+        read_presets(tmp_path / "nowhere.sf2")
+    garbage = tmp_path / "garbage.sf2"
+    garbage.write_bytes(b"this is not a soundfont at all")
+    with pytest.raises(DataError, match=r"garbage\.sf2: is not a SoundFont"):
+        read_presets(garbage)
+    cut = tmp_path / "cut.sf2"
+    cut.write_bytes(default_soundfont().read_bytes()[:100_000])
+    with pytest.raises(DataError, match=r"cut\.sf2: SoundFont is truncated"):
+        read_presets(cut)
+    with pytest.raises(DataError, match=r"cut\.sf2"):
+        render_soundfont(
+            RenderConfig(soundfont=str(cut), programs=(0,)), tmp_path / "out", progress=False
+        )
+
+
+@pytest.mark.parametrize("backend", available_renderers())
+def test_each_backend_renders_the_requested_pitch_deterministically(backend):
+    r = make_renderer(default_soundfont(), 16000, backend)
+    notes = r.render_program(0, 0, [(60, 100), (67, 100)], 0.75, 0.25)
+    assert [len(n) for n in notes] == [16000, 16000]
+    est = estimate_midi(np.stack(notes), 60, 16000)
+    assert abs(est[0] - 60) < 0.5
+    again = r.render_program(0, 0, [(67, 100)], 0.75, 0.25)[0]
+    assert np.array_equal(again, notes[1]), "a note must not depend on what was rendered before"
+
+
+def test_unknown_renderer_is_a_clear_error(monkeypatch):
+    import pitchtimbre.data.soundfont as sfmod
+
+    monkeypatch.setattr(sfmod, "available_renderers", lambda: ["midirenderer"])
+    with pytest.raises(
+        DataError, match=r"render\.renderer: 'tinysoundfont' is not installed.*--no-deps"
+    ):
+        make_renderer(default_soundfont(), 16000, "tinysoundfont")
+
+
+def test_render_writes_nsynth_layout(small_render, small_render_config):
+    table = json.loads((small_render / "examples.json").read_text())
+    first = next(iter(table.values()))
+    assert set(REQUIRED_FIELDS) <= set(first)
+    records = read_examples(small_render)
+    assert {r.pitch for r in records} <= set(range(60, 65))
+    assert {r.velocity for r in records} == {80, 110}
+    audio, sr = soundfile.read(records[0].audio_path)
+    assert sr == 16000 and audio.ndim == 1 and len(audio) == 16000
+    assert (
+        records[0].note_str
+        == f"{records[0].instrument_str}-{records[0].pitch:03d}-{records[0].velocity:03d}"
+    )
+    summary = RenderSummary.load(small_render)
+    # program 113 is percussive: excluded and counted, never written
+    assert summary.excluded["percussive_or_effects_program"] == 10
+    assert all(r.instrument % 128 != 113 for r in records)
+    assert summary.written == len(records)
+    assert summary.requested == len(small_render_config.programs) * 10
+
+
+def test_render_is_byte_deterministic(tmp_path, small_render):
+    cfg = RenderConfig(programs=(0, 24), pitch_range=(60, 61), velocities=(80,))
+    render_soundfont(cfg, tmp_path / "again", progress=False)
+    for wav in sorted((tmp_path / "again" / "audio").glob("*.wav")):
+        twin = small_render / "audio" / wav.name
+        assert (
+            hashlib.sha256(wav.read_bytes()).digest() == hashlib.sha256(twin.read_bytes()).digest()
+        )
+
+
+def test_off_pitch_presets_are_excluded_and_counted(tmp_path):
+    # TimGM6mb's organs with a 16' footage (programs 16-19) sound an octave below the key
+    summary = render_soundfont(
+        RenderConfig(programs=(0, 16), pitch_range=(60, 62), velocities=(90,)),
+        tmp_path / "r",
+        progress=False,
+    )
+    assert summary.excluded.get("off_pitch", 0) == 3
+    assert {r.instrument for r in read_examples(tmp_path / "r")} == {0}
+    unchecked = render_soundfont(
+        RenderConfig(programs=(0, 16), pitch_range=(60, 62), velocities=(90,), pitch_check=False),
+        tmp_path / "u",
+        progress=False,
+    )
+    assert unchecked.written == 6
+
+
+def test_missing_presets_are_counted(tmp_path, monkeypatch):
+    import pitchtimbre.data.render as render_mod
+
+    real = render_mod.read_presets
+    monkeypatch.setattr(
+        render_mod, "read_presets", lambda p: {k: v for k, v in real(p).items() if k != (0, 1)}
+    )
+    summary = render_soundfont(
+        RenderConfig(programs=(0, 1), pitch_range=(60, 60), velocities=(90,)),
+        tmp_path / "r",
+        progress=False,
+    )
+    assert summary.excluded == {"preset_missing_from_soundfont": 1}
+
+
+def test_nothing_survives_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="no note survived"):
+        render_soundfont(
+            RenderConfig(programs=(120, 121), pitch_range=(60, 60)), tmp_path / "r", progress=False
+        )

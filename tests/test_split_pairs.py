@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from pitchtimbre.config import DataConfig, FeatureConfig, PairConfig
+from pitchtimbre.data import PairSampler, load_dataset, split_instruments
+from pitchtimbre.data.pairs import kind_counts
+from pitchtimbre.errors import ConfigError
+
+
+def test_split_is_stratified_seeded_and_keeps_a_training_instrument_per_family():
+    families = {f"{fam}_{i}": fam for fam in ("a", "b", "c") for i in range(5)}
+    families["lonely_0"] = "lonely"
+    held = split_instruments(families, per_family=2, seed=3)
+    per_family = Counter(families[i] for i in held)
+    assert per_family == {"a": 2, "b": 2, "c": 2}  # the lonely family keeps its only instrument
+    assert split_instruments(dict(reversed(list(families.items()))), 2, 3) == held
+    assert any(split_instruments(families, 2, s) != held for s in range(1, 6))
+    assert split_instruments({"x1": "x", "x2": "x"}, per_family=5, seed=0) != {"x1", "x2"}
+
+
+def test_kind_counts_follow_the_proportions():
+    assert kind_counts(64, (0.25, 0.25, 0.25, 0.25)) == [16, 16, 16, 16]
+    assert kind_counts(10, (1, 1, 1, 0)) == [4, 3, 3, 0]
+    assert kind_counts(7, (0.5, 0.2, 0.2, 0.1)) == [4, 1, 1, 1]
+    assert kind_counts(10, (0, 0, 0, 1)) == [0, 0, 0, 10]
+
+
+def _labels():
+    # 4 instruments x 5 pitches x 3 velocities
+    inst, pitch = torch.meshgrid(torch.arange(4), torch.arange(60, 65), indexing="ij")
+    inst = inst.flatten().repeat_interleave(3)
+    pitch = pitch.flatten().repeat_interleave(3)
+    return pitch, inst
+
+
+def test_pairs_have_the_right_kind_and_flags():
+    pitch, inst = _labels()
+    sampler = PairSampler(pitch, inst, PairConfig(batch_size=400), seed=0)
+    b = sampler.sample()
+    assert len(b.first) == 400
+    assert torch.equal(b.same_pitch, pitch[b.first] == pitch[b.second])
+    assert torch.equal(b.same_timbre, inst[b.first] == inst[b.second])
+    expected = {0: (True, True), 1: (True, False), 2: (False, True), 3: (False, False)}
+    for k, (sp, st) in expected.items():
+        sel = b.kind == k
+        assert int(sel.sum()) == 100
+        assert bool((b.same_pitch[sel] == sp).all()) and bool((b.same_timbre[sel] == st).all())
+    assert bool((b.first[b.kind == 0] != b.second[b.kind == 0]).all())  # another velocity
+
+
+def test_pairs_cover_their_candidates_uniformly():
+    pitch, inst = _labels()
+    sampler = PairSampler(pitch, inst, PairConfig(batch_size=4, proportions=(0, 1, 0, 0)), seed=1)
+    partners = Counter()
+    for _ in range(3000):
+        b = sampler.sample()
+        keep = b.first == 0
+        partners.update(b.second[keep].tolist())
+    # note 0 (instrument 0, pitch 60) pairs with the 9 notes of pitch 60 on instruments 1-3
+    assert set(partners) == {i for i in range(60) if pitch[i] == 60 and inst[i] != 0}
+
+
+def test_sampler_is_seeded_and_resumable():
+    pitch, inst = _labels()
+    a = PairSampler(pitch, inst, PairConfig(), seed=5)
+    b = PairSampler(pitch, inst, PairConfig(), seed=5)
+    a.sample()
+    state = a.state_dict()
+    next_a = a.sample()
+    b.load_state_dict(state)
+    next_b = b.sample()
+    assert torch.equal(next_a.first, next_b.first) and torch.equal(next_a.second, next_b.second)
+
+
+def test_impossible_kind_is_a_clear_error():
+    pitch = torch.tensor([60, 61, 60, 61])
+    inst = torch.tensor([0, 0, 1, 1])  # one velocity: no 'same pitch, same instrument' pairs
+    with pytest.raises(
+        ConfigError,
+        match=r"pairs\.proportions: the data has no 'same pitch, same instrument' pairs",
+    ):
+        PairSampler(pitch, inst, PairConfig())
+    PairSampler(pitch, inst, PairConfig(proportions=(0, 1, 1, 1))).sample()
+
+
+def test_heldout_instruments_never_reach_a_training_batch(toy_folder):
+    ds = load_dataset(
+        DataConfig(source=str(toy_folder), heldout_per_family=1), FeatureConfig(), progress=False
+    )
+    held = set(ds.instrument[~ds.is_train].tolist())
+    assert len(held) == 2
+    train = ds.train()
+    sampler = PairSampler(train.pitch, train.instrument, PairConfig(batch_size=64), seed=0)
+    seen = set()
+    for _ in range(200):
+        b = sampler.sample()
+        seen |= set(train.instrument[b.first].tolist()) | set(train.instrument[b.second].tolist())
+    assert seen and not (seen & held)
+    assert seen == set(ds.instrument[ds.is_train].tolist())
