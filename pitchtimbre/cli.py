@@ -54,7 +54,9 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     source = getattr(args, "source", None)
     if source:
         overrides["data.source"] = source
-    if getattr(args, "seeds", None):
+    if getattr(args, "seeds", None) is not None:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
         overrides["seeds"] = tuple(range(args.seeds))
     if getattr(args, "steps", None):
         overrides["train.steps"] = args.steps
@@ -100,6 +102,43 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .experiment import markdown_table, reproduce
+
+    cfg = build_config(args)
+    print(f"profile {cfg.profile}: seeds {list(cfg.seeds)}, {cfg.train.steps} steps per model")
+    results = reproduce(cfg, args.out, progress=not args.quiet)
+    print(markdown_table(results))
+    secs = results["train_seconds"]
+    print(
+        f"training seconds per seed: vanilla {secs['vanilla']}, proposed {secs['proposed']} (0 = loaded from cache)"
+    )
+    print(f"wrote {Path(args.out) / 'results.json'}, results.md and figures/")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .experiment import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.checkpoint, args.source, args.out, progress=not args.quiet)
+    ((name, metrics),) = results["models"].items()
+    print(
+        f"{name} model on {results['source']}: {results['data']['notes']} notes, {results['data']['instruments']} instruments"
+    )
+    if results["data"]["left_out_seen_instruments"]:
+        print(
+            f"left out {len(results['data']['left_out_seen_instruments'])} instruments seen in training"
+        )
+    for space in ("pitch", "timbre"):
+        m = metrics[space]
+        print(
+            f"  {space:6s} denseness {m['denseness']:.3f}  divergence {m['divergence']:.3f}  ratio {m['ratio']:.2f}  "
+            f"kNN pitch {m['probe']['pitch']:.2f}  instrument {m['probe']['instrument']:.2f}"
+        )
+    print(f"wrote {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pitchtimbre", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -142,6 +181,37 @@ def make_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_data)
+
+    rp = sub.add_parser(
+        "reproduce", help="train vanilla and proposed, evaluate on unseen instruments"
+    )
+    rp.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="ci, cpu or gpu (default: $PITCHTIMBRE_PROFILE, else auto)",
+    )
+    rp.add_argument(
+        "--source",
+        help="'soundfont' (default), a .sf2/.sf3, an NSynth-layout folder or NSynth root",
+    )
+    rp.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the profile's)")
+    rp.add_argument("--steps", type=int, help="training steps per model (default: the profile's)")
+    rp.add_argument(
+        "--out", type=Path, required=True, help="folder for results.json, results.md, figures/"
+    )
+    rp.add_argument("--quiet", action="store_true", help="no progress bars")
+    rp.set_defaults(func=cmd_reproduce)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained checkpoint on another source")
+    ev.add_argument(
+        "--checkpoint", type=Path, required=True, help="a checkpoint.pt (see results.json)"
+    )
+    ev.add_argument(
+        "--source", required=True, help="a .sf2/.sf3, an NSynth-layout folder or NSynth root"
+    )
+    ev.add_argument("--out", type=Path, required=True, help="folder for results.json")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_evaluate)
     return p
 
 

@@ -343,9 +343,18 @@ class ModelConfig(_Config):
     latent_timbre: int = 16
     hidden: int = 128
     layers: int = 3
+    """Convolutions per network (the last one emits the output)."""
     kernel_size: int = 5
+    sigma: float | None = None
+    """Std of the Gaussian likelihood p(x_t | z^p_t, z^t_t); None learns one scalar."""
 
     def __post_init__(self) -> None:
+        _check(
+            self,
+            "sigma",
+            self.sigma is None or (_is_num(self.sigma) and self.sigma > 0),
+            "None or > 0",
+        )
         for name in ("latent_pitch", "latent_timbre", "hidden", "layers"):
             _check(
                 self, name, _is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1"
@@ -381,8 +390,6 @@ class LossConfig(_Config):
     """Margin of the 'hinge' contrastive loss, max(0, margin - d) for different pairs."""
     on: Literal["mean", "sample"] = "mean"
     """Distances between posterior means (default) or reparameterised samples."""
-    sigma: float | None = None
-    """Fixed std of the Gaussian likelihood; None learns one scalar."""
     distance_eps: float = 1e-8
     """Added under the square root so that the gradient of a zero distance is finite."""
 
@@ -398,12 +405,6 @@ class LossConfig(_Config):
         _check(self, "distance", isinstance(self.distance, str), "a distance name")
         _check(self, "margin", _is_num(self.margin) and self.margin > 0, "a number > 0")
         _check(self, "on", self.on in ("mean", "sample"), "'mean' or 'sample'")
-        _check(
-            self,
-            "sigma",
-            self.sigma is None or (_is_num(self.sigma) and self.sigma > 0),
-            "None or > 0",
-        )
         _check(self, "distance_eps", _is_num(self.distance_eps) and self.distance_eps >= 0, ">= 0")
 
     @property

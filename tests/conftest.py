@@ -4,6 +4,9 @@ small SoundFont render."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,15 +19,25 @@ from pitchtimbre.config import RenderConfig
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """Every test gets the session's own cache, never the user's."""
-    root = tmp_path_factory.getbasetemp() / "cache"
-    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(root))
-    monkeypatch.delenv("PITCHTIMBRE_PROFILE", raising=False)
-    return root
+_saved_env: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The whole session uses its own cache, never the user's, and no profile from outside.
+    Set before any fixture runs, so module- and session-scoped fixtures see it too."""
+    for key in ("PITCHTIMBRE_CACHE", "PITCHTIMBRE_PROFILE"):
+        _saved_env[key] = os.environ.get(key)
+    os.environ["PITCHTIMBRE_CACHE"] = tempfile.mkdtemp(prefix="pitchtimbre-test-cache-")
+    os.environ.pop("PITCHTIMBRE_PROFILE", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["PITCHTIMBRE_CACHE"], ignore_errors=True)
+    for key, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def harmonic_tone(

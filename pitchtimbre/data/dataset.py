@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache import stable_hash
 from ..config import DataConfig, FeatureConfig
 from ..errors import DataError
 from .nsynth import (
@@ -80,6 +81,8 @@ class NoteDataset:
     mean: float
     std: float
     summary: DataSummary
+    fingerprint: str = ""
+    """A hash of the notes, features and data settings: part of a trained model's cache key."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -100,6 +103,7 @@ class NoteDataset:
             mean=self.mean,
             std=self.std,
             summary=self.summary,
+            fingerprint=self.fingerprint,
         )
 
     def train(self) -> NoteDataset:
@@ -134,11 +138,20 @@ def _source_folders(data: DataConfig, progress: bool) -> tuple[dict[str, Path], 
     )
 
 
-def load_dataset(data: DataConfig, features: FeatureConfig, progress: bool = True) -> NoteDataset:
+def load_dataset(
+    data: DataConfig,
+    features: FeatureConfig,
+    progress: bool = True,
+    stats: tuple[float, float] | None = None,
+    all_heldout: bool = False,
+) -> NoteDataset:
     """Read, filter, featurise (cached), split and normalise the notes of ``data.source``.
 
     Excluded notes are counted by reason in ``summary.excluded``: those the renderer left
-    out, silent notes, and notes of instruments with too few notes left.
+    out, silent notes, and notes of instruments with too few notes left. Features are
+    normalised with one mean and std of the training instruments, or with ``stats`` (a
+    trained model's). With ``all_heldout`` every instrument is treated as unseen (to
+    evaluate a trained model on another source).
 
     Chapter: 02_data
     """
@@ -172,11 +185,13 @@ def load_dataset(data: DataConfig, features: FeatureConfig, progress: bool = Tru
     peaks = np.concatenate(peak_parts)
 
     keep = peaks >= 10 ** (data.silence_db / 20)
-    excluded["silent"] += int((~keep).sum())
+    if (~keep).any():
+        excluded["silent"] += int((~keep).sum())
     per_inst = Counter(r.instrument_str for r, k in zip(records, keep, strict=True) if k)
     small = {i for i, c in per_inst.items() if c < data.min_notes_per_instrument}
     few = np.array([r.instrument_str in small for r in records]) & keep
-    excluded["instrument_with_too_few_notes"] += int(few.sum())
+    if few.any():
+        excluded["instrument_with_too_few_notes"] += int(few.sum())
     keep &= ~few
     idx = np.nonzero(keep)[0]
     if len(idx) == 0:
@@ -188,27 +203,37 @@ def load_dataset(data: DataConfig, features: FeatureConfig, progress: bool = Tru
     instrument_names = sorted({r.instrument_str for r in records})
     family_of = {r.instrument_str: r.instrument_family_str for r in records}
     family_names = sorted(set(family_of.values()))
-    if folders.keys() == {"all"}:
+    if all_heldout:
+        is_train = np.zeros(len(records), dtype=bool)
+    elif folders.keys() == {"all"}:
         heldout = split_instruments(family_of, data.heldout_per_family, data.split_seed)
         is_train = np.array([r.instrument_str not in heldout for r in records])
     else:
         is_train = np.array([s == "train" for s in split_of])
-        clash = {r.instrument_str for r, t in zip(records, is_train, strict=True) if t} & {
+        both = {r.instrument_str for r, t in zip(records, is_train, strict=True) if t} & {
             r.instrument_str for r, t in zip(records, is_train, strict=True) if not t
         }
-        if clash:
-            raise DataError(f"{description}: instruments {sorted(clash)[:3]} are in both splits")
+        if both:
+            raise DataError(f"{description}: instruments {sorted(both)[:3]} are in both splits")
     n_train_inst = len({r.instrument_str for r, t in zip(records, is_train, strict=True) if t})
     n_held_inst = len(instrument_names) - n_train_inst
-    if n_train_inst < 2 or n_held_inst < 2:
+    if all_heldout and n_held_inst < 2:
+        raise DataError(
+            f"{description}: needs at least two instruments to evaluate, has {n_held_inst}"
+        )
+    if not all_heldout and (n_train_inst < 2 or n_held_inst < 2):
         raise DataError(
             f"{description}: needs at least two training and two held-out instruments, has "
             f"{n_train_inst} and {n_held_inst}; add instruments or lower data.heldout_per_family"
         )
 
-    train_feats = feats[is_train]
-    mean = float(train_feats.mean(dtype=np.float64))
-    std = float(train_feats.std(dtype=np.float64)) or 1.0
+    if stats is None:
+        train_feats = feats[is_train]
+        stats = (
+            float(train_feats.mean(dtype=np.float64)),
+            float(train_feats.std(dtype=np.float64)) or 1.0,
+        )
+    mean, std = stats
     inst_index = {n: i for i, n in enumerate(instrument_names)}
     fam_index = {n: i for i, n in enumerate(family_names)}
     summary = DataSummary(
@@ -221,6 +246,13 @@ def load_dataset(data: DataConfig, features: FeatureConfig, progress: bool = Tru
         velocities=tuple(sorted({r.velocity for r in records})),
         excluded=dict(sorted(excluded.items())),
         cache_paths=cache_paths,
+    )
+    fingerprint = stable_hash(
+        {
+            "caches": [Path(c).name for c in cache_paths],
+            "data": data.to_dict(),
+            "all_heldout": all_heldout,
+        }
     )
     return NoteDataset(
         features=torch.from_numpy((feats - mean) / std).float(),
@@ -235,4 +267,5 @@ def load_dataset(data: DataConfig, features: FeatureConfig, progress: bool = Tru
         mean=mean,
         std=std,
         summary=summary,
+        fingerprint=fingerprint,
     )

@@ -1,0 +1,308 @@
+"""The poster's experiment: vanilla vs proposed VAE on unseen instruments.
+
+:func:`reproduce` trains both models with the same data, network, budget and seeds (the
+vanilla VAE is the same trainer with lambda_p = lambda_t = 0), evaluates them on the
+held-out instruments and writes ``results.json``, ``results.md`` and figures.
+:func:`evaluate_checkpoint` evaluates one trained model on another source.
+
+Chapter: 07_results
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .cache import atomic_write_bytes, atomic_write_json
+from .config import ExperimentConfig
+from .data.dataset import NoteDataset, load_dataset
+from .errors import DataError
+from .losses import ContrastiveLoss
+from .metrics import evaluate_latents
+from .training import TrainResult, load_checkpoint, model_name, trained_model
+
+log = logging.getLogger(__name__)
+
+MODELS = ("vanilla", "proposed")
+SPACES = ("pitch", "timbre")
+POSTER: dict[str, dict[str, dict[str, float]]] = {
+    "vanilla": {
+        "pitch": {"denseness": 3.334, "divergence": 2.279},
+        "timbre": {"denseness": 3.640, "divergence": 1.541},
+    },
+    "proposed": {
+        "pitch": {"denseness": 2.891, "divergence": 3.551},
+        "timbre": {"denseness": 3.420, "divergence": 2.654},
+    },
+}
+"""The poster's result table (Tanaka et al. 2021). Absolute values depend on an unknown
+latent scale: compare directions and ratios."""
+
+
+def poster_table() -> dict[str, Any]:
+    """The poster's four numbers per model, with the ratio divergence/denseness added.
+
+    Chapter: 07_results
+    """
+    return {
+        m: {s: {**v, "ratio": v["divergence"] / v["denseness"]} for s, v in spaces.items()}
+        for m, spaces in POSTER.items()
+    }
+
+
+def model_configs(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
+    """The two models of the comparison: identical but for the contrastive weights.
+
+    Chapter: 05_training
+    """
+    return {
+        "vanilla": cfg.with_overrides({"loss.lambda_pitch": 0.0, "loss.lambda_timbre": 0.0}),
+        "proposed": cfg,
+    }
+
+
+def _leaves(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], float]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, (*prefix, k)))
+        else:
+            out[(*prefix, k)] = v
+    return out
+
+
+def _tree(leaves: dict[tuple[str, ...], float]) -> dict:
+    root: dict = {}
+    for path, v in leaves.items():
+        node = root
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return root
+
+
+def aggregate(per_seed: Sequence[dict]) -> tuple[dict, dict]:
+    """Mean and spread (sample standard deviation; 0 for one seed) over seeds of metric trees.
+
+    Chapter: 07_results
+    """
+    leaves = [_leaves(t) for t in per_seed]
+    keys = leaves[0].keys()
+    mean = {k: statistics.fmean(x[k] for x in leaves) for k in keys}
+    spread = {
+        k: (statistics.stdev([x[k] for x in leaves]) if len(leaves) > 1 else 0.0) for k in keys
+    }
+    return _tree(mean), _tree(spread)
+
+
+def directions(models: dict) -> dict[str, bool]:
+    """Does proposed beat vanilla on each of the poster's four metrics (and the ratios)?
+
+    Chapter: 07_results
+    """
+    v, p = models["vanilla"], models["proposed"]
+    out = {}
+    for s in SPACES:
+        out[f"{s}_denseness"] = p[s]["denseness"] < v[s]["denseness"]
+        out[f"{s}_divergence"] = p[s]["divergence"] > v[s]["divergence"]
+        out[f"{s}_ratio"] = p[s]["ratio"] > v[s]["ratio"]
+    out["all_four"] = all(out[f"{s}_{m}"] for s in SPACES for m in ("denseness", "divergence"))
+    return out
+
+
+def evaluate_model(model, heldout: NoteDataset, cfg: ExperimentConfig) -> dict:
+    """Metrics of a trained model on the held-out notes.
+
+    Chapter: 06_metrics
+    """
+    return evaluate_latents(model, heldout.features, heldout.pitch, heldout.instrument, cfg.eval)
+
+
+def _fmt(mean: float, spread: float | None) -> str:
+    return f"{mean:.3f}" if not spread else f"{mean:.3f} ± {spread:.3f}"
+
+
+def markdown_table(results: dict) -> str:
+    """The reproduction table beside the poster's numbers, as markdown.
+
+    Chapter: 07_results
+    """
+    head = (
+        "| run | pitch dens. ↓ | pitch div. ↑ | pitch ratio ↑ | timbre dens. ↓ | timbre div. ↑ "
+        "| timbre ratio ↑ | kNN pitch←z^p | instr.←z^t | pitch←z^t | instr.←z^p |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for m in MODELS:
+        mean, spread = results["models"][m], results["spread"][m]
+        cells = [f"ours: {m}"]
+        for s in SPACES:
+            for k in ("denseness", "divergence", "ratio"):
+                cells.append(_fmt(mean[s][k], spread[s][k]))
+        for s, target in (
+            ("pitch", "pitch"),
+            ("timbre", "instrument"),
+            ("timbre", "pitch"),
+            ("pitch", "instrument"),
+        ):
+            cells.append(_fmt(mean[s]["probe"][target], spread[s]["probe"][target]))
+        lines.append("| " + " | ".join(cells) + " |")
+    for m in MODELS:
+        p = results["poster"][m]
+        cells = [f"poster: {m}"]
+        for s in SPACES:
+            cells += [
+                f"{p[s]['denseness']:.3f}",
+                f"{p[s]['divergence']:.3f}",
+                f"{p[s]['ratio']:.3f}",
+            ]
+        cells += ["–"] * 4
+        lines.append("| " + " | ".join(cells) + " |")
+    d = results["directions"]
+    verdict = "reproduced" if d["all_four"] else "NOT reproduced"
+    lines.append("")
+    lines.append(
+        f"Poster's four directions (proposed denser and more divergent in both spaces): **{verdict}** "
+        f"({', '.join(k for k, ok in d.items() if k != 'all_four' and not ok) or 'every metric and ratio agrees'})."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(
+    cfg: ExperimentConfig,
+    out: Path | str,
+    contrastive_fn: ContrastiveLoss | None = None,
+    progress: bool = True,
+    figures: bool = True,
+) -> dict:
+    """Train (or load from the cache) vanilla and proposed for every seed, evaluate both on
+    the held-out instruments, and write ``results.json``, ``results.md`` and figures to
+    ``out``. Returns the results dict.
+
+    Chapter: 07_results
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(cfg.data, cfg.features, progress=progress)
+    heldout = dataset.heldout()
+    per_seed: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, float]]] = {}
+    checkpoints: dict[str, list[str]] = {m: [] for m in MODELS}
+    seconds: dict[str, list[float]] = {m: [] for m in MODELS}
+    cached: dict[str, list[bool]] = {m: [] for m in MODELS}
+    for seed in cfg.seeds:
+        row: dict[str, Any] = {"seed": seed}
+        for name, mcfg in model_configs(cfg).items():
+            mcfg = mcfg.with_overrides({"train.seed": seed})
+            result = trained_model(
+                mcfg, dataset, contrastive_fn if name == "proposed" else None, progress=progress
+            )
+            row[name] = evaluate_model(result.model, heldout, mcfg)
+            checkpoints[name].append(str(result.checkpoint))
+            seconds[name].append(round(result.seconds, 1))
+            cached[name].append(result.from_cache)
+            histories.setdefault(name, result.history)
+        per_seed.append(row)
+    means, spreads = {}, {}
+    for name in MODELS:
+        means[name], spreads[name] = aggregate([r[name] for r in per_seed])
+    results = {
+        "profile": cfg.profile,
+        "source": dataset.summary.source,
+        "seeds": list(cfg.seeds),
+        "models": means,
+        "spread": spreads,
+        "per_seed": per_seed,
+        "poster": poster_table(),
+        "directions": directions(means),
+        "checkpoints": checkpoints,
+        "train_seconds": seconds,
+        "loaded_from_cache": cached,
+        "data": {
+            "notes": dataset.summary.notes,
+            "heldout_notes": len(heldout),
+            "instruments_train": dataset.summary.instruments_train,
+            "instruments_heldout": dataset.summary.instruments_heldout,
+            "excluded": dataset.summary.excluded,
+        },
+        "config": cfg.to_dict(),
+    }
+    atomic_write_json(out / "results.json", results)
+    atomic_write_bytes(out / "results.md", markdown_table(results).encode())
+    if figures:
+        from .viz import plot_loss_curves, plot_metrics, save_figure
+
+        save_figure(plot_metrics(results), out / "figures" / "metrics.png")
+        save_figure(plot_loss_curves(histories), out / "figures" / "loss_curves.png")
+    return results
+
+
+def load_results(path: Path | str) -> dict:
+    """A results.json written by :func:`reproduce` (or a folder holding one).
+
+    Chapter: 07_results
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no results; run `python -m pitchtimbre reproduce --out {path.parent}` first"
+        )
+    return json.loads(path.read_text())
+
+
+def evaluate_checkpoint(
+    checkpoint: Path | str, source: str, out: Path | str | None = None, progress: bool = True
+) -> dict:
+    """Evaluate one trained model on another source (a SoundFont, an NSynth-layout folder or
+    NSynth root). Every instrument of the source counts as unseen, except any the model was
+    trained on, which are left out and listed. Writes ``out/results.json`` (the schema of
+    :func:`reproduce`, one model) when ``out`` is given.
+
+    Chapter: 07_results
+    """
+    trained: TrainResult = load_checkpoint(checkpoint)
+    cfg = trained.config.with_overrides({"data.source": source})
+    dataset = load_dataset(
+        cfg.data,
+        cfg.features,
+        progress=progress,
+        stats=(trained.meta["mean"], trained.meta["std"]),
+        all_heldout=True,
+    )
+    seen = set(json.loads(trained.meta["instruments"]))
+    overlap = sorted(seen & set(dataset.instrument_names))
+    if overlap:
+        keep = [dataset.instrument_names[i] not in seen for i in dataset.instrument.tolist()]
+        import torch
+
+        dataset = dataset.subset(torch.tensor(keep))
+        if len(set(dataset.instrument.tolist())) < 2:
+            raise DataError(
+                f"{source}: fewer than two instruments the model has not seen in training"
+            )
+    name = model_name(cfg)
+    metrics = evaluate_model(trained.model, dataset, cfg)
+    seed = int(trained.meta["seed"])
+    results = {
+        "profile": cfg.profile,
+        "source": dataset.summary.source,
+        "seeds": [seed],
+        "models": {name: metrics},
+        "spread": {name: aggregate([metrics])[1]},
+        "per_seed": [{"seed": seed, name: metrics}],
+        "poster": poster_table(),
+        "checkpoints": {name: [str(checkpoint)]},
+        "data": {
+            "notes": len(dataset),
+            "instruments": len(set(dataset.instrument.tolist())),
+            "left_out_seen_instruments": overlap,
+        },
+    }
+    if out is not None:
+        atomic_write_json(Path(out) / "results.json", results)
+    return results

@@ -1,0 +1,159 @@
+"""Denseness, divergence, their ratio, and kNN probes, on held-out ('unseen') instruments.
+
+For a latent space (pitch or timbre) and a labelling (pitch for the pitch space, instrument
+for the timbre space), with M labels, N_m notes of label m and 9 frames per note:
+
+    eta_m      = 1/(9 N_m) sum_n sum_t z_mnt                                  (centroid)
+    denseness  = 1/M sum_m 1/(9 N_m) sum_n sum_t ||z_mnt - eta_m||            (lower is better)
+    divergence = 2/(M(M-1)) sum_{m1<m2} ||eta_m1 - eta_m2||                    (higher is better)
+
+Both scale with the latent space; their ratio divergence/denseness does not. The kNN probes
+ask what each space *identifies*: pitch is predicted only from notes of other instruments,
+the instrument only from notes of other pitches, so a space cannot score by memorising.
+
+Chapter: 06_metrics
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import EvalConfig
+from .model import PitchTimbreVAE
+
+
+def centroids(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid eta_m of every label: ``z`` [N, T, D] (T frames per note), ``labels`` [N]
+    -> (eta [M, D], the M label values in ascending order).
+
+    Chapter: 06_metrics
+    """
+    values, inverse = torch.unique(labels, return_inverse=True)
+    frames = z.reshape(-1, z.shape[-1]).double()
+    per_frame = inverse.repeat_interleave(z.shape[1])
+    sums = torch.zeros(len(values), z.shape[-1], dtype=torch.float64).index_add_(
+        0, per_frame, frames
+    )
+    counts = torch.bincount(per_frame, minlength=len(values)).double()
+    return sums / counts[:, None], values
+
+
+def denseness(z: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean distance of a label's frames to its centroid, averaged over labels (lower = denser).
+
+    Chapter: 06_metrics
+    """
+    eta, values = centroids(z, labels)
+    _, inverse = torch.unique(labels, return_inverse=True)
+    dist = (z.double() - eta[inverse][:, None, :]).norm(dim=-1)  # [N, T]
+    per_label = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, dist.sum(1))
+    per_label /= torch.bincount(inverse, minlength=len(values)).double() * z.shape[1]
+    return float(per_label.mean())
+
+
+def divergence(z: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean distance between the centroids of two different labels (higher = more spread).
+
+    Chapter: 06_metrics
+    """
+    eta, values = centroids(z, labels)
+    m = len(values)
+    if m < 2:
+        raise ValueError("divergence needs at least two labels")
+    d = torch.cdist(eta, eta)
+    iu = torch.triu_indices(m, m, offset=1)
+    return float(d[iu[0], iu[1]].mean())
+
+
+def knn_accuracy(
+    x: torch.Tensor, target: torch.Tensor, exclude_group: torch.Tensor, k: int = 5
+) -> float:
+    """Leave-group-out kNN accuracy: each row of ``x`` [N, D] is classified by majority vote
+    of its k nearest rows among those with a *different* ``exclude_group`` value (ties go to
+    the label of the closer neighbours). Returns the fraction predicted right.
+
+    Chapter: 06_metrics
+    """
+    x = x.double()
+    d = torch.cdist(x, x)
+    d[exclude_group[:, None] == exclude_group[None, :]] = float("inf")
+    valid = torch.isfinite(d).sum(1)
+    kk = int(min(k, int(valid.min())))
+    if kk < 1:
+        raise ValueError("kNN probe: some note has no neighbour outside its group")
+    nearest = d.topk(kk, largest=False).indices  # [N, kk], closest first
+    values, inv = torch.unique(target, return_inverse=True)
+    votes = torch.zeros(len(x), len(values), dtype=torch.float64)
+    weight = 1.0 + 1e-6 * torch.arange(kk, 0, -1, dtype=torch.float64)  # closer breaks ties
+    votes.scatter_add_(1, inv[nearest], weight.expand(len(x), kk).contiguous())
+    pred = votes.argmax(1)
+    return float((pred == inv).double().mean())
+
+
+def eval_frames(n_frames: int, frames: int) -> slice:
+    """The ``frames`` central frames of ``n_frames`` (the poster's t = 1..9)."""
+    start = (n_frames - frames) // 2
+    return slice(start, start + frames)
+
+
+@torch.no_grad()
+def encode_means(
+    model: PitchTimbreVAE, features: torch.Tensor, frames: int | None = None, batch: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder means of every note, [N, T', Dp] and [N, T', Dt] on the CPU; with ``frames``,
+    only the central ``frames`` frames.
+
+    Chapter: 06_metrics
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    zp, zt = [], []
+    for i in range(0, len(features), batch):
+        post = model.encode(features[i : i + batch].to(device))
+        zp.append(post.pitch_mean.float().cpu())
+        zt.append(post.timbre_mean.float().cpu())
+    zp_all, zt_all = torch.cat(zp), torch.cat(zt)
+    if frames is not None:
+        window = eval_frames(zp_all.shape[1], frames)
+        zp_all, zt_all = zp_all[:, window], zt_all[:, window]
+    return zp_all, zt_all
+
+
+def space_metrics(
+    z: torch.Tensor, labels: torch.Tensor, pitch: torch.Tensor, instrument: torch.Tensor, k: int
+) -> dict:
+    """The poster's two numbers, their ratio and both probes for one latent space.
+
+    Chapter: 06_metrics
+    """
+    dens = denseness(z, labels)
+    div = divergence(z, labels)
+    note = z.mean(1)  # a note's frames averaged
+    return {
+        "denseness": dens,
+        "divergence": div,
+        "ratio": div / dens if dens > 0 else float("inf"),
+        "probe": {
+            "pitch": knn_accuracy(note, pitch, exclude_group=instrument, k=k),
+            "instrument": knn_accuracy(note, instrument, exclude_group=pitch, k=k),
+        },
+    }
+
+
+def evaluate_latents(
+    model: PitchTimbreVAE,
+    features: torch.Tensor,
+    pitch: torch.Tensor,
+    instrument: torch.Tensor,
+    cfg: EvalConfig,
+) -> dict:
+    """Metrics of both spaces on the given (held-out) notes: the pitch space labelled by
+    pitch, the timbre space by instrument.
+
+    Chapter: 06_metrics
+    """
+    zp, zt = encode_means(model, features, cfg.frames)
+    return {
+        "pitch": space_metrics(zp, pitch, pitch, instrument, cfg.knn_k),
+        "timbre": space_metrics(zt, instrument, pitch, instrument, cfg.knn_k),
+    }

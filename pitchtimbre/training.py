@@ -1,0 +1,413 @@
+"""One trainer for both models: vanilla (lambda_p = lambda_t = 0) and proposed.
+
+The training notes stay on the device; each step samples a batch of pairs there (no
+per-item Python), computes :func:`~pitchtimbre.losses.pair_loss` and takes an Adam step.
+Checkpoints are written atomically every ``train.checkpoint_every`` steps with everything
+needed to continue (weights, optimiser, random generators, history), so a killed run
+resumes and, on the CPU, ends with exactly the weights of an uninterrupted one.
+
+Trained models are cached by a hash of their settings and data: a second ``reproduce``, or
+a later chapter, loads instead of retraining.
+
+Chapter: 05_training
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cache import atomic_path, atomic_write_json, cache_dir, stable_hash
+from .config import ExperimentConfig
+from .data.dataset import NoteDataset
+from .data.pairs import PairSampler
+from .errors import CheckpointError, TrainingDiverged
+from .losses import ContrastiveLoss, get_contrastive, pair_loss
+from .model import PitchTimbreVAE
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "pitchtimbre-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_FILE = "history.json"
+TERMS = ("total", "recon", "kl_pitch", "kl_timbre", "contrastive_pitch", "contrastive_timbre")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA if available, then Apple MPS, then CPU; otherwise the named device.
+
+    Chapter: 05_training
+    """
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def model_name(cfg: ExperimentConfig) -> str:
+    """'vanilla' when both lambdas are 0, else 'proposed'."""
+    return "vanilla" if cfg.loss.is_vanilla else "proposed"
+
+
+def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> str:
+    """What the cache key records of the contrastive loss: its name, or a custom function's
+    qualified name and a hash of its source (so editing it retrains)."""
+    if fn is None:
+        return cfg.loss.contrastive
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        src = repr(fn)
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}:{hashlib.sha256(src.encode()).hexdigest()[:12]}"
+
+
+# Settings that change how fast or where a model trains, not what it learns.
+_NOT_IN_KEY = ("device", "amp", "compile", "log_every", "checkpoint_every")
+
+
+def model_key(
+    cfg: ExperimentConfig, dataset: NoteDataset, contrastive_fn: ContrastiveLoss | None = None
+) -> str:
+    """Hash identifying a trained model: settings, data fingerprint, seed, loss function.
+
+    Chapter: 05_training
+    """
+    train = {k: v for k, v in cfg.train.to_dict().items() if k not in _NOT_IN_KEY}
+    return stable_hash(
+        {
+            "model": cfg.model.to_dict(),
+            "loss": cfg.loss.to_dict(),
+            "pairs": cfg.pairs.to_dict(),
+            "features": cfg.features.to_dict(),
+            "train": train,
+            "data": dataset.fingerprint,
+            "contrastive": contrastive_identity(contrastive_fn, cfg),
+            "v": CHECKPOINT_VERSION,
+        }
+    )
+
+
+@dataclass
+class TrainResult:
+    """A trained model and how it got there.
+
+    Chapter: 05_training
+    """
+
+    model: PitchTimbreVAE
+    config: ExperimentConfig
+    history: list[dict[str, float]]
+    checkpoint: Path
+    seconds: float
+    from_cache: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a killed write leaves the previous one intact)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw checkpoint dict, read with ``weights_only=True``; clear errors when missing,
+    unreadable or not ours.
+
+    Chapter: 05_training
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: checkpoint not found; train one with `python -m pitchtimbre reproduce` "
+            "or pass the checkpoints listed in results.json"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({exc.__class__.__name__}); it may be truncated: retrain"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a pitchtimbre checkpoint (no '{CHECKPOINT_FORMAT}' marker)"
+        )
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {state.get('version')} but this package reads "
+            f"{CHECKPOINT_VERSION}; retrain with this version"
+        )
+    return state
+
+
+def build_model(
+    state: dict[str, Any], device: torch.device | str = "cpu"
+) -> tuple[PitchTimbreVAE, ExperimentConfig]:
+    """The model a checkpoint describes, with its weights. A checkpoint whose weights do not
+    fit the architecture its config describes raises :class:`CheckpointError`."""
+    cfg = ExperimentConfig.from_dict(json.loads(state["config"]))
+    model = PitchTimbreVAE(int(state["n_bins"]), cfg.model)
+    theirs = state["model"]
+    ours = model.state_dict()
+    for name, tensor in ours.items():
+        if name not in theirs:
+            raise CheckpointError(
+                f"checkpoint lacks parameter {name!r}: it is of another architecture"
+            )
+        if tuple(theirs[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"checkpoint parameter {name!r} has shape {tuple(theirs[name].shape)}, the model "
+                f"expects {tuple(tensor.shape)}: it is of another architecture"
+            )
+    extra = set(theirs) - set(ours)
+    if extra:
+        raise CheckpointError(
+            f"checkpoint has parameters {sorted(extra)[:3]} this model lacks: another architecture"
+        )
+    model.load_state_dict(theirs)
+    return model.to(device), cfg
+
+
+def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> TrainResult:
+    """A trained model from a checkpoint file (eval mode), with its config and history.
+
+    Chapter: 05_training
+    """
+    path = Path(path)
+    state = read_checkpoint(path)
+    try:
+        model, cfg = build_model(state, device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model.eval()
+    history = json.loads(state.get("history", "[]"))
+    meta = {
+        k: state[k]
+        for k in ("step", "seed", "mean", "std", "instruments", "contrastive", "complete")
+    }
+    return TrainResult(model, cfg, history, path, float(state.get("seconds", 0.0)), True, meta)
+
+
+def _set_rng(gen: torch.Generator, state: torch.Tensor) -> None:
+    gen.set_state(state.cpu() if gen.device.type == "cpu" else state)
+
+
+def train_model(
+    cfg: ExperimentConfig,
+    dataset: NoteDataset,
+    out_dir: Path | str,
+    contrastive_fn: ContrastiveLoss | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one model on the training instruments of ``dataset`` (held-out instruments are
+    never sampled) and write ``checkpoint.pt`` and ``history.json`` into ``out_dir``.
+
+    ``resume`` continues from a checkpoint in ``out_dir`` written with the same settings.
+    A NaN or infinite loss stops training with :class:`TrainingDiverged`, keeping the last
+    good checkpoint.
+
+    Chapter: 05_training
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_FILE
+    device = pick_device(cfg.train.device)
+    seed = cfg.train.seed
+    config_json = json.dumps(cfg.to_dict(), sort_keys=True)
+    if contrastive_fn is None:
+        get_contrastive(cfg.loss.contrastive)  # an unknown name fails here, before any work
+
+    train = dataset.train()
+    if len(train) == 0:
+        raise TrainingDiverged("no training notes: the split left every instrument out")
+    feats = train.features.to(device)
+    torch.manual_seed(seed)
+    model = PitchTimbreVAE(feats.shape[1], cfg.model).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    sampler = PairSampler(train.pitch, train.instrument, cfg.pairs, seed=seed, device=device)
+    noise = torch.Generator(device=device)
+    noise.manual_seed(seed + 1_000_003)
+    history: list[dict[str, float]] = []
+    step, seconds = 0, 0.0
+
+    if resume and ckpt_path.is_file():
+        state = read_checkpoint(ckpt_path, map_location=device)
+        if state["config"] != config_json:
+            raise CheckpointError(
+                f"{ckpt_path}: was written with other settings; delete it or train into another folder"
+            )
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        sampler.load_state_dict({"generator": state["sampler_rng"].to(sampler.generator.device)})
+        _set_rng(noise, state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        step, seconds = int(state["step"]), float(state["seconds"])
+        history = json.loads(state["history"])
+        log.info("resuming %s from step %d", ckpt_path, step)
+
+    def snapshot(complete: bool) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": config_json,
+            "n_bins": int(feats.shape[1]),
+            "seed": seed,
+            "step": step,
+            "complete": complete,
+            "seconds": seconds,
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimiser.state_dict(),
+            "sampler_rng": sampler.state_dict()["generator"].cpu(),
+            "noise_rng": noise.get_state().cpu(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(history),
+            "mean": dataset.mean,
+            "std": dataset.std,
+            "instruments": json.dumps(
+                sorted({train.instrument_names[i] for i in train.instrument.unique().tolist()})
+            ),
+            "contrastive": contrastive_identity(contrastive_fn, cfg),
+        }
+
+    def write(complete: bool) -> None:
+        save_checkpoint(ckpt_path, snapshot(complete))
+        atomic_write_json(out_dir / HISTORY_FILE, history)
+
+    if step >= cfg.train.steps:
+        model.eval()
+        return TrainResult(model, cfg, history, ckpt_path, seconds, True, {"step": step})
+
+    use_amp = cfg.train.amp and device.type == "cuda"
+    net = torch.compile(model) if cfg.train.compile else model
+    sums = torch.zeros(len(TERMS), device=device)
+    last_good = step if ckpt_path.is_file() else None
+    window_start = step
+    model.train()
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=step,
+        desc=f"train {model_name(cfg)} (seed {seed})",
+        unit="step",
+        disable=not progress,
+    )
+    t_start = time.perf_counter() - seconds
+    try:
+        while step < cfg.train.steps:
+            batch = sampler.sample()
+            x1, x2 = feats[batch.first], feats[batch.second]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                terms = pair_loss(
+                    net,  # type: ignore[arg-type]
+                    x1,
+                    x2,
+                    batch.same_pitch,
+                    batch.same_timbre,
+                    cfg.loss,
+                    contrastive_fn=contrastive_fn,
+                    generator=noise,
+                )
+            optimiser.zero_grad(set_to_none=True)
+            terms.total.backward()
+            if cfg.train.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimiser.step()
+            step += 1
+            sums += torch.stack([getattr(terms, t).detach().float() for t in TERMS])
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                means = (sums / (step - window_start)).tolist()
+                sums.zero_()
+                window_start = step
+                seconds = time.perf_counter() - t_start
+                if not all(math.isfinite(v) for v in means):
+                    where = (
+                        f"kept at {ckpt_path} (step {last_good})"
+                        if last_good is not None
+                        else "none was written yet"
+                    )
+                    bad = ", ".join(f"{t}={v:.3g}" for t, v in zip(TERMS, means, strict=True))
+                    raise TrainingDiverged(
+                        f"training diverged before step {step} ({bad}); last good checkpoint {where}; "
+                        "lower train.lr or the lambdas"
+                    )
+                entry = {
+                    "step": step,
+                    **dict(zip(TERMS, means, strict=True)),
+                    "sigma": float(model.sigma.detach()),
+                }
+                entry["seconds"] = round(seconds, 3)
+                history.append(entry)
+                bar.set_postfix(
+                    {
+                        k: f"{entry[k]:.3g}"
+                        for k in ("recon", "kl_pitch", "contrastive_pitch", "contrastive_timbre")
+                    }
+                )
+            bar.update(1)
+            if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+                if history and history[-1]["step"] == step:  # finite loss just checked
+                    write(complete=False)
+                    last_good = step
+    except KeyboardInterrupt:
+        bar.close()
+        if history and history[-1]["step"] == step:
+            write(complete=False)
+        raise
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    write(complete=True)
+    model.eval()
+    return TrainResult(model, cfg, history, ckpt_path, seconds, False, {"step": step})
+
+
+def model_dir(
+    cfg: ExperimentConfig, dataset: NoteDataset, contrastive_fn: ContrastiveLoss | None = None
+) -> Path:
+    """Where the cached model for these settings lives.
+
+    Chapter: 05_training
+    """
+    return (
+        cache_dir()
+        / "models"
+        / f"{model_name(cfg)}-seed{cfg.train.seed}-{model_key(cfg, dataset, contrastive_fn)}"
+    )
+
+
+def trained_model(
+    cfg: ExperimentConfig,
+    dataset: NoteDataset,
+    contrastive_fn: ContrastiveLoss | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+) -> TrainResult:
+    """The model for ``cfg`` (seed ``cfg.train.seed``): loaded from the package cache when
+    it was trained before, else trained (continuing an interrupted run) and cached.
+
+    Chapter: 05_training
+    """
+    folder = model_dir(cfg, dataset, contrastive_fn)
+    ckpt = folder / CHECKPOINT_FILE
+    if ckpt.is_file() and not retrain:
+        state = read_checkpoint(ckpt)
+        if state.get("complete"):
+            result = load_checkpoint(ckpt, device=pick_device(cfg.train.device))
+            result.config = cfg
+            return result
+    return train_model(cfg, dataset, folder, contrastive_fn, resume=not retrain, progress=progress)

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import write_nsynth_folder
+
+from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from pitchtimbre.errors import DataError
+from pitchtimbre.experiment import (
+    aggregate,
+    directions,
+    evaluate_checkpoint,
+    markdown_table,
+    reproduce,
+)
+
+METRIC_KEYS = {"denseness", "divergence", "ratio", "probe"}
+
+
+def small_experiment(source: str, seeds: tuple[int, ...] = (0, 1)) -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="ci",
+        data=DataConfig(source=source, heldout_per_family=1),
+        model=ModelConfig(hidden=16, layers=2, kernel_size=3),
+        train=TrainConfig(steps=20, log_every=5, checkpoint_every=10),
+        seeds=seeds,
+    )
+
+
+def check_space(node: dict) -> None:
+    assert set(node) == METRIC_KEYS
+    assert set(node["probe"]) == {"pitch", "instrument"}
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    folder = write_nsynth_folder(
+        tmp_path_factory.mktemp("src") / "toy",
+        [
+            ("bass_a", "bass", 0.2),
+            ("bass_b", "bass", 0.4),
+            ("bass_c", "bass", 0.6),
+            ("flute_a", "flute", 0.5),
+            ("flute_b", "flute", 0.7),
+            ("flute_c", "flute", 0.9),
+        ],
+    )
+    out = tmp_path_factory.mktemp("out")
+    return reproduce(small_experiment(str(folder)), out, progress=False), out, folder
+
+
+def test_results_json_schema(reproduced):
+    results, out, _ = reproduced
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert on_disk["profile"] == "ci" and on_disk["seeds"] == [0, 1]
+    assert on_disk["source"].startswith("folder ")
+    for name in ("vanilla", "proposed"):
+        for space in ("pitch", "timbre"):
+            check_space(on_disk["models"][name][space])
+            assert set(on_disk["poster"][name][space]) == {"denseness", "divergence", "ratio"}
+        assert len(on_disk["checkpoints"][name]) == 2
+    assert [row["seed"] for row in on_disk["per_seed"]] == [0, 1]
+    assert on_disk["poster"]["vanilla"]["pitch"]["denseness"] == 3.334
+    assert on_disk["poster"]["proposed"]["timbre"]["divergence"] == 2.654
+    mean = (
+        on_disk["per_seed"][0]["proposed"]["pitch"]["denseness"]
+        + on_disk["per_seed"][1]["proposed"]["pitch"]["denseness"]
+    ) / 2
+    assert on_disk["models"]["proposed"]["pitch"]["denseness"] == pytest.approx(mean)
+    assert (out / "results.md").read_text().startswith("| run |")
+    assert (out / "figures" / "metrics.png").stat().st_size > 10_000
+    assert (out / "figures" / "loss_curves.png").stat().st_size > 10_000
+
+
+def test_a_second_reproduce_loads_the_cached_models(reproduced):
+    results, out, folder = reproduced
+    again = reproduce(small_experiment(str(folder)), out / "again", progress=False, figures=False)
+    assert all(again["loaded_from_cache"]["vanilla"] + again["loaded_from_cache"]["proposed"])
+    assert again["checkpoints"] == results["checkpoints"]
+    assert again["models"] == results["models"]
+
+
+def test_aggregate_and_directions():
+    a = {"pitch": {"denseness": 1.0, "divergence": 2.0}}
+    b = {"pitch": {"denseness": 3.0, "divergence": 2.0}}
+    mean, spread = aggregate([a, b])
+    assert mean == {"pitch": {"denseness": 2.0, "divergence": 2.0}}
+    assert (
+        spread["pitch"]["denseness"] == pytest.approx(2**0.5)
+        and spread["pitch"]["divergence"] == 0.0
+    )
+    v = {s: {"denseness": 2.0, "divergence": 1.0, "ratio": 0.5} for s in ("pitch", "timbre")}
+    p = {s: {"denseness": 1.0, "divergence": 3.0, "ratio": 3.0} for s in ("pitch", "timbre")}
+    assert directions({"vanilla": v, "proposed": p})["all_four"]
+    p["timbre"]["divergence"] = 0.5
+    d = directions({"vanilla": v, "proposed": p})
+    assert not d["all_four"] and not d["timbre_divergence"] and d["pitch_divergence"]
+
+
+def test_markdown_table_names_the_verdict(reproduced):
+    results, _, _ = reproduced
+    table = markdown_table(results)
+    assert "poster: vanilla | 3.334 | 2.279" in table
+    assert "Poster's four directions" in table
+
+
+def test_evaluate_on_another_source(reproduced, tmp_path):
+    results, _, folder = reproduced
+    ckpt = results["checkpoints"]["proposed"][0]
+    other = write_nsynth_folder(
+        tmp_path / "other", [("reed_x", "reed", 0.3), ("reed_y", "reed", 0.8)]
+    )
+    ev = evaluate_checkpoint(ckpt, str(other), tmp_path / "ev", progress=False)
+    assert set(ev["models"]) == {"proposed"}
+    check_space(ev["models"]["proposed"]["pitch"])
+    assert ev["checkpoints"] == {"proposed": [ckpt]}
+    assert ev["data"]["left_out_seen_instruments"] == [] and ev["data"]["instruments"] == 2
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["models"] == json.loads(
+        json.dumps(ev["models"])
+    )
+    # on its own source, the instruments it was trained on are left out and listed
+    own = evaluate_checkpoint(ckpt, str(folder), None, progress=False)
+    assert len(own["data"]["left_out_seen_instruments"]) == 4 and own["data"]["instruments"] == 2
+    lonely = write_nsynth_folder(tmp_path / "lonely", [("reed_z", "reed", 0.3)])
+    with pytest.raises(DataError, match="needs at least two instruments to evaluate"):
+        evaluate_checkpoint(ckpt, str(lonely), None, progress=False)
+
+
+def test_evaluate_command_bad_input(tmp_path, reproduced):
+    _, _, folder = reproduced
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pitchtimbre",
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--source",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (
+        proc.returncode == 2
+        and "none.pt: checkpoint not found" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )

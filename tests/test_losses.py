@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pitchtimbre.config import LossConfig, ModelConfig
+from pitchtimbre.errors import ConfigError
+from pitchtimbre.losses import (
+    CONTRASTIVE_LOSSES,
+    cosine_distance,
+    euclidean,
+    gaussian_nll,
+    hinge_contrastive,
+    kl_to_standard_normal,
+    pair_distances,
+    pair_loss,
+    paper_contrastive,
+    register_contrastive,
+    squared_euclidean,
+)
+from pitchtimbre.model import PitchTimbreVAE
+from pitchtimbre.toy import boundedness_demo
+
+CFG = LossConfig()
+
+
+def test_distances_by_hand():
+    a = torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])
+    b = torch.tensor([[[0.0, 0.0]]])
+    assert torch.allclose(euclidean(a, b, 0.0), torch.tensor([[[0.0], [5.0]]]))
+    assert torch.allclose(squared_euclidean(a, b), torch.tensor([[[0.0], [25.0]]]))
+    c = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    assert torch.allclose(
+        cosine_distance(c, c), torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]), atol=1e-6
+    )
+
+
+def test_contrastive_terms_by_hand():
+    # one pair, T = 2 frames, D = 1
+    z1 = torch.tensor([[[0.0], [1.0]]])
+    z2 = torch.tensor([[[3.0], [3.0]]])
+    cfg = LossConfig(distance_eps=0.0)
+    d11, d22, d12 = pair_distances(z1, z2, cfg)
+    assert d11.item() == pytest.approx(1.0)  # the pair t != t' only
+    assert d22.item() == pytest.approx(0.0)
+    assert d12.item() == pytest.approx(2.5)  # mean of 3, 3, 2, 2
+    same, diff = torch.tensor([True]), torch.tensor([False])
+    assert paper_contrastive(z1, z2, same, cfg).item() == pytest.approx(1 + 0 + 2.5)
+    assert paper_contrastive(z1, z2, diff, cfg).item() == pytest.approx(1 + 0 - 2.5)
+    hinge = LossConfig(distance_eps=0.0, margin=5.0)
+    assert hinge_contrastive(z1, z2, diff, hinge).item() == pytest.approx(1 + 0 + (5 - 2.5))
+    far = LossConfig(distance_eps=0.0, margin=2.0)
+    assert hinge_contrastive(z1, z2, diff, far).item() == pytest.approx(
+        1.0
+    )  # past the margin: no push
+
+
+@pytest.mark.parametrize("loss_fn", [paper_contrastive, hinge_contrastive])
+def test_same_pairs_are_pulled_and_different_pairs_pushed(loss_fn):
+    # notes whose frames already coincide (D11 = D22 = 0), so only the cross term acts
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(8, 1, 3, generator=g).expand(8, 5, 3).contiguous()
+    z2 = torch.randn(8, 1, 3, generator=g).expand(8, 5, 3).contiguous()
+    same = torch.tensor([True, False] * 4)
+    a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    loss_fn(a, b, same, CFG).backward()
+    with torch.no_grad():
+        a2, b2 = a - 0.05 * a.grad, b - 0.05 * b.grad
+    before = pair_distances(z1, z2, CFG)[2]
+    after = pair_distances(a2, b2, CFG)[2]
+    assert bool((after[same] < before[same]).all()), "same-label pairs must come closer"
+    assert bool((after[~same] > before[~same]).all()), "different-label pairs must move apart"
+
+
+def test_a_notes_frames_are_gathered():
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = torch.randn(6, 5, 3, generator=g), torch.randn(6, 5, 3, generator=g)
+    same = torch.tensor([True, False] * 3)
+    a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    paper_contrastive(a, b, same, CFG).backward()
+    with torch.no_grad():
+        after = pair_distances(a - 0.05 * a.grad, b - 0.05 * b.grad, CFG)
+    before = pair_distances(z1, z2, CFG)
+    assert bool((after[0] < before[0]).all()) and bool((after[1] < before[1]).all())
+
+
+def test_zero_distance_has_a_finite_gradient():
+    z = torch.zeros(2, 4, 3, requires_grad=True)
+    paper_contrastive(z, z.clone(), torch.tensor([True, False]), CFG).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_boundedness_euclidean_vs_squared():
+    eu = boundedness_demo("euclidean", lam=1.0, steps=400)
+    assert not eu.diverged
+    # the minimum of a^2 - 2 lambda a sits at a = lambda for each mean: total norm sqrt(2) lambda
+    assert eu.norm[-1] == pytest.approx(math.sqrt(2) * 1.0, rel=1e-3)
+    assert eu.objective[-1] == pytest.approx(-1.0, rel=1e-3)
+    sq = boundedness_demo("squared_euclidean", lam=1.0, steps=400)
+    assert sq.diverged and sq.objective[-1] < -1e6
+    small = boundedness_demo("squared_euclidean", lam=0.2, steps=400)  # lambda < 1/4: bounded
+    assert not small.diverged and small.norm[-1] < small.norm[0] / 10
+
+
+def test_elbo_terms_by_hand():
+    x = torch.zeros(1, 2, 3)
+    mean = torch.ones(1, 2, 3)
+    # per frame: 0.5 * sum_f (1/sigma)^2 + F log sigma + F/2 log 2 pi, with sigma = 1
+    expected = 0.5 * 2 + 2 * 0.5 * math.log(2 * math.pi)
+    assert gaussian_nll(x, mean, torch.tensor(0.0)).item() == pytest.approx(expected)
+    mu = torch.full((1, 3, 4), 2.0)
+    lv = torch.zeros(1, 3, 4)
+    assert kl_to_standard_normal(mu, lv).item() == pytest.approx(4 * 0.5 * 4.0)
+
+
+def test_the_loss_is_pluggable():
+    model = PitchTimbreVAE(10, ModelConfig(hidden=8, layers=2, kernel_size=3))
+    x1, x2 = torch.randn(4, 10, 6), torch.randn(4, 10, 6)
+    flags = torch.tensor([True, False, True, False])
+    seen = []
+
+    def spy(z1, z2, same, cfg):
+        seen.append((tuple(z1.shape), tuple(z2.shape), same.dtype, cfg))
+        return z1.sum() * 0 + 7.0
+
+    terms = pair_loss(
+        model,
+        x1,
+        x2,
+        flags,
+        flags,
+        LossConfig(lambda_pitch=1.0, lambda_timbre=2.0),
+        contrastive_fn=spy,
+    )
+    assert seen[0][:3] == ((4, 6, 16), (4, 6, 16), torch.bool)
+    assert terms.contrastive_pitch.item() == 7.0 and terms.contrastive_timbre.item() == 7.0
+    expected = terms.recon + terms.kl_pitch + terms.kl_timbre + 1.0 * 7 + 2.0 * 7
+    assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+    @register_contrastive("test_zero")
+    def zero(z1, z2, same, cfg):
+        return z1.sum() * 0
+
+    try:
+        t = pair_loss(model, x1, x2, flags, flags, LossConfig(contrastive="test_zero"))
+        assert t.contrastive_pitch.item() == 0.0
+    finally:
+        CONTRASTIVE_LOSSES.pop("test_zero")
+    with pytest.raises(ConfigError, match=r"LossConfig\.contrastive: must be one of"):
+        pair_loss(model, x1, x2, flags, flags, LossConfig(contrastive="nope"))
+    with pytest.raises(ConfigError, match=r"LossConfig\.distance: must be one of"):
+        pair_loss(model, x1, x2, flags, flags, LossConfig(distance="manhattan"))
+
+
+def test_vanilla_ignores_the_contrastive_terms_but_logs_them():
+    model = PitchTimbreVAE(10, ModelConfig(hidden=8, layers=2, kernel_size=3))
+    x1, x2 = torch.randn(4, 10, 6), torch.randn(4, 10, 6)
+    flags = torch.tensor([True, False, True, False])
+    t = pair_loss(model, x1, x2, flags, flags, LossConfig(lambda_pitch=0.0, lambda_timbre=0.0))
+    assert t.contrastive_pitch.item() != 0.0
+    assert t.total.item() == pytest.approx((t.recon + t.kl_pitch + t.kl_timbre).item(), rel=1e-6)

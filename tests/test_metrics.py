@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pitchtimbre.metrics import centroids, denseness, divergence, knn_accuracy, space_metrics
+
+
+def test_denseness_and_divergence_by_hand():
+    # label 0: one note, frames (0,0) and (2,0) -> centroid (1,0), distances 1, 1
+    # label 1: two notes, frames (0,3),(0,5) and (0,4),(0,4) -> centroid (0,4), distances 1,1,0,0
+    z = torch.tensor(
+        [
+            [[0.0, 0.0], [2.0, 0.0]],
+            [[0.0, 3.0], [0.0, 5.0]],
+            [[0.0, 4.0], [0.0, 4.0]],
+        ]
+    )
+    labels = torch.tensor([7, 9, 9])
+    eta, values = centroids(z, labels)
+    assert values.tolist() == [7, 9]
+    assert torch.allclose(eta, torch.tensor([[1.0, 0.0], [0.0, 4.0]], dtype=torch.float64))
+    # 1/M sum_m 1/(T N_m) sum ||z - eta_m||: (1 + (1+1+0+0)/4) / 2
+    assert denseness(z, labels) == pytest.approx((1.0 + 0.5) / 2)
+    assert divergence(z, labels) == pytest.approx(math.sqrt(17))
+
+
+def test_divergence_averages_all_label_pairs():
+    z = torch.tensor([[[0.0]], [[3.0]], [[7.0]]])
+    labels = torch.tensor([0, 1, 2])
+    # pairs: 3, 7, 4 -> 2/(M(M-1)) * 14 with M = 3
+    assert divergence(z, labels) == pytest.approx(14 / 3)
+    assert denseness(z, labels) == 0.0
+
+
+def test_scale_moves_both_metrics_but_not_their_ratio():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(40, 9, 4, generator=g)
+    labels = torch.arange(40) % 5
+    pitch, inst = labels, torch.arange(40) // 5
+    a = space_metrics(z, labels, pitch, inst, k=3)
+    b = space_metrics(3 * z, labels, pitch, inst, k=3)
+    assert b["denseness"] == pytest.approx(3 * a["denseness"])
+    assert b["divergence"] == pytest.approx(3 * a["divergence"])
+    assert b["ratio"] == pytest.approx(a["ratio"])
+    assert b["probe"] == a["probe"]
+
+
+def test_knn_probe_only_uses_other_groups():
+    # pitch in x, instrument in y: notes of one instrument sit together, so plain kNN on
+    # pitch would vote with the instrument's own notes. Leave-instrument-out must still work.
+    pitch = torch.tensor([0, 1, 0, 1, 0, 1])
+    inst = torch.tensor([0, 0, 1, 1, 2, 2])
+    x = torch.stack([pitch.double() * 1.0, inst.double() * 10.0], 1)
+    assert knn_accuracy(x, pitch, exclude_group=inst, k=1) == 1.0
+    # the nearest other-instrument note of a pitch-0 note also has pitch 0, but if we ask for
+    # the instrument from other pitches, the nearest note of another pitch is of the same
+    # instrument: the probe identifies instruments perfectly here
+    assert knn_accuracy(x, inst, exclude_group=pitch, k=1) == 1.0
+    # a space that only knows the instrument cannot predict pitch from other instruments
+    y = torch.stack([torch.zeros(6, dtype=torch.float64), inst.double()], 1)
+    assert knn_accuracy(y, pitch, exclude_group=inst, k=1) <= 0.5
+
+
+def test_knn_votes_and_ties():
+    x = torch.tensor([[0.0], [1.0], [1.1], [5.0], [5.1], [9.0]])
+    target = torch.tensor([0, 0, 1, 1, 1, 0])
+    group = torch.arange(6)  # leave-one-out
+    # k=3 majority: notes 3 and 4 right; 0 (sees 0,1,1), 1 (1,0,1), 2 (0,0,1), 5 (1,1,1) wrong
+    assert knn_accuracy(x, target, group, k=3) == pytest.approx(2 / 6)
+    # a 1-1 tie goes to the closer neighbour's label, not to the smaller label value
+    x = torch.tensor([[0.0], [1.0], [-1.5]])
+    target = torch.tensor([1, 1, 0])
+    assert knn_accuracy(x, target, torch.arange(3), k=2) == pytest.approx(2 / 3)

@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pitchtimbre import training
+from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from pitchtimbre.data import load_dataset
+from pitchtimbre.errors import CheckpointError, TrainingDiverged
+from pitchtimbre.model import PitchTimbreVAE
+from pitchtimbre.training import load_checkpoint, pick_device, train_model, trained_model
+
+
+def tiny_config(source: str, **train: object) -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="ci",
+        data=DataConfig(source=source, heldout_per_family=1),
+        model=ModelConfig(hidden=16, layers=2, kernel_size=3),
+        train=TrainConfig(**{"steps": 40, "log_every": 5, "checkpoint_every": 10, **train}),
+    )
+
+
+@pytest.fixture
+def toy_data(toy_folder):
+    cfg = tiny_config(str(toy_folder))
+    return cfg, load_dataset(cfg.data, cfg.features, progress=False)
+
+
+def test_model_shapes_and_independent_encoders():
+    model = PitchTimbreVAE(80, ModelConfig(hidden=32))
+    x = torch.randn(3, 80, 32)
+    post = model.encode(x)
+    assert post.pitch_mean.shape == (3, 32, 16) and post.timbre_logvar.shape == (3, 32, 16)
+    assert model.decode(post.pitch_mean, post.timbre_mean).shape == (3, 80, 32)
+    # the pitch posterior does not depend on the timbre encoder's weights
+    before = post.pitch_mean.clone()
+    with torch.no_grad():
+        for p in model.timbre_encoder.parameters():
+            p.add_(1.0)
+    assert torch.equal(model.encode(x).pitch_mean, before)
+    model.eval()
+    out = model(x)
+    assert torch.equal(out.z_pitch, out.posterior.pitch_mean)  # no sampling in eval mode
+    fixed = PitchTimbreVAE(80, ModelConfig(sigma=0.5))
+    assert not any(n == "log_sigma" for n, _ in fixed.named_parameters())
+    assert fixed.sigma.item() == pytest.approx(0.5)
+
+
+def test_short_training_lowers_the_loss(toy_data, tmp_path):
+    cfg, ds = toy_data
+    result = train_model(
+        cfg.with_overrides({"train.steps": 60}), ds, tmp_path / "run", progress=False
+    )
+    first, last = result.history[0], result.history[-1]
+    assert last["total"] < first["total"]
+    assert last["recon"] < first["recon"]
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert saved == result.history and [h["step"] for h in saved] == list(range(5, 61, 5))
+
+
+def test_heldout_instruments_never_reach_the_trainer(toy_data, tmp_path, monkeypatch):
+    cfg, ds = toy_data
+    seen = []
+    real = training.PairSampler
+
+    class Spy(real):
+        def sample(self):
+            batch = super().sample()
+            seen.append(
+                self.instrument[batch.first].tolist() + self.instrument[batch.second].tolist()
+            )
+            return batch
+
+    monkeypatch.setattr(training, "PairSampler", Spy)
+    train_model(cfg.with_overrides({"train.steps": 20}), ds, tmp_path / "run", progress=False)
+    used = {i for batch in seen for i in batch}
+    held = set(ds.instrument[~ds.is_train].tolist())
+    assert used and not used & held
+    assert used == set(ds.instrument[ds.is_train].tolist())
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_gives_the_same_weights(toy_data, tmp_path, monkeypatch):
+    cfg, ds = toy_data
+    whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
+    real_sample = training.PairSampler.sample
+    calls = {"n": 0}
+
+    def dying_sample(self):
+        calls["n"] += 1
+        if calls["n"] == 26:  # dies during step 26: the last checkpoint is step 20
+            raise Killed
+        return real_sample(self)
+
+    monkeypatch.setattr(training.PairSampler, "sample", dying_sample)
+    with pytest.raises(Killed):
+        train_model(cfg, ds, tmp_path / "split", progress=False)
+    state = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 20 and not state["complete"]
+    monkeypatch.setattr(training.PairSampler, "sample", real_sample)
+    resumed = train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
+    for (name, a), b in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+    def without_time(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert without_time(resumed.history) == without_time(whole.history)
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(toy_data, tmp_path, monkeypatch):
+    cfg, ds = toy_data
+    real = training.pair_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        terms = real(*args, **kwargs)
+        if calls["n"] > 23:
+            terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(training, "pair_loss", poisoned)
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"diverged before step 25 .*last good checkpoint kept at .*checkpoint\.pt \(step 20\)",
+    ):
+        train_model(cfg, ds, tmp_path / "run", progress=False)
+    kept = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert kept.meta["step"] == 20
+    assert all(torch.isfinite(p).all() for p in kept.model.parameters())
+
+
+def test_checkpoints_load_with_weights_only(toy_data, tmp_path, monkeypatch):
+    cfg, ds = toy_data
+    run = train_model(cfg.with_overrides({"train.steps": 10}), ds, tmp_path / "run", progress=False)
+    flags = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        flags.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    loaded = load_checkpoint(run.checkpoint)
+    assert flags == [True]
+    x = ds.features[:4]
+    assert torch.equal(loaded.model.encode(x).pitch_mean, run.model.encode(x).pitch_mean)
+    assert loaded.config == run.config and loaded.meta["step"] == 10
+
+
+def test_bad_checkpoints_give_clear_errors(toy_data, tmp_path):
+    cfg, ds = toy_data
+    with pytest.raises(CheckpointError, match=r"missing\.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.pt: not a readable checkpoint"):
+        load_checkpoint(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match=r"foreign\.pt: not a pitchtimbre checkpoint"):
+        load_checkpoint(foreign)
+    run = train_model(cfg.with_overrides({"train.steps": 5}), ds, tmp_path / "run", progress=False)
+    state = torch.load(run.checkpoint, weights_only=True)
+    other = json.loads(state["config"])
+    other["model"]["hidden"] = 24  # the weights say 16
+    state["config"] = json.dumps(other)
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r"other\.pt: checkpoint parameter .* has shape .*another architecture",
+    ):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="written with other settings"):
+        train_model(
+            cfg.with_overrides({"train.lr": 0.01}),
+            ds,
+            tmp_path / "run",
+            resume=True,
+            progress=False,
+        )
+
+
+def test_trained_models_are_cached(toy_data, monkeypatch):
+    cfg, ds = toy_data
+    first = trained_model(cfg, ds, progress=False)
+    assert not first.from_cache
+    monkeypatch.setattr(
+        training, "train_model", lambda *a, **k: pytest.fail("retrained a cached model")
+    )
+    again = trained_model(cfg, ds, progress=False)
+    assert again.from_cache and again.checkpoint == first.checkpoint
+    for a, b in zip(first.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    other_seed = training.model_dir(cfg.with_overrides({"train.seed": 1}), ds)
+    assert other_seed != first.checkpoint.parent
+    assert (
+        training.model_dir(cfg.with_overrides({"train.device": "cpu"}), ds)
+        == first.checkpoint.parent
+    )
+
+
+def test_device_choice(monkeypatch):
+    assert pick_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto").type in ("cpu", "mps")
