@@ -113,3 +113,13 @@ def test_normalisation_uses_training_instruments_only(toy_folder):
     assert abs(float(held.mean())) > 1e-3  # held-out notes are normalised, not standardised
     raw = ds.denormalise(ds.features)
     assert torch.allclose(raw[ds.is_train].mean(), torch.tensor(ds.mean), atol=1e-3)
+
+
+def test_torch_backend_matches_librosa_through_compute_features():
+    audio = np.stack([harmonic_tone(48, 0.4), harmonic_tone(67, 0.7)])
+    ref = feat.compute_features(audio, FeatureConfig())
+    fast = feat.compute_features(audio, FeatureConfig(backend="torch"))
+    assert fast.shape == ref.shape
+    loud = ref > np.log(10 * FeatureConfig().log_floor)
+    # tests/test_frontend.py states and checks the front end's tolerances in detail
+    assert np.abs(fast - ref)[loud].max() < 1e-3

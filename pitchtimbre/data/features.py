@@ -34,7 +34,10 @@ FEATURE_CACHE_VERSION = 1
 
 def samples_to_load(cfg: FeatureConfig) -> int:
     """Samples read per note: the frames needed plus half a second for the long low CQT
-    filters (the rest of a 4-second NSynth note is never read)."""
+    filters (the rest of a 4-second NSynth note is never read).
+
+    Chapter: 02_data
+    """
     return math.ceil((cfg.seconds_needed + 0.5) * cfg.sample_rate)
 
 
@@ -75,11 +78,21 @@ def load_audio(rec: NoteRecord, sample_rate: int, n_samples: int | None = None) 
 
 
 def log_spectrogram(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Log-magnitude CQT or mel of ``audio`` [..., samples] -> [..., F, frames] (all frames).
+    """Log-magnitude CQT or mel of ``audio`` [..., samples] -> [..., F, frames] (all frames),
+    with librosa or, for ``cfg.backend == 'torch'``, the batched torch front end (on CUDA
+    when available).
 
     Chapter: 02_data
     """
     import librosa
+
+    if cfg.backend == "torch":
+        import torch
+
+        from .frontend import log_spectrogram_torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return log_spectrogram_torch(audio, cfg, device=device)
 
     if cfg.kind == "cqt":
         mag = np.abs(
@@ -105,7 +118,10 @@ def log_spectrogram(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 
 def frame_window(cfg: FeatureConfig) -> slice:
-    """The frames kept per note: ``n_frames`` from ``offset_s``."""
+    """The frames kept per note: ``n_frames`` from ``offset_s``.
+
+    Chapter: 02_data
+    """
     start = round(cfg.offset_s * cfg.sample_rate / cfg.hop_length)
     return slice(start, start + cfg.n_frames)
 
@@ -127,7 +143,10 @@ def compute_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 
 def manifest(records: Sequence[NoteRecord]) -> list[tuple[str, int, int]]:
-    """(note_str, size, mtime) of every wav: what the feature cache key depends on."""
+    """(note_str, size, mtime) of every wav: what the feature cache key depends on.
+
+    Chapter: 02_data
+    """
     rows = []
     for r in records:
         st = r.audio_path.stat()
@@ -136,6 +155,10 @@ def manifest(records: Sequence[NoteRecord]) -> list[tuple[str, int, int]]:
 
 
 def feature_cache_path(records: Sequence[NoteRecord], cfg: FeatureConfig) -> Path:
+    """Feature cache path.
+
+    Chapter: 02_data
+    """
     key = stable_hash(
         {"v": FEATURE_CACHE_VERSION, "notes": manifest(records), "features": cfg.to_dict()}
     )
@@ -149,7 +172,10 @@ def _checksum(features: np.ndarray, peaks: np.ndarray) -> str:
 def save_feature_cache(
     path: Path, features: np.ndarray, peaks: np.ndarray, names: Sequence[str]
 ) -> None:
-    """Write features, per-note peaks and names atomically, with a checksum inside."""
+    """Write features, per-note peaks and names atomically, with a checksum inside.
+
+    Chapter: 02_data
+    """
     meta = json.dumps({"names": list(names), "sha256": _checksum(features, peaks)})
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
@@ -159,7 +185,10 @@ def save_feature_cache(
 
 def load_feature_cache(path: Path, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
     """Features and peaks from a cache file, or None when it is absent, unreadable, for
-    other notes, or fails its checksum (then a warning says it will be recomputed)."""
+    other notes, or fails its checksum (then a warning says it will be recomputed).
+
+    Chapter: 02_data
+    """
     if not path.is_file():
         return None
     try:
