@@ -19,7 +19,10 @@ from .errors import ConfigError, PitchTimbreError
 
 
 def parse_int_list(text: str) -> tuple[int, ...]:
-    """'0 1 5' or '0,1,5' or '0:7' (inclusive range) or a mix -> a tuple of ints."""
+    """'0 1 5' or '0,1,5' or '0:7' (inclusive range) or a mix -> a tuple of ints.
+
+    Chapter: 01_introduction
+    """
     out: list[int] = []
     for part in text.replace(",", " ").split():
         if ":" in part:
@@ -31,7 +34,10 @@ def parse_int_list(text: str) -> tuple[int, ...]:
 
 
 def parse_range(text: str) -> tuple[int, int]:
-    """'48:72' -> (48, 72)."""
+    """'48:72' -> (48, 72).
+
+    Chapter: 01_introduction
+    """
     lo, _, hi = text.partition(":")
     return (int(lo), int(hi or lo))
 
@@ -48,7 +54,10 @@ def _arg(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
 
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The profile's settings with the command line's overrides applied."""
+    """The profile's settings with the command line's overrides applied.
+
+    Chapter: 01_introduction
+    """
     cfg = profile_config(getattr(args, "profile", None))
     overrides: dict[str, object] = {}
     source = getattr(args, "source", None)
@@ -64,6 +73,10 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    """`render`: write an NSynth-layout folder of SoundFont notes.
+
+    Chapter: 01_introduction
+    """
     from .config import RenderConfig
     from .data.render import render_soundfont
 
@@ -91,6 +104,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """`data`: build (or reuse) the feature cache and print the data summary.
+
+    Chapter: 01_introduction
+    """
     from .data import load_dataset
 
     cfg = build_config(args)
@@ -103,6 +120,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    """`reproduce`: train and evaluate both models, print the table beside the poster's.
+
+    Chapter: 01_introduction
+    """
     from .experiment import markdown_table, reproduce
 
     cfg = build_config(args)
@@ -118,6 +139,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`evaluate`: one trained checkpoint on another source.
+
+    Chapter: 01_introduction
+    """
     from .experiment import evaluate_checkpoint
 
     results = evaluate_checkpoint(args.checkpoint, args.source, args.out, progress=not args.quiet)
@@ -140,6 +165,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m pitchtimbre``.
+
+    Chapter: 01_introduction
+    """
     p = argparse.ArgumentParser(prog="python -m pitchtimbre", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True)
@@ -216,6 +245,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; bad input ends with one ``error:`` line and exit status 2.
+
+    Chapter: 01_introduction
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

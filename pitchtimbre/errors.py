@@ -7,20 +7,35 @@ from __future__ import annotations
 
 
 class PitchTimbreError(Exception):
-    """Base class: a one-line message meant for the user, never a traceback to read."""
+    """Base class: a one-line message meant for the user, never a traceback to read.
+
+    Chapter: 02_data
+    """
 
 
 class ConfigError(PitchTimbreError, ValueError):
-    """A configuration field holds a value it cannot take."""
+    """A configuration field holds a value it cannot take.
+
+    Chapter: 02_data
+    """
 
 
 class DataError(PitchTimbreError):
-    """A data file (SoundFont, examples.json, wav, archive) is missing, corrupt or empty."""
+    """A data file (SoundFont, examples.json, wav, archive) is missing, corrupt or empty.
+
+    Chapter: 02_data
+    """
 
 
 class CheckpointError(PitchTimbreError):
-    """A checkpoint is missing, corrupt, or belongs to another architecture."""
+    """A checkpoint is missing, corrupt, or belongs to another architecture.
+
+    Chapter: 02_data
+    """
 
 
 class TrainingDiverged(PitchTimbreError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint is kept.
+
+    Chapter: 02_data
+    """

@@ -75,6 +75,10 @@ DISTANCES: dict[str, Distance] = {
 
 
 def get_distance(name: str) -> Distance:
+    """Get distance.
+
+    Chapter: 04_contrastive_loss
+    """
     if name not in DISTANCES:
         raise ConfigError(f"LossConfig.distance: must be one of {sorted(DISTANCES)}, got {name!r}")
     return DISTANCES[name]
@@ -156,6 +160,10 @@ def register_contrastive(name: str) -> Callable[[ContrastiveLoss], ContrastiveLo
 
 
 def get_contrastive(name: str) -> ContrastiveLoss:
+    """Get contrastive.
+
+    Chapter: 04_contrastive_loss
+    """
     if name not in CONTRASTIVE_LOSSES:
         raise ConfigError(
             f"LossConfig.contrastive: must be one of {sorted(CONTRASTIVE_LOSSES)}, got {name!r}"

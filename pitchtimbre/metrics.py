@@ -91,7 +91,10 @@ def knn_accuracy(
 
 
 def eval_frames(n_frames: int, frames: int) -> slice:
-    """The ``frames`` central frames of ``n_frames`` (the poster's t = 1..9)."""
+    """The ``frames`` central frames of ``n_frames`` (the poster's t = 1..9).
+
+    Chapter: 06_metrics
+    """
     start = (n_frames - frames) // 2
     return slice(start, start + frames)
 

@@ -20,15 +20,19 @@ from torch import nn
 from .config import ModelConfig
 
 
-def conv_stack(in_ch: int, hidden: int, out_ch: int, layers: int, kernel: int) -> nn.Sequential:
-    """``layers`` 1-D convolutions (same length in and out), LeakyReLU between them.
+def conv_stack(
+    in_ch: int, hidden: int, out_ch: int, layers: int, kernel: int, head_kernel: int = 1
+) -> nn.Sequential:
+    """``layers`` 1-D convolutions (same length in and out), LeakyReLU between them; the
+    last one has kernel ``head_kernel``.
 
     Chapter: 03_generative_model
     """
     chans = [in_ch] + [hidden] * (layers - 1) + [out_ch]
     mods: list[nn.Module] = []
     for i in range(layers):
-        mods.append(nn.Conv1d(chans[i], chans[i + 1], kernel, padding=kernel // 2))
+        k = head_kernel if i == layers - 1 else kernel
+        mods.append(nn.Conv1d(chans[i], chans[i + 1], k, padding=k // 2))
         if i < layers - 1:
             mods.append(nn.LeakyReLU(0.2))
     return nn.Sequential(*mods)
@@ -43,7 +47,9 @@ class FrameEncoder(nn.Module):
     def __init__(self, n_bins: int, latent: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.latent = latent
-        self.net = conv_stack(n_bins, cfg.hidden, 2 * latent, cfg.layers, cfg.kernel_size)
+        self.net = conv_stack(
+            n_bins, cfg.hidden, 2 * latent, cfg.layers, cfg.kernel_size, cfg.head_kernel_size
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net(x).transpose(1, 2)  # [B, T, 2D]
@@ -60,7 +66,12 @@ class FrameDecoder(nn.Module):
     def __init__(self, n_bins: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.net = conv_stack(
-            cfg.latent_pitch + cfg.latent_timbre, cfg.hidden, n_bins, cfg.layers, cfg.kernel_size
+            cfg.latent_pitch + cfg.latent_timbre,
+            cfg.hidden,
+            n_bins,
+            cfg.layers,
+            cfg.kernel_size,
+            cfg.head_kernel_size,
         )
 
     def forward(self, z_pitch: torch.Tensor, z_timbre: torch.Tensor) -> torch.Tensor:

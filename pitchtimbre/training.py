@@ -59,13 +59,19 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def model_name(cfg: ExperimentConfig) -> str:
-    """'vanilla' when both lambdas are 0, else 'proposed'."""
+    """'vanilla' when both lambdas are 0, else 'proposed'.
+
+    Chapter: 05_training
+    """
     return "vanilla" if cfg.loss.is_vanilla else "proposed"
 
 
 def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> str:
     """What the cache key records of the contrastive loss: its name, or a custom function's
-    qualified name and a hash of its source (so editing it retrains)."""
+    qualified name and a hash of its source (so editing it retrains).
+
+    Chapter: 05_training
+    """
     if fn is None:
         return cfg.loss.contrastive
     try:
@@ -118,7 +124,10 @@ class TrainResult:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (a killed write leaves the previous one intact)."""
+    """Write a checkpoint atomically (a killed write leaves the previous one intact).
+
+    Chapter: 05_training
+    """
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -157,7 +166,10 @@ def build_model(
     state: dict[str, Any], device: torch.device | str = "cpu"
 ) -> tuple[PitchTimbreVAE, ExperimentConfig]:
     """The model a checkpoint describes, with its weights. A checkpoint whose weights do not
-    fit the architecture its config describes raises :class:`CheckpointError`."""
+    fit the architecture its config describes raises :class:`CheckpointError`.
+
+    Chapter: 05_training
+    """
     cfg = ExperimentConfig.from_dict(json.loads(state["config"]))
     model = PitchTimbreVAE(int(state["n_bins"]), cfg.model)
     theirs = state["model"]

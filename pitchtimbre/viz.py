@@ -145,10 +145,17 @@ def project_2d(x: np.ndarray | torch.Tensor, method: str = "pca", seed: int = 0)
         signs = np.sign(out[np.abs(out).argmax(0), [0, 1]])
         return out * np.where(signs == 0, 1, signs)
     if method == "umap":
+        import warnings
+
         import umap
 
-        reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=15, min_dist=0.2)
-        return reducer.fit_transform(x)
+        reducer = umap.UMAP(
+            n_components=2, random_state=seed, n_neighbors=15, min_dist=0.2, n_jobs=1
+        )
+        with warnings.catch_warnings():
+            # a seeded UMAP runs on one thread, and says so at every call
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            return reducer.fit_transform(x)
     raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
 
 
@@ -190,5 +197,114 @@ def plot_latent_spaces(
             axes[r, c].set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_graphical_model() -> Figure:
+    """The generative model as a graphical model: X_t depends on z^p_t and z^t_t, for every
+    frame t of every note (plates), with the two inference networks drawn dashed.
+
+    Chapter: 03_generative_model
+    """
+    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 6)
+    ax.axis("off")
+    nodes = {
+        "zp": (2.5, 4.2, r"$z^p_t$", "white"),
+        "zt": (5.5, 4.2, r"$z^t_t$", "white"),
+        "x": (4.0, 1.8, r"$x_t$", "#dddddd"),
+    }
+    for x, y, label, face in nodes.values():
+        ax.add_patch(Circle((x, y), 0.55, facecolor=face, edgecolor="black", lw=1.5))
+        ax.text(x, y, label, ha="center", va="center", fontsize=15)
+
+    def arrow(a, b, **kw):
+        (x0, y0), (x1, y1) = nodes[a][:2], nodes[b][:2]
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0, y0),
+                (x1, y1),
+                arrowstyle="-|>",
+                mutation_scale=18,
+                shrinkA=22,
+                shrinkB=22,
+                **kw,
+            )
+        )
+
+    arrow("zp", "x", lw=1.5)
+    arrow("zt", "x", lw=1.5)
+    arrow("x", "zp", lw=1.0, ls="--", color="tab:blue", connectionstyle="arc3,rad=0.35")
+    arrow("x", "zt", lw=1.0, ls="--", color="tab:orange", connectionstyle="arc3,rad=-0.35")
+    ax.text(1.0, 2.7, r"$q_\phi(Z^p\mid X)$", color="tab:blue", fontsize=10)
+    ax.text(5.9, 2.7, r"$q_\psi(Z^t\mid X)$", color="tab:orange", fontsize=10)
+    ax.add_patch(FancyBboxPatch((1.4, 0.9), 5.3, 4.3, boxstyle="round,pad=0.1", fill=False, lw=1.0))
+    ax.text(6.55, 1.0, r"$t = 1..T$", ha="right", fontsize=10)
+    ax.add_patch(FancyBboxPatch((0.8, 0.4), 6.5, 5.3, boxstyle="round,pad=0.1", fill=False, lw=1.0))
+    ax.text(7.15, 0.5, "notes", ha="right", fontsize=10)
+    ax.text(
+        7.8,
+        4.6,
+        r"$p(z^p_t)=\mathcal{N}(0, I)$" "\n" r"$p(z^t_t)=\mathcal{N}(0, I)$",
+        fontsize=9,
+        va="top",
+    )
+    ax.text(
+        7.8,
+        2.3,
+        r"$p(x_t\mid z^p_t, z^t_t)=$" "\n" r"$\mathcal{N}(f_\theta(z^p_t, z^t_t), \sigma^2 I)$",
+        fontsize=9,
+        va="top",
+    )
+    return fig
+
+
+def plot_pair_examples(
+    features: torch.Tensor, batch, kinds: Sequence[str], per_kind: int = 1
+) -> Figure:
+    """One example pair of each kind, side by side, with the two flags the model sees.
+
+    Chapter: 02_data
+    """
+    shown = [(k, int(torch.nonzero(batch.kind == k)[j])) for k in range(4) for j in range(per_kind)]
+    fig, axes = plt.subplots(len(shown), 2, figsize=(7, 2.1 * len(shown)), squeeze=False)
+    for row, (kind, i) in enumerate(shown):
+        for col, idx in enumerate((batch.first[i], batch.second[i])):
+            ax = axes[row, col]
+            ax.imshow(features[idx].cpu().numpy(), origin="lower", aspect="auto", cmap="magma")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(kinds[kind].replace(", ", ",\n"), fontsize=8)
+        flags = f"same pitch: {bool(batch.same_pitch[i])}, same instrument: {bool(batch.same_timbre[i])}"
+        axes[row, 1].set_title(flags, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_toy_trajectories(trajectories: Sequence, max_steps: int | None = None) -> Figure:
+    """The boundedness toy: the objective and the size of the means during gradient descent,
+    one line per distance.
+
+    Chapter: 04_contrastive_loss
+    """
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for tr in trajectories:
+        n = len(tr.norm) if max_steps is None else min(max_steps, len(tr.norm))
+        label = f"{tr.distance}, λ = {tr.lam:g}" + (" (diverged)" if tr.diverged else "")
+        a.plot(range(n), tr.objective[:n], label=label)
+        b.plot(range(n), tr.norm[:n], label=label)
+    a.set_yscale("symlog")
+    b.set_yscale("log")
+    a.set_title("objective: KL − λ d(μ1, μ2)")
+    b.set_title("size of the means ‖(μ1, μ2)‖")
+    for ax in (a, b):
+        ax.set_xlabel("gradient step")
+        ax.grid(alpha=0.3)
+    b.legend(fontsize=8)
     fig.tight_layout()
     return fig

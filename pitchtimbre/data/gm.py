@@ -47,5 +47,8 @@ def gm_program_name(program: int) -> str:
 
 
 def slug(text: str) -> str:
-    """Lower-case ASCII with underscores, safe in file names: 'Honky Tonk' -> 'honky_tonk'."""
+    """Lower-case ASCII with underscores, safe in file names: 'Honky Tonk' -> 'honky_tonk'.
+
+    Chapter: 02_data
+    """
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "x"

@@ -84,6 +84,10 @@ class NoteRecord:
 
 
 def examples_path(folder: Path | str) -> Path:
+    """Examples path.
+
+    Chapter: 02_data
+    """
     return Path(folder) / "examples.json"
 
 
@@ -222,6 +226,10 @@ def find_nsynth_splits(root: Path | str) -> dict[str, Path]:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Sha256 file.
+
+    Chapter: 02_data
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -40,7 +40,10 @@ class PairBatch:
 
 
 def kind_counts(batch_size: int, proportions: tuple[float, ...]) -> list[int]:
-    """Pairs of each kind in a batch: proportional, rounded by largest remainder."""
+    """Pairs of each kind in a batch: proportional, rounded by largest remainder.
+
+    Chapter: 02_data
+    """
     total = sum(proportions)
     exact = [batch_size * p / total for p in proportions]
     counts = [int(e) for e in exact]

@@ -54,11 +54,18 @@ class RenderSummary:
 
 
 def resolve_soundfont(cfg: RenderConfig) -> Path:
+    """Resolve soundfont.
+
+    Chapter: 02_data
+    """
     return Path(cfg.soundfont).expanduser() if cfg.soundfont else default_soundfont()
 
 
 def instrument_str(soundfont: Path, bank: int, program: int) -> str:
-    """NSynth-style instrument name: '<gm family>_<soundfont>_<program>'."""
+    """NSynth-style instrument name: '<gm family>_<soundfont>_<program>'.
+
+    Chapter: 02_data
+    """
     number = f"{bank:03d}{program:03d}" if bank else f"{program:03d}"
     return f"{GM_FAMILIES[gm_family(program)]}_{slug(soundfont.stem)}_{number}"
 

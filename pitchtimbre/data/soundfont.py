@@ -42,6 +42,11 @@ def default_soundfont() -> Path:
 
 @dataclass(frozen=True)
 class Preset:
+    """Preset.
+
+    Chapter: 02_data
+    """
+
     bank: int
     program: int
     name: str
@@ -101,7 +106,10 @@ def _find_chunk(
 
 
 class NoteRenderer(Protocol):
-    """Renders mono float32 notes at ``sample_rate`` for one program at a time."""
+    """Renders mono float32 notes at ``sample_rate`` for one program at a time.
+
+    Chapter: 02_data
+    """
 
     name: str
     sample_rate: int

@@ -1,0 +1,71 @@
+"""From (normalised log) features back to sound: for listening to reconstructions and swaps.
+
+The model works on log-magnitude CQT frames; to hear them we undo the normalisation and
+the log, and estimate a phase with Griffin-Lim for the CQT (``librosa.griffinlim_cqt``).
+The result is rough (no phase was ever modelled) but pitch and timbre are clearly audible.
+
+Chapter: 08_latent_explorer
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import FeatureConfig
+
+
+def features_to_magnitude(
+    features: np.ndarray | torch.Tensor, mean: float, std: float, cfg: FeatureConfig
+) -> np.ndarray:
+    """Normalised log features [F, T] -> linear magnitude [F, T] (never negative).
+
+    Chapter: 08_latent_explorer
+    """
+    x = (
+        features.detach().cpu().numpy()
+        if isinstance(features, torch.Tensor)
+        else np.asarray(features)
+    )
+    return np.maximum(np.exp(x.astype(np.float64) * std + mean) - cfg.log_floor, 0.0)
+
+
+def features_to_audio(
+    features: np.ndarray | torch.Tensor,
+    mean: float,
+    std: float,
+    cfg: FeatureConfig,
+    n_iter: int = 32,
+    seed: int = 0,
+) -> np.ndarray:
+    """A waveform whose CQT (or mel) magnitude approximates ``features`` [F, T], normalised
+    to a peak of 0.5. Deterministic for a given ``seed``.
+
+    Chapter: 08_latent_explorer
+    """
+    import librosa
+
+    mag = features_to_magnitude(features, mean, std, cfg)
+    rng = np.random.default_rng(seed)
+    if cfg.kind == "cqt":
+        y = librosa.griffinlim_cqt(
+            mag,
+            sr=cfg.sample_rate,
+            hop_length=cfg.hop_length,
+            fmin=float(librosa.midi_to_hz(cfg.fmin_midi)),
+            bins_per_octave=cfg.bins_per_octave,
+            n_iter=n_iter,
+            random_state=rng,
+        )
+    else:
+        y = librosa.feature.inverse.mel_to_audio(
+            mag,
+            sr=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            power=1.0,
+            n_iter=n_iter,
+            random_state=rng,
+        )
+    peak = float(np.abs(y).max())
+    return (0.5 * y / peak).astype(np.float32) if peak > 0 else y.astype(np.float32)

@@ -1,0 +1,362 @@
+"""Classroom exercises: modify the contrastive loss, check it, train with it.
+
+Each exercise asks for a function with the package's contrastive-loss signature
+``fn(z1, z2, same, cfg) -> scalar`` (see :mod:`pitchtimbre.losses`). :func:`check` compares a
+student's function with the solution on hand-picked situations and says which one is wrong
+and why; :func:`try_loss` trains the proposed model with it on a short budget and compares
+it with the poster's loss.
+
+The solutions live here, behind a flag: :func:`solution` refuses to hand one out unless
+``PITCHTIMBRE_SOLUTIONS=1`` is set (CI sets it, so every notebook runs end to end; students
+leave it off). A teacher can set it in a cell with ``os.environ[...] = "1"``.
+
+Chapter: 09_exercises
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import LossConfig
+from .losses import (
+    ContrastiveLoss,
+    cosine_distance,
+    hinge_contrastive,
+    mean_frame_distance,
+    pair_distances,
+    squared_euclidean,
+)
+
+SOLUTIONS_ENV = "PITCHTIMBRE_SOLUTIONS"
+
+
+def solutions_enabled() -> bool:
+    """True when ``PITCHTIMBRE_SOLUTIONS`` is set to 1 (CI, teachers).
+
+    Chapter: 09_exercises
+    """
+    return os.environ.get(SOLUTIONS_ENV, "0").strip().lower() in ("1", "true", "yes")
+
+
+def _with_distance(z1, z2, same, cfg: LossConfig, distance) -> torch.Tensor:
+    def dist(a, b, same_note):
+        d = distance(a, b)
+        if not same_note:
+            return d.mean(dim=(1, 2))
+        off = ~torch.eye(d.shape[1], dtype=torch.bool, device=d.device)
+        return d[:, off].mean(dim=1)
+
+    d11, d22, d12 = dist(z1, z1, True), dist(z2, z2, True), dist(z1, z2, False)
+    sign = same.to(d12.dtype) * 2 - 1
+    return (d11 + d22 + sign * d12).mean()
+
+
+def _squared(z1, z2, same, cfg):
+    return _with_distance(z1, z2, same, cfg, squared_euclidean)
+
+
+def _cosine(z1, z2, same, cfg):
+    return _with_distance(z1, z2, same, cfg, cosine_distance)
+
+
+def _cross_only(z1, z2, same, cfg):
+    d12 = mean_frame_distance(z1, z2, cfg)
+    return ((same.to(d12.dtype) * 2 - 1) * d12).mean()
+
+
+def _ranking_triplet(z1, z2, same, cfg):
+    d11, d22, d12 = pair_distances(z1, z2, cfg)
+    gather = (d11 + d22).mean()
+    pos, neg = d12[same], d12[~same]
+    if len(pos) == 0 or len(neg) == 0:
+        return gather
+    return gather + torch.relu(pos[:, None] - neg[None, :] + cfg.margin).mean()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A situation the checker tries: how to build it and what to say when it fails.
+
+    Chapter: 09_exercises
+    """
+
+    description: str
+    make: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    hint: str
+
+
+def _random(n: int = 6, t: int = 4, d: int = 3, scale: float = 1.0, flags: str = "mixed"):
+    def make(g: torch.Generator):
+        z1 = scale * torch.randn(n, t, d, generator=g, dtype=torch.float64)
+        z2 = scale * torch.randn(n, t, d, generator=g, dtype=torch.float64)
+        if flags == "same":
+            same = torch.ones(n, dtype=torch.bool)
+        elif flags == "different":
+            same = torch.zeros(n, dtype=torch.bool)
+        else:
+            same = torch.arange(n) % 2 == 0
+        return z1, z2, same
+
+    return make
+
+
+def _collapsed(g: torch.Generator):
+    z1 = torch.randn(4, 1, 3, generator=g, dtype=torch.float64).expand(4, 5, 3).contiguous()
+    z2 = torch.randn(4, 1, 3, generator=g, dtype=torch.float64).expand(4, 5, 3).contiguous()
+    return z1, z2, torch.tensor([True, False, True, False])
+
+
+def _far_apart(g: torch.Generator):
+    z1 = torch.randn(4, 3, 2, generator=g, dtype=torch.float64)
+    return z1, z1 + 50.0, torch.zeros(4, dtype=torch.bool)
+
+
+COMMON_PROBES = (
+    Probe(
+        "same-label pairs",
+        _random(flags="same"),
+        "for a same-label pair the cross term D_12 is added",
+    ),
+    Probe(
+        "different-label pairs",
+        _random(flags="different"),
+        "check the sign or form of the term for different-label pairs",
+    ),
+    Probe(
+        "a mixed batch", _random(), "mean over the batch, after combining the terms of each pair"
+    ),
+    Probe(
+        "notes whose frames coincide",
+        _collapsed,
+        "D_11 and D_22 average over frame pairs t != t' of one note (zero here)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: its title, the solution, the probes its checker runs.
+
+    Chapter: 09_exercises
+    """
+
+    name: str
+    title: str
+    solution: ContrastiveLoss
+    probes: tuple[Probe, ...] = field(default=COMMON_PROBES)
+    cfg: LossConfig = field(default_factory=lambda: LossConfig(distance_eps=1e-12, margin=2.0))
+
+
+EXERCISES: dict[str, Exercise] = {
+    e.name: e
+    for e in (
+        Exercise(
+            "hinge",
+            "Hinge margin: push different-label pairs apart only until D_12 reaches the margin",
+            hinge_contrastive,
+            (
+                *COMMON_PROBES,
+                Probe(
+                    "different pairs beyond the margin",
+                    _far_apart,
+                    "beyond the margin, max(0, margin - D_12) is 0: only D_11 + D_22 remain",
+                ),
+            ),
+        ),
+        Exercise(
+            "squared",
+            "Squared Euclidean distance in the poster's loss (and why it blows up)",
+            _squared,
+        ),
+        Exercise(
+            "cosine",
+            "Cosine distance 1 - cos(a, b) in the poster's loss",
+            _cosine,
+            (
+                *COMMON_PROBES,
+                Probe(
+                    "latents scaled by 10",
+                    _random(scale=10.0),
+                    "a cosine distance does not change when a latent is scaled",
+                ),
+            ),
+        ),
+        Exercise(
+            "cross_only",
+            "Drop D_11 and D_22: keep only +/- D_12",
+            _cross_only,
+            (
+                Probe(
+                    "same-label pairs",
+                    _random(flags="same"),
+                    "+D_12 for a same-label pair, nothing else",
+                ),
+                Probe(
+                    "different-label pairs",
+                    _random(flags="different"),
+                    "-D_12 for a different-label pair",
+                ),
+                Probe("a mixed batch", _random(), "the batch mean of +/- D_12"),
+            ),
+        ),
+        Exercise(
+            "triplet",
+            "A ranking (triplet-style) loss: same-label pairs closer than different-label pairs by a margin",
+            _ranking_triplet,
+            (
+                Probe(
+                    "a mixed batch",
+                    _random(),
+                    "mean over all (same pair, different pair) combinations of relu(D_12+ - D_12- + margin), plus the batch mean of D_11 + D_22",
+                ),
+                Probe(
+                    "only same-label pairs",
+                    _random(flags="same"),
+                    "with no different-label pair there is nothing to rank: only D_11 + D_22",
+                ),
+                Probe("notes whose frames coincide", _collapsed, "D_11 and D_22 over t != t'"),
+            ),
+        ),
+    )
+}
+
+
+def solution(name: str) -> ContrastiveLoss:
+    """The solution of exercise ``name``, when solutions are enabled (see the module docstring).
+
+    Chapter: 09_exercises
+    """
+    if name not in EXERCISES:
+        raise KeyError(f"no exercise {name!r}; exercises are {sorted(EXERCISES)}")
+    if not solutions_enabled():
+        raise PermissionError(
+            f"solutions are off: write your own, or set {SOLUTIONS_ENV}=1 to use the package's solution"
+        )
+    return EXERCISES[name].solution
+
+
+@dataclass
+class CheckResult:
+    """What :func:`check` found: passed, and one line per probe.
+
+    Chapter: 09_exercises
+    """
+
+    name: str
+    passed: bool
+    lines: list[str]
+
+    def __str__(self) -> str:
+        head = f"exercise '{self.name}': " + ("all checks pass" if self.passed else "not yet")
+        return "\n".join([head, *self.lines])
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join(
+            ["**" + str(self).splitlines()[0] + "**", "", *(f"- {x}" for x in self.lines)]
+        )
+
+
+def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> CheckResult:
+    """Compare ``fn`` with the solution of exercise ``name`` on each probe: the value and the
+    gradients with respect to both latents. Never raises for a wrong or unfinished answer; it
+    says what is wrong.
+
+    Chapter: 09_exercises
+    """
+    ex = EXERCISES[name]
+    lines, passed = [], True
+    g = torch.Generator().manual_seed(seed)
+    for probe in ex.probes:
+        z1, z2, same = probe.make(g)
+        a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        want = ex.solution(a1, a2, same, ex.cfg)
+        want.backward()
+        b1, b2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        try:
+            got = fn(b1, b2, same, ex.cfg)
+        except NotImplementedError:
+            return CheckResult(
+                name, False, ["not implemented yet: replace the `raise NotImplementedError`"]
+            )
+        except Exception as exc:  # a student's bug: report it, do not crash the notebook
+            return CheckResult(
+                name, False, [f"{probe.description}: raised {exc.__class__.__name__}: {exc}"]
+            )
+        if not isinstance(got, torch.Tensor) or got.numel() != 1:
+            return CheckResult(
+                name, False, ["the loss must return a scalar tensor (mean over the batch)"]
+            )
+        if not torch.allclose(got.detach().double(), want.detach(), rtol=rtol, atol=1e-9):
+            passed = False
+            lines.append(
+                f"✗ {probe.description}: expected {want.item():.4f}, got {got.item():.4f}; hint: {probe.hint}"
+            )
+            continue
+        if not got.requires_grad:
+            passed = False
+            lines.append(
+                f"✗ {probe.description}: the value is right but carries no gradient (avoid .item(), numpy)"
+            )
+            continue
+        got.backward()
+        grads_ok = all(
+            mine.grad is not None
+            and torch.allclose(mine.grad.double(), ref.grad, rtol=1e-5, atol=1e-8)
+            for mine, ref in ((b1, a1), (b2, a2))
+        )
+        if not grads_ok:
+            passed = False
+            lines.append(
+                f"✗ {probe.description}: the value is right, the gradient is not (a detached term?)"
+            )
+            continue
+        lines.append(f"✓ {probe.description}")
+    return CheckResult(name, passed, lines)
+
+
+def try_loss(chapter, fn: ContrastiveLoss | None, label: str, lam: float | None = None) -> dict:
+    """Train the proposed model with contrastive loss ``fn`` (None: the poster's) for the
+    profile's ``exercise_steps`` and evaluate it on the held-out instruments. A diverging
+    run is reported, not raised. Cached like every trained model (keyed by ``fn``'s source).
+
+    Chapter: 09_exercises
+    """
+    from .errors import TrainingDiverged
+    from .experiment import evaluate_model
+    from .training import trained_model
+
+    cfg = chapter.config.with_overrides({"train.steps": chapter.config.exercise_steps})
+    if lam is not None:
+        cfg = cfg.with_overrides({"loss.lambda_pitch": lam, "loss.lambda_timbre": lam})
+    ds = chapter.dataset()
+    try:
+        result = trained_model(cfg, ds, contrastive_fn=fn, progress=False)
+    except TrainingDiverged as exc:
+        return {"label": label, "diverged": str(exc)}
+    metrics = evaluate_model(result.model, ds.heldout(), cfg)
+    return {"label": label, "metrics": metrics, "history": result.history}
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """A markdown table of :func:`try_loss` results side by side.
+
+    Chapter: 09_exercises
+    """
+    head = "| loss | pitch ratio ↑ | timbre ratio ↑ | kNN pitch←z^p | instr.←z^t | pitch←z^t ↓ | instr.←z^p ↓ | KL pitch (last) |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        if "diverged" in r:
+            lines.append(f"| {r['label']} | diverged | | | | | | |")
+            continue
+        m = r["metrics"]
+        p, t = m["pitch"], m["timbre"]
+        lines.append(
+            f"| {r['label']} | {p['ratio']:.2f} | {t['ratio']:.2f} | {p['probe']['pitch']:.2f} | "
+            f"{t['probe']['instrument']:.2f} | {t['probe']['pitch']:.2f} | {p['probe']['instrument']:.2f} | "
+            f"{r['history'][-1]['kl_pitch']:.1f} |"
+        )
+    return "\n".join(lines)
