@@ -1,0 +1,109 @@
+"""The book's own files: in step with pyproject.toml, no hidden installs, no allowed errors,
+a summary and at least two exercises per chapter, checks that nbval can compare."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from pitchtimbre.book import BOOK_CHAPTERS, repository_url
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+
+
+def notebook(name: str):
+    return nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
+
+
+def test_toc_lists_every_chapter_in_order():
+    files = [TOC["root"]] + [c["file"] for c in TOC["chapters"]]
+    assert [f for f in files if f != "book/references"] == [f"book/{n}" for n in BOOK_CHAPTERS]
+
+
+def test_notebooks_and_config_are_in_step_with_pyproject():
+    proc = subprocess.run(
+        [sys.executable, "scripts/sync_book.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    assert CONFIG["repository"]["url"] == url == repository_url()
+
+
+def test_execution_never_allows_errors():
+    assert CONFIG["execute"]["allow_errors"] is False
+    assert CONFIG["execute"]["execute_notebooks"] in ("cache", "force", "auto")
+    assert CONFIG["launch_buttons"]["colab_url"].startswith("https://colab")
+
+
+@pytest.mark.parametrize("name", list(BOOK_CHAPTERS))
+def test_chapter_shape(name):
+    nb = notebook(name)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "pip" in code[0].source and "%%capture" not in code[0].source  # a visible install cell
+    assert f'setup_chapter("{name}")' in code[1].source and "ImportError" in code[1].source
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Summary" in text
+    exercises = (
+        text.split("## Exercises")[-1]
+        if "## Exercises" in text
+        else text.split("## More exercises")[-1]
+    )
+    assert len(re.findall(r"^\d+\. ", exercises, flags=re.M)) >= 2, (
+        "every chapter ends with at least two exercises"
+    )
+    for cell in code:  # outputs are stored only where nbval compares them
+        if "# NBVAL_CHECK_OUTPUT" not in cell.source:
+            assert cell.outputs == []
+        else:
+            assert cell.outputs, "a check cell needs its stored output"
+
+
+def test_there_are_stable_checks_for_nbval():
+    checks = sum(
+        "# NBVAL_CHECK_OUTPUT" in c.source
+        for name in BOOK_CHAPTERS
+        for c in notebook(name).cells
+        if c.cell_type == "code"
+    )
+    assert checks >= 10
+
+
+def test_every_chapter_cites_only_known_references():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = set(re.findall(r"@\w+\{(\w+),", bib))
+    cited = set()
+    for name in BOOK_CHAPTERS:
+        for cell in notebook(name).cells:
+            cited |= set(re.findall(r"\{cite:[pt]\}`([\w,]+)`", cell.source))
+    assert cited and cited <= keys
+    assert {
+        "tanaka2021",
+        "kingma2014",
+        "hadsell2006",
+        "engel2017",
+        "luo2019",
+        "mcinnes2018",
+    } <= cited
+
+
+def test_pages_workflow_builds_and_publishes():
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = [
+        s.get("run", "") + s.get("uses", "") for job in wf["jobs"].values() for s in job["steps"]
+    ]
+    assert any("jupyter-book build" in s for s in steps)
+    assert any("deploy-pages" in s for s in steps)
+    on = wf.get("on", wf.get(True))
+    assert "main" in on["push"]["branches"]
