@@ -129,6 +129,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     print(f"profile {cfg.profile}: seeds {list(cfg.seeds)}, {cfg.train.steps} steps per model")
     results = reproduce(cfg, args.out, progress=not args.quiet)
+    if not results:  # another process of a torchrun group: rank 0 reports
+        return 0
     print(markdown_table(results))
     secs = results["train_seconds"]
     print(

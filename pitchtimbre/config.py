@@ -436,8 +436,17 @@ class TrainConfig(_Config):
     compile: bool = False
     """Wrap the model in torch.compile."""
     grad_clip: float | None = 10.0
+    features_on: Literal["auto", "device", "host"] = "auto"
+    """Where the training features live: 'auto' keeps them on the device when they take under
+    half of its free memory, else streams batches from host memory (logged)."""
 
     def __post_init__(self) -> None:
+        _check(
+            self,
+            "features_on",
+            self.features_on in ("auto", "device", "host"),
+            "'auto', 'device' or 'host'",
+        )
         _check(self, "steps", _is_int(self.steps) and self.steps >= 1, "an int >= 1")
         _check(self, "lr", _is_num(self.lr) and self.lr > 0, "a number > 0")
         _check(self, "seed", _is_int(self.seed), "an int")

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .cache import atomic_write_bytes, atomic_write_json
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset, load_dataset
 from .errors import DataError
 from .losses import ContrastiveLoss
 from .metrics import evaluate_latents
-from .training import TrainResult, load_checkpoint, model_name, trained_model
+from .training import TrainResult, load_checkpoint, model_name, pick_device, trained_model
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +181,18 @@ def reproduce(
 ) -> dict:
     """Train (or load from the cache) vanilla and proposed for every seed, evaluate both on
     the held-out instruments, and write ``results.json``, ``results.md`` and figures to
-    ``out``. Returns the results dict.
+    ``out``. Returns the results dict (under ``torchrun``: on rank 0; the others train their
+    share and return an empty dict).
 
     Chapter: 07_results
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(cfg.data, cfg.features, progress=progress)
+    distributed.init(pick_device(cfg.train.device).type)  # joins a torchrun group, if any
+    main = distributed.is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    with distributed.main_first():  # under torchrun, rank 0 renders and caches the data
+        dataset = load_dataset(cfg.data, cfg.features, progress=progress and main)
     heldout = dataset.heldout()
     per_seed: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
@@ -200,12 +206,16 @@ def reproduce(
             result = trained_model(
                 mcfg, dataset, contrastive_fn if name == "proposed" else None, progress=progress
             )
+            if not main:
+                continue  # rank 0 evaluates and writes
             row[name] = evaluate_model(result.model, heldout, mcfg)
             checkpoints[name].append(str(result.checkpoint))
             seconds[name].append(round(result.seconds, 1))
             cached[name].append(result.from_cache)
             histories.setdefault(name, result.history)
         per_seed.append(row)
+    if not main:
+        return {}
     means, spreads = {}, {}
     for name in MODELS:
         means[name], spreads[name] = aggregate([r[name] for r in per_seed])

@@ -229,10 +229,11 @@ def pair_loss(
     Chapter: 04_contrastive_loss
     """
     b = x1.shape[0]
-    out = model(torch.cat([x1, x2]), generator=generator)
     x = torch.cat([x1, x2])
+    out = model(x, generator=generator)
+    inner = getattr(model, "module", model)  # the model itself under DistributedDataParallel
     post = out.posterior
-    recon = 2 * gaussian_nll(x.float(), out.reconstruction.float(), model.log_sigma)
+    recon = 2 * gaussian_nll(x.float(), out.reconstruction.float(), inner.log_sigma)
     kl_p = 2 * kl_to_standard_normal(post.pitch_mean.float(), post.pitch_logvar.float())
     kl_t = 2 * kl_to_standard_normal(post.timbre_mean.float(), post.timbre_logvar.float())
     zp = post.pitch_mean if cfg.on == "mean" else out.z_pitch

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .cache import atomic_path, atomic_write_json, cache_dir, stable_hash
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset
@@ -37,7 +38,7 @@ from .model import PitchTimbreVAE
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "pitchtimbre-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.json"
 TERMS = ("total", "recon", "kl_pitch", "kl_timbre", "contrastive_pitch", "contrastive_timbre")
@@ -82,7 +83,7 @@ def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> s
 
 
 # Settings that change how fast or where a model trains, not what it learns.
-_NOT_IN_KEY = ("device", "amp", "compile", "log_every", "checkpoint_every")
+_NOT_IN_KEY = ("device", "amp", "compile", "log_every", "checkpoint_every", "features_on")
 
 
 def model_key(
@@ -103,6 +104,9 @@ def model_key(
             "data": dataset.fingerprint,
             "contrastive": contrastive_identity(contrastive_fn, cfg),
             "v": CHECKPOINT_VERSION,
+            # each process samples its own share of a batch: another number of processes
+            # trains another model
+            **({"world": distributed.world_size()} if distributed.world_size() > 1 else {}),
         }
     )
 
@@ -217,6 +221,49 @@ def _set_rng(gen: torch.Generator, state: torch.Tensor) -> None:
     gen.set_state(state.cpu() if gen.device.type == "cpu" else state)
 
 
+class FeatureStore:
+    """The training notes' features, where the training loop reads them.
+
+    Resident on the training device when they fit (``train.features_on``: 'auto' keeps them
+    there if they take under half of the free device memory), else streamed: kept in
+    (pinned) host memory and each batch copied over. The choice is logged.
+
+    Chapter: 05_training
+    """
+
+    def __init__(self, features: torch.Tensor, device: torch.device, where: str = "auto") -> None:
+        self.device = device
+        need = features.numel() * features.element_size()
+        free = None
+        if device.type == "cuda":
+            free = torch.cuda.mem_get_info(device)[0]
+        resident = where == "device" or (where == "auto" and (free is None or need < 0.5 * free))
+        if device.type == "cpu" and where == "auto":
+            resident = True  # host memory is where they already are
+        self.resident = resident
+        if resident:
+            self.features = features.to(device)
+            log.info("training features resident on %s (%.1f MB)", device, need / 1e6)
+        else:
+            self.features = features.pin_memory() if device.type == "cuda" else features
+            log.info(
+                "training features streamed from host memory: %.1f MB would not fit in %s MB free on %s",
+                need / 1e6,
+                "?" if free is None else f"{free / 1e6:.0f}",
+                device,
+            )
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.features.shape[1])
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """The features of notes ``index`` on the training device."""
+        if self.resident:
+            return self.features[index]
+        return self.features[index.cpu()].to(self.device, non_blocking=True)
+
+
 def train_model(
     cfg: ExperimentConfig,
     dataset: NoteDataset,
@@ -230,16 +277,22 @@ def train_model(
 
     ``resume`` continues from a checkpoint in ``out_dir`` written with the same settings.
     A NaN or infinite loss stops training with :class:`TrainingDiverged`, keeping the last
-    good checkpoint.
+    good checkpoint. Under ``torchrun`` every process trains its share of each batch with
+    DistributedDataParallel and rank 0 alone logs and writes (see
+    :mod:`pitchtimbre.distributed`).
 
     Chapter: 05_training
     """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_FILE
     device = pick_device(cfg.train.device)
+    distributed.init(device.type)
+    device = distributed.local_device(device)
+    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     seed = cfg.train.seed
     config_json = json.dumps(cfg.to_dict(), sort_keys=True)
     if contrastive_fn is None:
@@ -248,13 +301,18 @@ def train_model(
     train = dataset.train()
     if len(train) == 0:
         raise TrainingDiverged("no training notes: the split left every instrument out")
-    feats = train.features.to(device)
-    torch.manual_seed(seed)
-    model = PitchTimbreVAE(feats.shape[1], cfg.model).to(device)
+    store = FeatureStore(train.features, device, cfg.train.features_on)
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    model = PitchTimbreVAE(store.n_bins, cfg.model).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    sampler = PairSampler(train.pitch, train.instrument, cfg.pairs, seed=seed, device=device)
+    if cfg.pairs.batch_size % world:
+        raise TrainingDiverged(
+            f"pairs.batch_size {cfg.pairs.batch_size} does not split evenly over {world} processes"
+        )
+    share = cfg.pairs.with_overrides({"batch_size": cfg.pairs.batch_size // world})
+    sampler = PairSampler(train.pitch, train.instrument, share, seed=seed + 7919 * rank, device=device)
     noise = torch.Generator(device=device)
-    noise.manual_seed(seed + 1_000_003)
+    noise.manual_seed(seed + 1_000_003 + rank)
     history: list[dict[str, float]] = []
     step, seconds = 0, 0.0
 
@@ -264,29 +322,39 @@ def train_model(
             raise CheckpointError(
                 f"{ckpt_path}: was written with other settings; delete it or train into another folder"
             )
+        if int(state.get("world_size", 1)) != world:
+            raise CheckpointError(
+                f"{ckpt_path}: was written by {state.get('world_size', 1)} processes, this run has {world}; "
+                "resume with the same number or train into another folder"
+            )
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
-        sampler.load_state_dict({"generator": state["sampler_rng"].to(sampler.generator.device)})
-        _set_rng(noise, state["noise_rng"])
+        sampler.load_state_dict({"generator": state["sampler_rng"][rank].to(sampler.generator.device)})
+        _set_rng(noise, state["noise_rng"][rank])
         torch.set_rng_state(state["torch_rng"].cpu())
         step, seconds = int(state["step"]), float(state["seconds"])
         history = json.loads(state["history"])
         log.info("resuming %s from step %d", ckpt_path, step)
 
-    def snapshot(complete: bool) -> dict[str, Any]:
-        return {
+    def write(complete: bool) -> None:
+        # every rank contributes its random generators (a collective call); rank 0 writes
+        rngs = distributed.gather_objects((sampler.state_dict()["generator"].cpu(), noise.get_state().cpu()))
+        if not main:
+            return
+        state = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "config": config_json,
-            "n_bins": int(feats.shape[1]),
+            "n_bins": store.n_bins,
             "seed": seed,
             "step": step,
             "complete": complete,
             "seconds": seconds,
+            "world_size": world,
             "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "optimizer": optimiser.state_dict(),
-            "sampler_rng": sampler.state_dict()["generator"].cpu(),
-            "noise_rng": noise.get_state().cpu(),
+            "sampler_rng": [r[0] for r in rngs],
+            "noise_rng": [r[1] for r in rngs],
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(history),
             "mean": dataset.mean,
@@ -296,9 +364,7 @@ def train_model(
             ),
             "contrastive": contrastive_identity(contrastive_fn, cfg),
         }
-
-    def write(complete: bool) -> None:
-        save_checkpoint(ckpt_path, snapshot(complete))
+        save_checkpoint(ckpt_path, state)
         atomic_write_json(out_dir / HISTORY_FILE, history)
 
     if step >= cfg.train.steps:
@@ -306,7 +372,13 @@ def train_model(
         return TrainResult(model, cfg, history, ckpt_path, seconds, True, {"step": step})
 
     use_amp = cfg.train.amp and device.type == "cuda"
-    net = torch.compile(model) if cfg.train.compile else model
+    net: torch.nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
     sums = torch.zeros(len(TERMS), device=device)
     last_good = step if ckpt_path.is_file() else None
     window_start = step
@@ -316,13 +388,13 @@ def train_model(
         initial=step,
         desc=f"train {model_name(cfg)} (seed {seed})",
         unit="step",
-        disable=not progress,
+        disable=not (progress and main),
     )
     t_start = time.perf_counter() - seconds
     try:
         while step < cfg.train.steps:
             batch = sampler.sample()
-            x1, x2 = feats[batch.first], feats[batch.second]
+            x1, x2 = store.gather(batch.first), store.gather(batch.second)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 terms = pair_loss(
                     net,  # type: ignore[arg-type]
@@ -342,7 +414,7 @@ def train_model(
             step += 1
             sums += torch.stack([getattr(terms, t).detach().float() for t in TERMS])
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                means = (sums / (step - window_start)).tolist()
+                means = (distributed.mean_across_ranks(sums) / (step - window_start)).tolist()
                 sums.zero_()
                 window_start = step
                 seconds = time.perf_counter() - t_start
@@ -377,13 +449,14 @@ def train_model(
                     last_good = step
     except KeyboardInterrupt:
         bar.close()
-        if history and history[-1]["step"] == step:
+        if history and history[-1]["step"] == step and world == 1:
             write(complete=False)
         raise
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
     write(complete=True)
+    distributed.barrier()
     model.eval()
     return TrainResult(model, cfg, history, ckpt_path, seconds, False, {"step": step})
 
@@ -414,6 +487,7 @@ def trained_model(
 
     Chapter: 05_training
     """
+    distributed.barrier()  # every process sees the same cache state
     folder = model_dir(cfg, dataset, contrastive_fn)
     ckpt = folder / CHECKPOINT_FILE
     if ckpt.is_file() and not retrain:

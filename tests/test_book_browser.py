@@ -85,7 +85,7 @@ def test_chapter_page_loads_with_figures_and_no_errors(site, browser, number_and
     WebDriverWait(browser, 30).until(
         lambda b: b.execute_script("return document.readyState") == "complete"
     )
-    heading = browser.find_element(By.TAG_NAME, "h1").text
+    heading = browser.find_element(By.CSS_SELECTOR, "article h1").text
     assert heading.startswith(f"{number}. "), heading
     images = browser.find_elements(By.CSS_SELECTOR, "div.cell_output img")
     assert len(images) >= figures_in_notebook(name)

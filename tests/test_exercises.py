@@ -84,7 +84,11 @@ def test_try_loss_and_table(toy_folder):
     chapter = Chapter("09_exercises", cfg, torch.device("cpu"))
     row = try_loss(chapter, None, "poster")
     assert set(row) == {"label", "metrics", "history"} and row["history"][-1]["step"] == 10
-    blown = try_loss(chapter, exercises._squared, "squared", lam=1e30)
-    assert "diverged" in blown and "training diverged" in blown["diverged"]
+
+    def poisoned(z1, z2, same, cfg):
+        return z1.sum() * float("nan")
+
+    blown = try_loss(chapter, poisoned, "poisoned")
+    assert set(blown) == {"label", "diverged"} and "training diverged" in blown["diverged"]
     table = comparison_table([row, blown])
-    assert table.count("\n") == 3 and "| squared | diverged |" in table
+    assert table.count("\n") == 3 and "| poisoned | diverged |" in table

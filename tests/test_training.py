@@ -214,3 +214,28 @@ def test_device_choice(monkeypatch):
     assert pick_device("auto").type == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto").type in ("cpu", "mps")
+
+
+def test_streaming_from_host_memory_trains_the_same_model(toy_data, tmp_path, caplog):
+    import logging
+
+    cfg, ds = toy_data
+    cfg = cfg.with_overrides({"train.steps": 10})
+    resident = train_model(cfg, ds, tmp_path / "resident", progress=False)
+    with caplog.at_level(logging.INFO, logger="pitchtimbre.training"):
+        streamed = train_model(
+            cfg.with_overrides({"train.features_on": "host"}), ds, tmp_path / "host", progress=False
+        )
+    assert "streamed from host memory" in caplog.text
+    for a, b in zip(resident.model.parameters(), streamed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_feature_store_decides_by_free_memory(monkeypatch):
+    feats = torch.zeros(100, 80, 32)
+    assert training.FeatureStore(feats, torch.device("cpu")).resident
+    assert not training.FeatureStore(feats, torch.device("cpu"), "host").resident
+    # on a GPU with too little free memory, 'auto' streams (simulated: no GPU here)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (feats.numel() * 4, 10**12))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
+    assert not training.FeatureStore(feats, torch.device("cuda"), "auto").resident

@@ -1,0 +1,132 @@
+"""Training on several processes (several GPUs, or CPU processes for testing) with
+DistributedDataParallel, started by ``torchrun``:
+
+    torchrun --nproc_per_node 4 -m pitchtimbre reproduce --profile gpu --out results/
+
+Each process (rank) samples its own share of every batch of pairs (``batch_size / world``
+pairs, from a generator seeded per rank), DDP averages the gradients, and rank 0 alone logs,
+writes checkpoints and evaluates. Outside ``torchrun`` everything here is a no-op, so the
+same code trains on one device.
+
+Chapter: 05_training
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a ``torchrun`` process group of more than one process.
+
+    Chapter: 05_training
+    """
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device_type: str) -> None:
+    """Join the process group (NCCL on CUDA, gloo otherwise) when launched by torchrun and not
+    joined yet; on CUDA, bind this process to its local GPU.
+
+    Chapter: 05_training
+    """
+    if not launched_by_torchrun() or dist.is_initialized():
+        return
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+
+
+def active() -> bool:
+    """True when this process is part of an initialised group of more than one process.
+
+    Chapter: 05_training
+    """
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 outside a process group).
+
+    Chapter: 05_training
+    """
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 outside a process group).
+
+    Chapter: 05_training
+    """
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0, the process that logs, writes checkpoints and evaluates.
+
+    Chapter: 05_training
+    """
+    return rank() == 0
+
+
+def local_device(device: torch.device) -> torch.device:
+    """On CUDA under torchrun, this process's own GPU; otherwise ``device`` unchanged.
+
+    Chapter: 05_training
+    """
+    if device.type == "cuda" and active():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def barrier() -> None:
+    """Wait for every process (no-op outside a process group).
+
+    Chapter: 05_training
+    """
+    if active():
+        dist.barrier()
+
+
+def mean_across_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over all processes (``x`` itself outside a process group).
+
+    Chapter: 05_training
+    """
+    if not active():
+        return x
+    y = x.clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y / dist.get_world_size()
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. rendering and caching data), the others after it,
+    so they read the cache instead of doing the work again.
+
+    Chapter: 05_training
+    """
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
+def gather_objects(obj: object) -> list:
+    """``obj`` from every process, in rank order (``[obj]`` outside a process group).
+
+    Chapter: 05_training
+    """
+    if not active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

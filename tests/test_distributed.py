@@ -1,0 +1,131 @@
+"""DistributedDataParallel on the CPU: two processes with the gloo backend, started by torchrun
+(python -m torch.distributed.run), as a user would on several GPUs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from conftest import TOY_INSTRUMENTS, write_nsynth_folder
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    from pitchtimbre import distributed, training
+    from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, PairConfig, TrainConfig
+    from pitchtimbre.data import load_dataset
+
+    source, out = sys.argv[1], sys.argv[2]
+    cfg = ExperimentConfig(
+        profile="ci",
+        data=DataConfig(source=source, heldout_per_family=1),
+        model=ModelConfig(hidden=16, layers=2, kernel_size=3),
+        pairs=PairConfig(batch_size=16),
+        train=TrainConfig(steps=12, log_every=4, checkpoint_every=8),
+    )
+    with distributed.main_first():
+        ds = load_dataset(cfg.data, cfg.features, progress=False)
+    first = {}
+    real = training.PairSampler.sample
+    def spy(self):
+        batch = real(self)
+        first.setdefault("pairs", (batch.first.tolist(), batch.second.tolist()))
+        return batch
+    training.PairSampler.sample = spy
+    result = training.train_model(cfg, ds, out + "/run", progress=False)
+    rank = distributed.rank()
+    torch.save({k: v.detach() for k, v in result.model.state_dict().items()}, f"{out}/weights{rank}.pt")
+    json.dump({"world": distributed.world_size(), "pairs": first["pairs"], "history": result.history},
+              open(f"{out}/rank{rank}.json", "w"))
+    """
+)
+
+
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def test_two_processes_train_one_model_in_step(tmp_path):
+    source = write_nsynth_folder(tmp_path / "toy", TOY_INSTRUMENTS)
+    script = tmp_path / "ddp_train.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            free_port(),
+            str(script),
+            str(source),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    # each process samples its own share of the batch: 8 of the 16 pairs, different ones
+    assert len(ranks[0]["pairs"][0]) == 8 and ranks[0]["pairs"] != ranks[1]["pairs"]
+    # DDP keeps the replicas identical, and the logged losses are the mean over both
+    w0, w1 = (torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    def losses(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert losses(ranks[0]["history"]) == losses(ranks[1]["history"])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["complete"] and state["step"] == 12
+    assert len(state["sampler_rng"]) == 2  # both processes' generators, for an exact resume
+    assert all(torch.equal(state["model"][k], w0[k]) for k in w0)
+
+
+def test_reproduce_under_torchrun(tmp_path):
+    source = write_nsynth_folder(tmp_path / "toy", TOY_INSTRUMENTS)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            free_port(),
+            "-m",
+            "pitchtimbre",
+            "reproduce",
+            "--profile",
+            "ci",
+            "--source",
+            str(source),
+            "--steps",
+            "10",
+            "--seeds",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Poster's four directions") == 1  # rank 0 alone reports
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    for name in ("vanilla", "proposed"):
+        state = torch.load(results["checkpoints"][name][0], weights_only=True)
+        assert state["world_size"] == 2 and state["complete"]
