@@ -128,7 +128,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     print(f"profile {cfg.profile}: seeds {list(cfg.seeds)}, {cfg.train.steps} steps per model")
-    results = reproduce(cfg, args.out, progress=not args.quiet)
+    results = reproduce(cfg, args.out, progress=not args.quiet, fresh=args.fresh)
     if not results:  # another process of a torchrun group: rank 0 reports
         return 0
     print(markdown_table(results))
@@ -230,6 +230,13 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--out", type=Path, required=True, help="folder for results.json, results.md, figures/"
     )
+    again = rp.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue killed runs from their last checkpoint and reuse trained models (the default)",
+    )
+    again.add_argument("--fresh", action="store_true", help="retrain every model from scratch")
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     rp.set_defaults(func=cmd_reproduce)
 

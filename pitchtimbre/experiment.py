@@ -178,10 +178,12 @@ def reproduce(
     contrastive_fn: ContrastiveLoss | None = None,
     progress: bool = True,
     figures: bool = True,
+    fresh: bool = False,
 ) -> dict:
     """Train (or load from the cache) vanilla and proposed for every seed, evaluate both on
     the held-out instruments, and write ``results.json``, ``results.md`` and figures to
-    ``out``. Returns the results dict (under ``torchrun``: on rank 0; the others train their
+    ``out``. An interrupted training continues from its last checkpoint; ``fresh`` retrains
+    every model from scratch instead. Returns the results dict (under ``torchrun``: on rank 0; the others train their
     share and return an empty dict).
 
     Chapter: 07_results
@@ -204,7 +206,11 @@ def reproduce(
         for name, mcfg in model_configs(cfg).items():
             mcfg = mcfg.with_overrides({"train.seed": seed})
             result = trained_model(
-                mcfg, dataset, contrastive_fn if name == "proposed" else None, progress=progress
+                mcfg,
+                dataset,
+                contrastive_fn if name == "proposed" else None,
+                progress=progress,
+                retrain=fresh,
             )
             if not main:
                 continue  # rank 0 evaluates and writes

@@ -310,7 +310,9 @@ def train_model(
             f"pairs.batch_size {cfg.pairs.batch_size} does not split evenly over {world} processes"
         )
     share = cfg.pairs.with_overrides({"batch_size": cfg.pairs.batch_size // world})
-    sampler = PairSampler(train.pitch, train.instrument, share, seed=seed + 7919 * rank, device=device)
+    sampler = PairSampler(
+        train.pitch, train.instrument, share, seed=seed + 7919 * rank, device=device
+    )
     noise = torch.Generator(device=device)
     noise.manual_seed(seed + 1_000_003 + rank)
     history: list[dict[str, float]] = []
@@ -329,7 +331,9 @@ def train_model(
             )
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
-        sampler.load_state_dict({"generator": state["sampler_rng"][rank].to(sampler.generator.device)})
+        sampler.load_state_dict(
+            {"generator": state["sampler_rng"][rank].to(sampler.generator.device)}
+        )
         _set_rng(noise, state["noise_rng"][rank])
         torch.set_rng_state(state["torch_rng"].cpu())
         step, seconds = int(state["step"]), float(state["seconds"])
@@ -338,7 +342,9 @@ def train_model(
 
     def write(complete: bool) -> None:
         # every rank contributes its random generators (a collective call); rank 0 writes
-        rngs = distributed.gather_objects((sampler.state_dict()["generator"].cpu(), noise.get_state().cpu()))
+        rngs = distributed.gather_objects(
+            (sampler.state_dict()["generator"].cpu(), noise.get_state().cpu())
+        )
         if not main:
             return
         state = {
@@ -376,7 +382,9 @@ def train_model(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.train.compile:
         net = torch.compile(net)
     sums = torch.zeros(len(TERMS), device=device)

@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import torch
-
 from conftest import TOY_INSTRUMENTS, write_nsynth_folder
 
 SCRIPT = textwrap.dedent(
@@ -82,6 +81,7 @@ def test_two_processes_train_one_model_in_step(tmp_path):
     # DDP keeps the replicas identical, and the logged losses are the mean over both
     w0, w1 = (torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
     def losses(history):
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 

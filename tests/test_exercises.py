@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pitchtimbre import exercises
 from pitchtimbre.exercises import EXERCISES, check, comparison_table, solution, try_loss
 from pitchtimbre.losses import hinge_contrastive, paper_contrastive
 

@@ -154,3 +154,15 @@ def test_evaluate_command_bad_input(tmp_path, reproduced):
         and "none.pt: checkpoint not found" in proc.stderr
         and "Traceback" not in proc.stderr
     )
+
+
+def test_fresh_retrains_instead_of_loading(reproduced):
+    _, out, folder = reproduced
+    again = reproduce(
+        small_experiment(str(folder), seeds=(0,)),
+        out / "fresh",
+        progress=False,
+        figures=False,
+        fresh=True,
+    )
+    assert not any(again["loaded_from_cache"]["vanilla"] + again["loaded_from_cache"]["proposed"])

@@ -45,3 +45,16 @@ def test_setup_reads_its_settings_from_pyproject():
     script = (ROOT / "scripts/setup.sh").read_text()
     for key in ("torch", "no-deps"):
         assert f"setting {key}" in script
+
+
+def test_readme_profile_table_matches_the_config():
+    from pitchtimbre.config import PROFILES, profile_config
+
+    readme = (ROOT / "README.md").read_text()
+    for name in PROFILES:
+        cfg = profile_config(name)
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"hidden {cfg.model.hidden}" in row
+        assert f"{cfg.train.steps:,} steps" in row
+        seeds = len(cfg.seeds)
+        assert f"{seeds} seed{'s' if seeds > 1 else ''}" in row
