@@ -15,29 +15,19 @@ is the time for NSynth's 289,205 notes at this length. Prints a table; makes no 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe_machine
 
 from pitchtimbre.config import FeatureConfig
 from pitchtimbre.data.features import log_spectrogram
 from pitchtimbre.data.frontend import log_spectrogram_torch
 
 NSYNTH_NOTES = 289_205
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def harmonic_tones(n: int, seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
@@ -82,14 +72,10 @@ def main() -> None:
     n = args.notes or (32 if args.small else 512)
     warnings.filterwarnings("ignore", message="n_fft=.* is too large")  # librosa, low octaves
 
-    print(f"cpu: {cpu_name()} ({torch.get_num_threads()} torch threads)")
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-        print(f"gpu: {torch.cuda.get_device_name()}")
-    else:
+    print("\n".join(describe_machine()))
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    if len(devices) == 1:
         print("gpu: none (CUDA not available)")
-    print(f"torch {torch.__version__}")
     print(
         f"notes: {n} random harmonic tones of {args.seconds:g} s at 16 kHz; "
         f"fastest of {args.repeat} runs\n"

@@ -226,42 +226,56 @@ class FeatureStore:
 
     Resident on the training device when they fit (``train.features_on``: 'auto' keeps them
     there if they take under half of the free device memory), else streamed: kept in
-    (pinned) host memory and each batch copied over. The choice is logged.
+    (pinned) host memory and each batch copied over. The choice is logged. ``rows`` picks
+    the training notes out of ``features`` without copying them on the CPU.
 
     Chapter: 05_training
     """
 
-    def __init__(self, features: torch.Tensor, device: torch.device, where: str = "auto") -> None:
+    def __init__(
+        self,
+        features: torch.Tensor,
+        device: torch.device,
+        where: str = "auto",
+        rows: torch.Tensor | None = None,
+    ) -> None:
         self.device = device
-        need = features.numel() * features.element_size()
-        free = None
-        if device.type == "cuda":
-            free = torch.cuda.mem_get_info(device)[0]
-        resident = where == "device" or (where == "auto" and (free is None or need < 0.5 * free))
+        rows = torch.arange(len(features)) if rows is None else rows.cpu()
+        need = len(rows) * features[0].numel() * features.element_size()
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
         if device.type == "cpu" and where == "auto":
             resident = True  # host memory is where they already are
-        self.resident = resident
-        if resident:
-            self.features = features.to(device)
-            log.info("training features resident on %s (%.1f MB)", device, need / 1e6)
         else:
-            self.features = features.pin_memory() if device.type == "cuda" else features
-            log.info(
-                "training features streamed from host memory: %.1f MB would not fit in %s MB free on %s",
-                need / 1e6,
-                "?" if free is None else f"{free / 1e6:.0f}",
-                device,
+            resident = where == "device" or (
+                where == "auto" and (free is None or need < 0.5 * free)
             )
+        self.resident = resident
+        if resident and device.type == "cpu":
+            self.features, self.rows = features, rows  # a view through ``rows``, no copy
+        elif resident:
+            self.features, self.rows = features[rows].to(device), None
+        else:
+            self.features, self.rows = features, rows
+            if device.type == "cuda":
+                self.features = features.pin_memory()
+        where_to = f"resident on {device}" if resident else f"streamed to {device} from host memory"
+        log.info(
+            "training features %s (%.1f MB; %s MB free on the device)",
+            where_to,
+            need / 1e6,
+            "?" if free is None else f"{free / 1e6:.0f}",
+        )
 
     @property
     def n_bins(self) -> int:
         return int(self.features.shape[1])
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
-        """The features of notes ``index`` on the training device."""
-        if self.resident:
+        """The features of training notes ``index`` on the training device."""
+        if self.rows is None:
             return self.features[index]
-        return self.features[index.cpu()].to(self.device, non_blocking=True)
+        batch = self.features[self.rows[index.cpu()]]
+        return batch if self.device.type == "cpu" else batch.to(self.device, non_blocking=True)
 
 
 def train_model(
@@ -298,10 +312,10 @@ def train_model(
     if contrastive_fn is None:
         get_contrastive(cfg.loss.contrastive)  # an unknown name fails here, before any work
 
-    train = dataset.train()
-    if len(train) == 0:
+    rows = torch.nonzero(dataset.is_train).flatten()  # the training notes, never the held-out
+    if len(rows) == 0:
         raise TrainingDiverged("no training notes: the split left every instrument out")
-    store = FeatureStore(train.features, device, cfg.train.features_on)
+    store = FeatureStore(dataset.features, device, cfg.train.features_on, rows=rows)
     torch.manual_seed(seed)  # the same initial weights on every rank
     model = PitchTimbreVAE(store.n_bins, cfg.model).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
@@ -311,7 +325,7 @@ def train_model(
         )
     share = cfg.pairs.with_overrides({"batch_size": cfg.pairs.batch_size // world})
     sampler = PairSampler(
-        train.pitch, train.instrument, share, seed=seed + 7919 * rank, device=device
+        dataset.pitch[rows], dataset.instrument[rows], share, seed=seed + 7919 * rank, device=device
     )
     noise = torch.Generator(device=device)
     noise.manual_seed(seed + 1_000_003 + rank)
@@ -366,7 +380,12 @@ def train_model(
             "mean": dataset.mean,
             "std": dataset.std,
             "instruments": json.dumps(
-                sorted({train.instrument_names[i] for i in train.instrument.unique().tolist()})
+                sorted(
+                    {
+                        dataset.instrument_names[i]
+                        for i in dataset.instrument[rows].unique().tolist()
+                    }
+                )
             ),
             "contrastive": contrastive_identity(contrastive_fn, cfg),
         }
@@ -495,6 +514,7 @@ def trained_model(
 
     Chapter: 05_training
     """
+    distributed.init(pick_device(cfg.train.device).type)  # under torchrun: join the group first
     distributed.barrier()  # every process sees the same cache state
     folder = model_dir(cfg, dataset, contrastive_fn)
     ckpt = folder / CHECKPOINT_FILE

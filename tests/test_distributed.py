@@ -51,29 +51,27 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """Two processes under torchrun (its module form), on a free port."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        free_port(),
+    ]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_two_processes_train_one_model_in_step(tmp_path):
     source = write_nsynth_folder(tmp_path / "toy", TOY_INSTRUMENTS)
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            free_port(),
-            str(script),
-            str(source),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(str(script), str(source), str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     # each process samples its own share of the batch: 8 of the 16 pairs, different ones
@@ -94,36 +92,22 @@ def test_two_processes_train_one_model_in_step(tmp_path):
 
 def test_reproduce_under_torchrun(tmp_path):
     source = write_nsynth_folder(tmp_path / "toy", TOY_INSTRUMENTS)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            free_port(),
-            "-m",
-            "pitchtimbre",
-            "reproduce",
-            "--profile",
-            "ci",
-            "--source",
-            str(source),
-            "--steps",
-            "10",
-            "--seeds",
-            "1",
-            "--quiet",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    proc = torchrun(
+        "-m",
+        "pitchtimbre",
+        "reproduce",
+        "--profile",
+        "ci",
+        "--source",
+        str(source),
+        "--steps",
+        "10",
+        "--seeds",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path / "out"),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("Poster's four directions") == 1  # rank 0 alone reports
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     for name in ("vanilla", "proposed"):

@@ -62,23 +62,28 @@ def test_short_training_lowers_the_loss(toy_data, tmp_path):
 
 def test_heldout_instruments_never_reach_the_trainer(toy_data, tmp_path, monkeypatch):
     cfg, ds = toy_data
-    seen = []
-    real = training.PairSampler
+    seen, rows_read = [], []
+    real_sampler, real_gather = training.PairSampler, training.FeatureStore.gather
 
-    class Spy(real):
+    class Spy(real_sampler):
         def sample(self):
             batch = super().sample()
-            seen.append(
-                self.instrument[batch.first].tolist() + self.instrument[batch.second].tolist()
-            )
+            seen.append(self.instrument[batch.first].tolist() + self.instrument[batch.second].tolist())
             return batch
 
+    def spy_gather(self, index):
+        rows_read.extend(self.rows[index].tolist())  # global note numbers actually read
+        return real_gather(self, index)
+
     monkeypatch.setattr(training, "PairSampler", Spy)
+    monkeypatch.setattr(training.FeatureStore, "gather", spy_gather)
     train_model(cfg.with_overrides({"train.steps": 20}), ds, tmp_path / "run", progress=False)
     used = {i for batch in seen for i in batch}
     held = set(ds.instrument[~ds.is_train].tolist())
     assert used and not used & held
     assert used == set(ds.instrument[ds.is_train].tolist())
+    read_instruments = set(ds.instrument[rows_read].tolist())
+    assert rows_read and read_instruments == used  # the features read are those of training notes
 
 
 class Killed(Exception):
@@ -226,7 +231,7 @@ def test_streaming_from_host_memory_trains_the_same_model(toy_data, tmp_path, ca
         streamed = train_model(
             cfg.with_overrides({"train.features_on": "host"}), ds, tmp_path / "host", progress=False
         )
-    assert "streamed from host memory" in caplog.text
+    assert "training features streamed to cpu from host memory" in caplog.text
     for a, b in zip(resident.model.parameters(), streamed.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
