@@ -68,7 +68,9 @@ def test_heldout_instruments_never_reach_the_trainer(toy_data, tmp_path, monkeyp
     class Spy(real_sampler):
         def sample(self):
             batch = super().sample()
-            seen.append(self.instrument[batch.first].tolist() + self.instrument[batch.second].tolist())
+            seen.append(
+                self.instrument[batch.first].tolist() + self.instrument[batch.second].tolist()
+            )
             return batch
 
     def spy_gather(self, index):
