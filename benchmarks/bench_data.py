@@ -9,13 +9,12 @@ Prints a table; makes no assertions (figures depend on the machine).
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from machine import describe_machine
 
 from pitchtimbre.config import FeatureConfig, RenderConfig
 from pitchtimbre.data.features import compute_features, load_audio, samples_to_load
@@ -39,9 +38,7 @@ def main() -> None:
     velocities = (90,) if args.small else (60, 90, 120)
     grid = [(p, v) for p in pitches for v in velocities]
     n = len(programs) * len(grid)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-    )
+    print("\n".join(describe_machine()))
     print(
         f"notes: {n} ({len(programs)} programs x {len(pitches)} pitches x {len(velocities)} velocities)\n"
     )

@@ -33,3 +33,4 @@ step "every chapter through nbval"
 step "benchmarks (small)"
 "$VENV/python" benchmarks/bench_data.py --small
 "$VENV/python" benchmarks/bench_features.py --small
+"$VENV/python" benchmarks/bench_training.py --small
