@@ -9,5 +9,5 @@ bash scripts/setup.sh
 export PITCHTIMBRE_CACHE="${PITCHTIMBRE_CACHE:-$PWD/.cache}"
 export PITCHTIMBRE_SOLUTIONS="${PITCHTIMBRE_SOLUTIONS:-1}"
 .venv/bin/python -m pitchtimbre reproduce --out results "$@"
-.venv/bin/jupyter-book build -W -n --keep-going .
+bash scripts/build_book.sh
 echo "results: results/results.md; book: _build/html/index.html"

@@ -22,7 +22,7 @@ step "reproduce (ci profile)"
 "$VENV/python" -m pitchtimbre reproduce --out "$PITCHTIMBRE_CACHE/results-cli" --quiet
 
 step "build the book"
-"$VENV/jupyter-book" build -W -n --keep-going .
+bash scripts/build_book.sh
 
 step "unit tests and the browser check"
 "$VENV/python" -m pytest tests

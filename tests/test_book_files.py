@@ -103,7 +103,8 @@ def test_pages_workflow_builds_and_publishes():
     steps = [
         s.get("run", "") + s.get("uses", "") for job in wf["jobs"].values() for s in job["steps"]
     ]
-    assert any("jupyter-book build" in s for s in steps)
+    assert any("scripts/build_book.sh" in s for s in steps)
+    assert "jupyter-book build -W -n" in (ROOT / "scripts" / "build_book.sh").read_text()
     assert any("deploy-pages" in s for s in steps)
     on = wf.get("on", wf.get(True))
     assert "main" in on["push"]["branches"]
