@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import distributed
 from .cache import atomic_write_bytes, atomic_write_json
 from .config import ExperimentConfig
@@ -294,8 +296,6 @@ def evaluate_checkpoint(
     overlap = sorted(seen & set(dataset.instrument_names))
     if overlap:
         keep = [dataset.instrument_names[i] not in seen for i in dataset.instrument.tolist()]
-        import torch
-
         dataset = dataset.subset(torch.tensor(keep))
         if len(set(dataset.instrument.tolist())) < 2:
             raise DataError(
