@@ -59,6 +59,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,20 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def steady_seconds(
+    device: torch.device, warmup: int, steps: int, step: Callable[[], object]
+) -> float:
+    """Seconds per call of ``step`` over ``steps`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    synchronise(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronise(device)
+    return (time.perf_counter() - start) / steps
 
 
 def host_memory_mib(peak: bool = False) -> float:
@@ -298,6 +313,23 @@ def train_step(
     optimiser.step()
 
 
+def pair_loader(
+    cfg: ExperimentConfig, train: NoteDataset, device: torch.device, batches: int, workers: int
+) -> DataLoader:
+    """The straightforward baseline: a map-style :class:`RandomPairs` through a DataLoader."""
+    batch_size = cfg.pairs.batch_size
+    pairs = RandomPairs(
+        train.features,
+        train.pitch,
+        train.instrument,
+        cfg.pairs.proportions,
+        length=batches * batch_size,
+    )
+    return DataLoader(
+        pairs, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+
+
 def time_dataloader(
     cfg: ExperimentConfig,
     train: NoteDataset,
@@ -307,27 +339,15 @@ def time_dataloader(
     workers: int,
 ) -> float:
     """Seconds per steady step of the Dataset/DataLoader loop."""
-    batch_size = cfg.pairs.batch_size
-    pairs = RandomPairs(
-        train.features,
-        train.pitch,
-        train.instrument,
-        cfg.pairs.proportions,
-        length=(warmup + steps) * batch_size,
-    )
-    loader = DataLoader(
-        pairs, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
-    )
+    loader = pair_loader(cfg, train, device, warmup + steps, workers)
     model, optimiser, noise = new_training(cfg, train.features.shape[1], device)
-    start = 0.0
-    for step, batch in enumerate(loader):
-        if step == warmup:
-            synchronise(device)
-            start = time.perf_counter()
-        on_device = tuple(t.to(device, non_blocking=True) for t in batch)
+    batches = iter(loader)
+
+    def step() -> None:
+        on_device = tuple(t.to(device, non_blocking=True) for t in next(batches))
         train_step(model, optimiser, noise, cfg, on_device)  # type: ignore[arg-type]
-    synchronise(device)
-    return (time.perf_counter() - start) / steps
+
+    return steady_seconds(device, warmup, steps, step)
 
 
 def time_model_only(
@@ -346,14 +366,12 @@ def time_model_only(
         )
     )
     model, optimiser, noise = new_training(cfg, train.features.shape[1], device)
-    start = 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronise(device)
-            start = time.perf_counter()
-        train_step(model, optimiser, noise, cfg, batch)  # type: ignore[arg-type]
-    synchronise(device)
-    return (time.perf_counter() - start) / steps
+    return steady_seconds(
+        device,
+        warmup,
+        steps,
+        lambda: train_step(model, optimiser, noise, cfg, batch),  # type: ignore[arg-type]
+    )
 
 
 def time_data_only(
@@ -371,36 +389,25 @@ def time_data_only(
     sampler = PairSampler(
         train.pitch, train.instrument, cfg.pairs, seed=cfg.train.seed, device=device
     )
-    batch_size = cfg.pairs.batch_size
-    pairs = RandomPairs(
-        train.features,
-        train.pitch,
-        train.instrument,
-        cfg.pairs.proportions,
-        length=(warmup + steps) * batch_size,
-    )
-    loader = DataLoader(
-        pairs, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
-    )
+    loader = pair_loader(cfg, train, device, warmup + steps, workers)
     # a reduction of each batch stands in for the model, so that no work is skipped
     total = torch.zeros((), device=device)
-    start = 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronise(device)
-            start = time.perf_counter()
+    batches = iter(loader)
+
+    def ours() -> None:
+        nonlocal total
         drawn = sampler.sample()
         total += store.gather(drawn.first).sum() + store.gather(drawn.second).sum()
-    synchronise(device)
-    ours = (time.perf_counter() - start) / steps
-    for step, batch in enumerate(loader):
-        if step == warmup:
-            synchronise(device)
-            start = time.perf_counter()
-        x1, x2, _, _ = (t.to(device, non_blocking=True) for t in batch)
+
+    def baseline() -> None:
+        nonlocal total
+        x1, x2, _, _ = (t.to(device, non_blocking=True) for t in next(batches))
         total += x1.sum() + x2.sum()
-    synchronise(device)
-    return ours, (time.perf_counter() - start) / steps
+
+    return (
+        steady_seconds(device, warmup, steps, ours),
+        steady_seconds(device, warmup, steps, baseline),
+    )
 
 
 @dataclass
