@@ -52,9 +52,10 @@ def squared_euclidean(a: torch.Tensor, b: torch.Tensor, eps: float = 0.0) -> tor
 
     Chapter: 04_contrastive_loss
     """
-    # ||a||^2 + ||b||^2 - 2 a.b: one batched matmul instead of a [B, T, S, D] difference
-    sq = a.pow(2).sum(-1).unsqueeze(2) + b.pow(2).sum(-1).unsqueeze(1) - 2 * a @ b.transpose(1, 2)
-    return sq.clamp_min(0.0)
+    # The plain difference, [B, T, S, D] (8 MB at 128 pairs of 32 frames): the expansion
+    # ||a||^2 + ||b||^2 - 2 a.b cancels catastrophically for nearby frames, and under bf16
+    # autocast (where a matmul runs in bf16) its error exceeds the distances themselves.
+    return (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).sum(-1)
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -75,7 +76,7 @@ DISTANCES: dict[str, Distance] = {
 
 
 def get_distance(name: str) -> Distance:
-    """Get distance.
+    """The distance function named by ``LossConfig.distance`` (a clear error for an unknown name).
 
     Chapter: 04_contrastive_loss
     """
@@ -93,7 +94,11 @@ def mean_frame_distance(
 
     Chapter: 04_contrastive_loss
     """
-    d = get_distance(cfg.distance)(a, b, cfg.distance_eps)
+    # distances in float32 even inside a bf16 autocast region: small distances are what the
+    # same-label terms pull towards zero, and bf16 rounds them away
+    wide = torch.promote_types(a.dtype, torch.float32)  # float64 stays float64
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        d = get_distance(cfg.distance)(a.to(wide), b.to(wide), cfg.distance_eps)
     if not same_note:
         return d.mean(dim=(1, 2))
     t = d.shape[1]

@@ -92,6 +92,27 @@ def test_zero_distance_has_a_finite_gradient():
     assert torch.isfinite(z.grad).all()
 
 
+def test_distances_stay_float32_under_bf16_autocast():
+    """Large latents a small distance apart: bf16 would round the distance away."""
+    torch.manual_seed(0)
+    z1 = (8 * torch.randn(4, 32, 16) / 4).requires_grad_()
+    z2 = (z1.detach() + 0.05 * torch.randn(4, 32, 16)).requires_grad_()
+    same = torch.tensor([True, False, True, False])
+
+    def loss_and_grads() -> tuple[torch.Tensor, ...]:
+        z1.grad = z2.grad = None
+        loss = paper_contrastive(z1, z2, same, CFG)
+        loss.backward()
+        return loss.detach(), z1.grad.clone(), z2.grad.clone()
+
+    exact = loss_and_grads()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = loss_and_grads()
+    assert mixed[0].dtype == torch.float32
+    for e, m in zip(exact, mixed, strict=True):
+        assert torch.allclose(e, m, rtol=1e-5, atol=1e-6)
+
+
 def test_boundedness_euclidean_vs_squared():
     eu = boundedness_demo("euclidean", lam=1.0, steps=400)
     assert not eu.diverged
