@@ -31,7 +31,7 @@ from .cache import atomic_path, atomic_write_json, cache_dir, stable_hash
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset
 from .data.pairs import PairSampler
-from .errors import CheckpointError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .losses import ContrastiveLoss, get_contrastive, pair_loss
 from .model import PitchTimbreVAE
 
@@ -86,6 +86,21 @@ def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> s
 _NOT_IN_KEY = ("device", "amp", "compile", "log_every", "checkpoint_every", "features_on")
 
 
+def training_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The settings that decide what a model learns (seed included); speed and placement
+    settings, seeds of other runs and evaluation settings are left out.
+
+    Chapter: 05_training
+    """
+    return {
+        "model": cfg.model.to_dict(),
+        "loss": cfg.loss.to_dict(),
+        "pairs": cfg.pairs.to_dict(),
+        "features": cfg.features.to_dict(),
+        "train": {k: v for k, v in cfg.train.to_dict().items() if k not in _NOT_IN_KEY},
+    }
+
+
 def model_key(
     cfg: ExperimentConfig, dataset: NoteDataset, contrastive_fn: ContrastiveLoss | None = None
 ) -> str:
@@ -93,14 +108,9 @@ def model_key(
 
     Chapter: 05_training
     """
-    train = {k: v for k, v in cfg.train.to_dict().items() if k not in _NOT_IN_KEY}
     return stable_hash(
         {
-            "model": cfg.model.to_dict(),
-            "loss": cfg.loss.to_dict(),
-            "pairs": cfg.pairs.to_dict(),
-            "features": cfg.features.to_dict(),
-            "train": train,
+            **training_settings(cfg),
             "data": dataset.fingerprint,
             "contrastive": contrastive_identity(contrastive_fn, cfg),
             "v": CHECKPOINT_VERSION,
@@ -152,7 +162,8 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({exc.__class__.__name__}); it may be truncated: retrain"
+            f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {str(exc)[:200]}); "
+            "it may be truncated: retrain"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -203,7 +214,12 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> Tra
     Chapter: 05_training
     """
     path = Path(path)
-    state = read_checkpoint(path)
+    return _result_from_state(path, read_checkpoint(path), device)
+
+
+def _result_from_state(
+    path: Path, state: dict[str, Any], device: torch.device | str = "cpu"
+) -> TrainResult:
     try:
         model, cfg = build_model(state, device)
     except CheckpointError as exc:
@@ -314,14 +330,17 @@ def train_model(
 
     rows = torch.nonzero(dataset.is_train).flatten()  # the training notes, never the held-out
     if len(rows) == 0:
-        raise TrainingDiverged("no training notes: the split left every instrument out")
+        raise DataError(
+            "no training notes: every instrument is held out; lower data.heldout_per_family"
+        )
     store = FeatureStore(dataset.features, device, cfg.train.features_on, rows=rows)
     torch.manual_seed(seed)  # the same initial weights on every rank
     model = PitchTimbreVAE(store.n_bins, cfg.model).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     if cfg.pairs.batch_size % world:
-        raise TrainingDiverged(
-            f"pairs.batch_size {cfg.pairs.batch_size} does not split evenly over {world} processes"
+        raise ConfigError(
+            f"pairs.batch_size: {cfg.pairs.batch_size} does not split evenly over {world} "
+            "processes; pick a multiple of the number of processes"
         )
     share = cfg.pairs.with_overrides({"batch_size": cfg.pairs.batch_size // world})
     sampler = PairSampler(
@@ -334,7 +353,8 @@ def train_model(
 
     if resume and ckpt_path.is_file():
         state = read_checkpoint(ckpt_path, map_location=device)
-        if state["config"] != config_json:
+        theirs = ExperimentConfig.from_dict(json.loads(state["config"]))
+        if training_settings(theirs) != training_settings(cfg):
             raise CheckpointError(
                 f"{ckpt_path}: was written with other settings; delete it or train into another folder"
             )
@@ -407,7 +427,7 @@ def train_model(
     if cfg.train.compile:
         net = torch.compile(net)
     sums = torch.zeros(len(TERMS), device=device)
-    last_good = step if ckpt_path.is_file() else None
+    last_good = step if step > 0 else None  # the checkpoint this run resumed from
     window_start = step
     model.train()
     bar = tqdm(
@@ -440,7 +460,9 @@ def train_model(
             optimiser.step()
             step += 1
             sums += torch.stack([getattr(terms, t).detach().float() for t in TERMS])
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            checkpoint_due = step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps
+            # a checkpoint step is also a logging step: its loss is checked before it is saved
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps or checkpoint_due:
                 means = (distributed.mean_across_ranks(sums) / (step - window_start)).tolist()
                 sums.zero_()
                 window_start = step
@@ -470,10 +492,9 @@ def train_model(
                     }
                 )
             bar.update(1)
-            if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
-                if history and history[-1]["step"] == step:  # finite loss just checked
-                    write(complete=False)
-                    last_good = step
+            if checkpoint_due:  # its loss was found finite just above
+                write(complete=False)
+                last_good = step
     except KeyboardInterrupt:
         bar.close()
         if history and history[-1]["step"] == step and world == 1:
@@ -521,7 +542,7 @@ def trained_model(
     if ckpt.is_file() and not retrain:
         state = read_checkpoint(ckpt)
         if state.get("complete"):
-            result = load_checkpoint(ckpt, device=pick_device(cfg.train.device))
+            result = _result_from_state(ckpt, state, device=pick_device(cfg.train.device))
             result.config = cfg
             return result
     return train_model(cfg, dataset, folder, contrastive_fn, resume=not retrain, progress=progress)
