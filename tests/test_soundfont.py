@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,12 @@ def test_each_backend_renders_the_requested_pitch_deterministically(backend):
     assert abs(est[0] - 60) < 0.5
     again = r.render_program(0, 0, [(67, 100)], 0.75, 0.25)[0]
     assert np.array_equal(again, notes[1]), "a note must not depend on what was rendered before"
+
+
+def test_midirenderer_refuses_other_banks_instead_of_rendering_bank_0():
+    r = make_renderer(default_soundfont(), 16000, "midirenderer")
+    with pytest.raises(DataError, match=r"RenderConfig\.bank: .*bank 0 only, got 8.*tinysoundfont"):
+        r.render_program(8, 0, [(60, 100)], 0.75, 0.25)
 
 
 def test_unknown_renderer_is_a_clear_error(monkeypatch):
@@ -132,3 +139,32 @@ def test_nothing_survives_is_an_error(tmp_path):
         render_soundfont(
             RenderConfig(programs=(120, 121), pitch_range=(60, 60)), tmp_path / "r", progress=False
         )
+
+
+def test_cached_render_survives_interruption_and_a_concurrent_render(monkeypatch, tmp_path):
+    import pitchtimbre.data.render as render_mod
+
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path))
+
+    cfg = RenderConfig(programs=(0,), pitch_range=(60, 60), velocities=(100,))
+    real = render_mod.render_soundfont
+
+    def interrupted(cfg, out, progress=True):
+        real(cfg, out, progress=progress)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render_mod, "render_soundfont", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        render_mod.rendered_folder(cfg, progress=False)
+    notes_dir = render_mod.cache_dir() / "notes"
+    assert list(notes_dir.iterdir()) == [], "an interrupted render leaves nothing behind"
+
+    def raced(cfg, out, progress=True):  # another process finishes first, then this one
+        real(cfg, out, progress=progress)
+        final = Path(out).parent / Path(out).name.split(".partial-")[0]
+        real(cfg, final, progress=progress)
+
+    monkeypatch.setattr(render_mod, "render_soundfont", raced)
+    folder = render_mod.rendered_folder(cfg, progress=False)
+    assert list(notes_dir.iterdir()) == [folder]
+    assert len(read_examples(folder)) == 1

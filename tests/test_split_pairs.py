@@ -101,3 +101,14 @@ def test_heldout_instruments_never_reach_a_training_batch(toy_folder):
         seen |= set(train.instrument[b.first].tolist()) | set(train.instrument[b.second].tolist())
     assert seen and not (seen & held)
     assert seen == set(ds.instrument[ds.is_train].tolist())
+
+
+def test_all_heldout_without_training_statistics_is_refused(toy_folder):
+    data = DataConfig(source=str(toy_folder))
+    with pytest.raises(ConfigError, match=r"all_heldout=True\) needs stats"):
+        load_dataset(data, FeatureConfig(), progress=False, all_heldout=True)
+    evaluated = load_dataset(
+        data, FeatureConfig(), progress=False, all_heldout=True, stats=(0.0, 1.0)
+    )
+    assert not bool(evaluated.is_train.any())
+    assert torch.isfinite(evaluated.features).all()

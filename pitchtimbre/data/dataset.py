@@ -14,7 +14,7 @@ import torch
 
 from ..cache import stable_hash
 from ..config import DataConfig, FeatureConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .nsynth import (
     NoteRecord,
     check_audio_exists,
@@ -157,6 +157,11 @@ def load_dataset(
     """
     from .features import note_features
 
+    if all_heldout and stats is None:
+        raise ConfigError(
+            "load_dataset(all_heldout=True) needs stats: the (mean, std) of the training "
+            "notes of the model to evaluate (a checkpoint's 'mean' and 'std')"
+        )
     folders, description = _source_folders(data, progress)
     excluded: Counter[str] = Counter()
     records: list[NoteRecord] = []

@@ -38,7 +38,7 @@ NSYNTH_FAMILIES: tuple[str, ...] = (
 )
 NSYNTH_SOURCES: tuple[str, ...] = ("acoustic", "electronic", "synthetic")
 NSYNTH_SPLITS: tuple[str, ...] = ("train", "valid", "test")
-NSYNTH_URL = "http://download.magenta.tensorflow.org/datasets/nsynth/nsynth-{split}.jsonwav.tar.gz"
+NSYNTH_URL = "https://download.magenta.tensorflow.org/datasets/nsynth/nsynth-{split}.jsonwav.tar.gz"
 NSYNTH_SHA256: dict[str, str | None] = {"train": None, "valid": None, "test": None}
 """No checksum is published with the archives; a None entry makes :func:`download_nsynth`
 record the sha256 of the first download beside it and verify every later use against it.

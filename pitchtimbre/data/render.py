@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -199,12 +200,16 @@ def rendered_folder(cfg: RenderConfig, progress: bool = True) -> Path:
     folder = cache_dir() / "notes" / f"{slug(sf_path.stem)}-{key}"
     if examples_path(folder).is_file():
         return folder
-    staging = folder.with_name(folder.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    render_soundfont(cfg, staging, progress=progress)
-    if folder.exists():  # a concurrent render finished first
-        shutil.rmtree(staging)
-    else:
-        staging.rename(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # a staging folder of this process's own: two kernels rendering at once never share one
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".partial-"))
+    try:
+        render_soundfont(cfg, staging, progress=progress)
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not examples_path(folder).is_file():  # not a concurrent render that finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder

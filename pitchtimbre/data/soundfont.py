@@ -187,7 +187,7 @@ class MidiFileRenderer:
         self._soundfont = soundfont
         self._bytes = soundfont.read_bytes()
 
-    def _midi(self, bank: int, program: int, pitch: int, velocity: int, hold_s: float) -> bytes:
+    def _midi(self, program: int, pitch: int, velocity: int, hold_s: float) -> bytes:
         import pretty_midi
 
         pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
@@ -197,8 +197,6 @@ class MidiFileRenderer:
             pretty_midi.ControlChange(91, 0, 0.0),
             pretty_midi.ControlChange(93, 0, 0.0),
         ]
-        if bank:
-            inst.control_changes.append(pretty_midi.ControlChange(0, bank, 0.0))
         start = self.lead_in_s
         inst.notes.append(
             pretty_midi.Note(velocity=velocity, pitch=pitch, start=start, end=start + hold_s)
@@ -215,11 +213,18 @@ class MidiFileRenderer:
         import midirenderer
         import soundfile
 
+        if bank != 0:
+            # pretty_midi writes a program change before a bank select at the same instant,
+            # so another bank would silently render bank 0's preset
+            raise DataError(
+                f"RenderConfig.bank: the midirenderer back end renders bank 0 only, got {bank}; "
+                "install tinysoundfont (`pip install --no-deps tinysoundfont`) for other banks"
+            )
         out = []
         for pitch, velocity in notes:
             try:
                 wav = midirenderer.render_wave_from(
-                    self._bytes, self._midi(bank, program, pitch, velocity, hold_s)
+                    self._bytes, self._midi(program, pitch, velocity, hold_s)
                 )
             except Exception as exc:
                 raise DataError(
