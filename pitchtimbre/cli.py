@@ -67,8 +67,8 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
         if args.seeds < 1:
             raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
         overrides["seeds"] = tuple(range(args.seeds))
-    if getattr(args, "steps", None):
-        overrides["train.steps"] = args.steps
+    if getattr(args, "steps", None) is not None:
+        overrides["train.steps"] = args.steps  # TrainConfig rejects a bad value, naming it
     return cfg.with_overrides(overrides) if overrides else cfg
 
 
@@ -265,9 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except PitchTimbreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .config import LossConfig
 from .losses import (
     ContrastiveLoss,
-    cosine_distance,
     hinge_contrastive,
     mean_frame_distance,
     pair_distances,
-    squared_euclidean,
+    paper_contrastive,
 )
 
 SOLUTIONS_ENV = "PITCHTIMBRE_SOLUTIONS"
@@ -42,25 +41,12 @@ def solutions_enabled() -> bool:
     return os.environ.get(SOLUTIONS_ENV, "0").strip().lower() in ("1", "true", "yes")
 
 
-def _with_distance(z1, z2, same, cfg: LossConfig, distance) -> torch.Tensor:
-    def dist(a, b, same_note):
-        d = distance(a, b)
-        if not same_note:
-            return d.mean(dim=(1, 2))
-        off = ~torch.eye(d.shape[1], dtype=torch.bool, device=d.device)
-        return d[:, off].mean(dim=1)
-
-    d11, d22, d12 = dist(z1, z1, True), dist(z2, z2, True), dist(z1, z2, False)
-    sign = same.to(d12.dtype) * 2 - 1
-    return (d11 + d22 + sign * d12).mean()
-
-
 def _squared(z1, z2, same, cfg):
-    return _with_distance(z1, z2, same, cfg, squared_euclidean)
+    return paper_contrastive(z1, z2, same, replace(cfg, distance="squared_euclidean"))
 
 
 def _cosine(z1, z2, same, cfg):
-    return _with_distance(z1, z2, same, cfg, cosine_distance)
+    return paper_contrastive(z1, z2, same, replace(cfg, distance="cosine"))
 
 
 def _cross_only(z1, z2, same, cfg):
@@ -346,17 +332,28 @@ def comparison_table(rows: list[dict]) -> str:
 
     Chapter: 09_exercises
     """
-    head = "| loss | pitch ratio ↑ | timbre ratio ↑ | kNN pitch←z^p | instr.←z^t | pitch←z^t ↓ | instr.←z^p ↓ | KL pitch (last) |"
-    lines = [head, "|" + "---|" * 8]
+    head = (
+        "| loss | pitch dens. ↓ | pitch ratio ↑ | timbre dens. ↓ | timbre ratio ↑ | "
+        "kNN pitch←z^p | instr.←z^t | pitch←z^t ↓ | instr.←z^p ↓ | KL pitch (last) |"
+    )
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         if "diverged" in r:
-            lines.append(f"| {r['label']} | diverged | | | | | | |")
+            lines.append(f"| {r['label']} | diverged |" + " |" * 8)
             continue
         m = r["metrics"]
         p, t = m["pitch"], m["timbre"]
-        lines.append(
-            f"| {r['label']} | {p['ratio']:.2f} | {t['ratio']:.2f} | {p['probe']['pitch']:.2f} | "
-            f"{t['probe']['instrument']:.2f} | {t['probe']['pitch']:.2f} | {p['probe']['instrument']:.2f} | "
-            f"{r['history'][-1]['kl_pitch']:.1f} |"
-        )
+        cells = [
+            r["label"],
+            f"{p['denseness']:.2f}",
+            f"{p['ratio']:.2f}",
+            f"{t['denseness']:.2f}",
+            f"{t['ratio']:.2f}",
+            f"{p['probe']['pitch']:.2f}",
+            f"{t['probe']['instrument']:.2f}",
+            f"{t['probe']['pitch']:.2f}",
+            f"{p['probe']['instrument']:.2f}",
+            f"{r['history'][-1]['kl_pitch']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

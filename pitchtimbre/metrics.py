@@ -108,6 +108,7 @@ def encode_means(
 
     Chapter: 06_metrics
     """
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     zp, zt = [], []
@@ -115,6 +116,7 @@ def encode_means(
         post = model.encode(features[i : i + batch].to(device))
         zp.append(post.pitch_mean.float().cpu())
         zt.append(post.timbre_mean.float().cpu())
+    model.train(was_training)
     zp_all, zt_all = torch.cat(zp), torch.cat(zt)
     if frames is not None:
         window = eval_frames(zp_all.shape[1], frames)

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from .audio import features_to_audio
 from .config import FeatureConfig
 from .data.dataset import NoteDataset
+from .errors import DataError
 from .metrics import encode_means
 from .model import PitchTimbreVAE
 
@@ -118,13 +119,19 @@ class LatentExplorer:
         ]
         fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
         lo = self.features.fmin_midi
+        per_bin = 12 / self.features.bins_per_octave  # semitones per CQT bin
         for ax, (spec, title) in zip(axes.flat, panels, strict=True):
             ax.imshow(
                 spec.numpy(),
                 origin="lower",
                 aspect="auto",
                 cmap="magma",
-                extent=(0, spec.shape[1], lo - 0.5, lo + spec.shape[0] - 0.5),
+                extent=(
+                    0,
+                    spec.shape[1],
+                    lo - per_bin / 2,
+                    lo + (spec.shape[0] - 0.5) * per_bin,
+                ),
             )
             ax.set_title(title, fontsize=8)
         for ax in axes[:, 0]:
@@ -212,13 +219,18 @@ def swap_pitch_accuracy(
     """
     rng = np.random.default_rng(seed)
     notes = explorer.notes
+    if len(set(notes.pitch.tolist())) < 2 or len(set(notes.instrument.tolist())) < 2:
+        raise DataError("swap_keeps_pitch: needs notes of at least two pitches and instruments")
+    per_bin = 12 / explorer.features.bins_per_octave  # semitones per CQT bin
     hits, n = 0, 0
     while n < pairs:
         a, b = rng.integers(0, len(notes), 2)
         if notes.pitch[a] == notes.pitch[b] or notes.instrument[a] == notes.instrument[b]:
             continue
         s = explorer.swap(int(a), int(b), model)
-        peak = int(s.pitch_a_timbre_b.mean(1).argmax()) + explorer.features.fmin_midi
+        peak = (
+            round(int(s.pitch_a_timbre_b.mean(1).argmax()) * per_bin) + explorer.features.fmin_midi
+        )
         hits += int(peak - int(notes.pitch[a]) in (0, 12))
         n += 1
     return hits / n

@@ -66,6 +66,10 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
         (["render", "--out", "{tmp}/o", "--programs", "0 300"], "RenderConfig.programs: must be"),
         (["data", "--source", "{tmp}/nowhere", "--profile", "ci"], "nowhere: not a source"),
         (["render", "--out", "{tmp}/o", "--pitches", "high"], "--pitches: cannot read 'high'"),
+        (
+            ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--steps", "0"],
+            "TrainConfig.steps: must be an int >= 1, got 0",
+        ),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):
