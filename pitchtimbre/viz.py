@@ -167,34 +167,44 @@ def plot_latent_spaces(
     title: str = "",
 ) -> Figure:
     """A grid of 2-D projections: one row per latent space (e.g. 'vanilla pitch space'), one
-    column per labelling (e.g. 'pitch', 'instrument'), coloured by label (seaborn).
+    column per labelling (e.g. 'pitch', 'instrument'), coloured by label. The labelling
+    named 'pitch' is continuous (viridis, with a colorbar in MIDI numbers); any other is
+    categorical (seaborn's husl palette, one colour per label, counted in the panel title).
 
     Chapter: 07_results
     """
     import seaborn as sns
 
     fig, axes = plt.subplots(
-        len(spaces), len(labels), figsize=(4.2 * len(labels), 3.6 * len(spaces)), squeeze=False
+        len(spaces), len(labels), figsize=(4.6 * len(labels), 3.6 * len(spaces)), squeeze=False
     )
     for r, (space, z) in enumerate(spaces.items()):
         xy = project_2d(z, method, seed)
         for c, (label_name, lab) in enumerate(labels.items()):
+            ax = axes[r, c]
             lab = lab.detach().cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab)
-            n_levels = len(np.unique(lab))
-            palette = "viridis" if label_name == "pitch" else sns.color_palette("husl", n_levels)
-            sns.scatterplot(
-                x=xy[:, 0],
-                y=xy[:, 1],
-                hue=lab,
-                palette=palette,
-                s=8,
-                linewidth=0,
-                ax=axes[r, c],
-                legend=False,
-            )
-            axes[r, c].set_title(f"{space}, coloured by {label_name}", fontsize=9)
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
+            if label_name == "pitch":
+                points = ax.scatter(xy[:, 0], xy[:, 1], c=lab, cmap="viridis", s=8, linewidths=0)
+                fig.colorbar(points, ax=ax, label="MIDI pitch")
+                ax.set_title(f"{space}, coloured by pitch", fontsize=9)
+            else:
+                n_levels = len(np.unique(lab))
+                sns.scatterplot(
+                    x=xy[:, 0],
+                    y=xy[:, 1],
+                    hue=lab,
+                    palette=sns.color_palette("husl", n_levels),
+                    s=8,
+                    linewidth=0,
+                    ax=ax,
+                    legend=False,
+                )
+                ax.set_title(
+                    f"{space}, coloured by {label_name}\n(one colour per {label_name}, {n_levels} in all)",
+                    fontsize=9,
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -264,24 +274,31 @@ def plot_graphical_model() -> Figure:
 
 
 def plot_pair_examples(
-    features: torch.Tensor, batch, kinds: Sequence[str], per_kind: int = 1
+    features: torch.Tensor,
+    batch,
+    kinds: Sequence[str],
+    per_kind: int = 1,
+    freq_label: str = "CQT bin",
 ) -> Figure:
-    """One example pair of each kind, side by side, with the two flags the model sees.
+    """One example pair of each kind, side by side, with the two flags the model sees. Each
+    panel is a note's features [F, T]: frames across, ``freq_label`` up (pass "mel band" for
+    ``FeatureConfig(kind="mel")``).
 
     Chapter: 02_data
     """
     shown = [(k, int(torch.nonzero(batch.kind == k)[j])) for k in range(4) for j in range(per_kind)]
-    fig, axes = plt.subplots(len(shown), 2, figsize=(7, 2.1 * len(shown)), squeeze=False)
+    fig, axes = plt.subplots(len(shown), 2, figsize=(7, 2.3 * len(shown)), squeeze=False)
     for row, (kind, i) in enumerate(shown):
         for col, idx in enumerate((batch.first[i], batch.second[i])):
             ax = axes[row, col]
             ax.imshow(features[idx].cpu().numpy(), origin="lower", aspect="auto", cmap="magma")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(kinds[kind].replace(", ", ",\n"), fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_ylabel(freq_label, fontsize=8)
+            if row == len(shown) - 1:
+                ax.set_xlabel("frame", fontsize=8)
         flags = f"same pitch: {bool(batch.same_pitch[i])}, same instrument: {bool(batch.same_timbre[i])}"
-        axes[row, 1].set_title(flags, fontsize=8)
+        axes[row, 0].set_title(f"{kinds[kind]}: first note", fontsize=8)
+        axes[row, 1].set_title(f"second note ({flags})", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -5,10 +5,10 @@
     python scripts/sync_book.py --execute  # also run every chapter on the `ci` profile and
                                            # store the outputs of the NBVAL_CHECK_OUTPUT cells
 
-The first three cells of every chapter (title with launch links, the Colab install cell,
-the import check and profile selection) are generated here from pyproject.toml (the
-repository URL, the no-deps install) and pitchtimbre.book.BOOK_CHAPTERS (titles), so the
-URL lives in one place. Outputs are stripped except in cells marked # NBVAL_CHECK_OUTPUT,
+The first three cells of every chapter (title with an Open In Colab badge and links, the
+Colab install cell, the import check and profile selection) are generated here from
+pyproject.toml (the repository URL, the no-deps install) and pitchtimbre.book.BOOK_CHAPTERS
+(titles), so the URL lives in one place. Outputs are stripped except in cells marked # NBVAL_CHECK_OUTPUT,
 whose stored output nbval compares against.
 """
 
@@ -26,6 +26,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 HEADER_TAG = "pitchtimbre-header"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
 def project() -> dict:
@@ -41,7 +42,8 @@ def header_cells(name: str, title: str, number: int) -> list:
     source = f"{repo}/blob/main/book/{name}.ipynb"
     badge = (
         f"# {number}. {title}\n\n"
-        f"**Run this chapter:** [open in Colab]({colab}) · [view the source]({source}) · "
+        f"**Run this chapter:** [![Open In Colab]({COLAB_BADGE})]({colab}) · "
+        f"[view the source]({source}) · "
         f"[the repository]({repo}). On Colab, choose a GPU runtime for the `gpu` profile."
     )
     install = (
@@ -147,7 +149,9 @@ def main() -> int:
                     f"{path.relative_to(ROOT)}: out of step (run python scripts/sync_book.py)"
                 )
             else:
-                path.write_text(after)
+                # keep the file's own ending (some notebooks end with a newline, some not)
+                text = path.read_text()
+                path.write_text(after + ("\n" if text.endswith("\n") else ""))
                 print(f"updated {path.relative_to(ROOT)}")
     for p in problems:
         print(p)

@@ -50,6 +50,9 @@ def test_execution_never_allows_errors():
 @pytest.mark.parametrize("name", list(BOOK_CHAPTERS))
 def test_chapter_shape(name):
     nb = notebook(name)
+    badge = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+    colab = f"https://colab.research.google.com/github/{repository_url().removeprefix('https://github.com/')}"
+    assert f"{badge}({colab}/blob/main/book/{name}.ipynb)" in nb.cells[0].source
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "pip" in code[0].source and "%%capture" not in code[0].source  # a visible install cell
     assert f'setup_chapter("{name}")' in code[1].source and "ImportError" in code[1].source
@@ -80,7 +83,7 @@ def test_there_are_stable_checks_for_nbval():
     assert checks >= 10
 
 
-def test_every_chapter_cites_only_known_references():
+def test_chapters_cite_every_reference_and_only_known_ones():
     bib = (ROOT / "book" / "references.bib").read_text()
     keys = set(re.findall(r"@\w+\{(\w+),", bib))
     cited = set()
@@ -88,13 +91,17 @@ def test_every_chapter_cites_only_known_references():
         for cell in notebook(name).cells:
             cited |= set(re.findall(r"\{cite:[pt]\}`([\w,]+)`", cell.source))
     assert cited and cited <= keys
+    assert cited == keys, f"entries of references.bib cited nowhere: {sorted(keys - cited)}"
     assert {
         "tanaka2021",
         "kingma2014",
+        "kingma2015",
         "hadsell2006",
         "engel2017",
         "luo2019",
         "mcinnes2018",
+        "griffin1984",
+        "schroff2015",
     } <= cited
 
 
