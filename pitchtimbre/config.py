@@ -553,7 +553,7 @@ class ExperimentConfig(_Config):
 
 
 def cuda_available() -> bool:
-    """Cuda available.
+    """True when torch is importable and sees a CUDA device (picks the `gpu` profile).
 
     Chapter: 01_introduction
     """

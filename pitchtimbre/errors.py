@@ -30,12 +30,12 @@ class DataError(PitchTimbreError):
 class CheckpointError(PitchTimbreError):
     """A checkpoint is missing, corrupt, or belongs to another architecture.
 
-    Chapter: 02_data
+    Chapter: 05_training
     """
 
 
 class TrainingDiverged(PitchTimbreError):
     """The loss became NaN or infinite; the last good checkpoint is kept.
 
-    Chapter: 02_data
+    Chapter: 05_training
     """

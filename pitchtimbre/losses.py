@@ -165,7 +165,7 @@ def register_contrastive(name: str) -> Callable[[ContrastiveLoss], ContrastiveLo
 
 
 def get_contrastive(name: str) -> ContrastiveLoss:
-    """Get contrastive.
+    """The contrastive loss registered under ``name`` (a clear error for an unknown name).
 
     Chapter: 04_contrastive_loss
     """

@@ -155,7 +155,8 @@ def manifest(records: Sequence[NoteRecord]) -> list[tuple[str, int, int]]:
 
 
 def feature_cache_path(records: Sequence[NoteRecord], cfg: FeatureConfig) -> Path:
-    """Feature cache path.
+    """Where the features of ``records`` under ``cfg`` are cached: keyed by a hash of the
+    notes' manifest (names, sizes, modification times) and the feature settings.
 
     Chapter: 02_data
     """
@@ -166,7 +167,11 @@ def feature_cache_path(records: Sequence[NoteRecord], cfg: FeatureConfig) -> Pat
 
 
 def _checksum(features: np.ndarray, peaks: np.ndarray) -> str:
-    return hashlib.sha256(features.tobytes() + peaks.tobytes()).hexdigest()
+    # fed array by array, without copies: NSynth's features take gigabytes
+    digest = hashlib.sha256()
+    for array in (features, peaks):
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
 
 
 def save_feature_cache(

@@ -84,7 +84,7 @@ class NoteRecord:
 
 
 def examples_path(folder: Path | str) -> Path:
-    """Examples path.
+    """The ``examples.json`` of an NSynth-layout folder.
 
     Chapter: 02_data
     """
@@ -226,7 +226,7 @@ def find_nsynth_splits(root: Path | str) -> dict[str, Path]:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Sha256 file.
+    """The SHA-256 of a file, read in chunks (archives take gigabytes).
 
     Chapter: 02_data
     """

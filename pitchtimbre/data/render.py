@@ -55,7 +55,7 @@ class RenderSummary:
 
 
 def resolve_soundfont(cfg: RenderConfig) -> Path:
-    """Resolve soundfont.
+    """The SoundFont a render uses: ``cfg.soundfont``, else the bank shipped in pretty_midi.
 
     Chapter: 02_data
     """

@@ -42,7 +42,7 @@ def default_soundfont() -> Path:
 
 @dataclass(frozen=True)
 class Preset:
-    """Preset.
+    """One instrument of a SoundFont: its bank, GM program and name.
 
     Chapter: 02_data
     """
