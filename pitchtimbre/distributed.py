@@ -20,6 +20,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from .errors import PitchTimbreError
+
 
 def launched_by_torchrun() -> bool:
     """True inside a ``torchrun`` process group of more than one process.
@@ -113,11 +115,29 @@ def main_first() -> Iterator[None]:
 
     Chapter: 05_training
     """
-    if not is_main():
-        barrier()
-    yield
+    if not active():
+        yield
+        return
     if is_main():
-        barrier()
+        try:
+            yield
+        except BaseException as exc:
+            _tell_others(f"{exc.__class__.__name__}: {exc}")  # they would wait forever
+            raise
+        _tell_others(None)
+        return
+    failure = _tell_others(None)  # waits for rank 0's word
+    if failure is not None:
+        raise PitchTimbreError(f"rank 0 failed, so rank {rank()} stops too: {failure}")
+    yield
+
+
+def _tell_others(failure: str | None) -> str | None:
+    """Rank 0's outcome (None = success), broadcast to every process; the others pass None
+    and get rank 0's."""
+    box = [failure]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_objects(obj: object) -> list:

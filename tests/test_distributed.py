@@ -51,7 +51,7 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
+def torchrun(*args: str, succeed: bool = True) -> subprocess.CompletedProcess:
     """Two processes under torchrun (its module form), on a free port."""
     cmd = [
         sys.executable,
@@ -63,7 +63,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
         free_port(),
     ]
     proc = subprocess.run([*cmd, *args], capture_output=True, text=True, check=False, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.returncode == 0) == succeed, proc.stderr[-3000:]
     return proc
 
 
@@ -113,3 +113,25 @@ def test_reproduce_under_torchrun(tmp_path):
     for name in ("vanilla", "proposed"):
         state = torch.load(results["checkpoints"][name][0], weights_only=True)
         assert state["world_size"] == 2 and state["complete"]
+
+
+FAILING_FIRST = textwrap.dedent(
+    """
+    from pitchtimbre import distributed
+    from pitchtimbre.errors import DataError
+
+    distributed.init("cpu")
+    with distributed.main_first():
+        if distributed.is_main():
+            raise DataError("examples.json: missing")
+    print("rank", distributed.rank(), "went on")
+    """
+)
+
+
+def test_a_failure_on_rank_0_stops_the_others_instead_of_hanging(tmp_path):
+    script = tmp_path / "failing_first.py"
+    script.write_text(FAILING_FIRST)
+    proc = torchrun(str(script), succeed=False)  # without the broadcast rank 1 waits until killed
+    assert "rank 0 failed, so rank 1 stops too: DataError: examples.json: missing" in proc.stderr
+    assert "went on" not in proc.stdout
