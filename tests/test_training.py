@@ -92,24 +92,31 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_gives_the_same_weights(toy_data, tmp_path, monkeypatch):
-    cfg, ds = toy_data
-    whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
+def killed_during_step(cfg, ds, folder, step: int) -> None:
+    """Train into ``folder`` and die during ``step`` (as a killed process would)."""
     real_sample = training.PairSampler.sample
     calls = {"n": 0}
 
     def dying_sample(self):
         calls["n"] += 1
-        if calls["n"] == 26:  # dies during step 26: the last checkpoint is step 20
+        if calls["n"] == step:
             raise Killed
         return real_sample(self)
 
-    monkeypatch.setattr(training.PairSampler, "sample", dying_sample)
-    with pytest.raises(Killed):
-        train_model(cfg, ds, tmp_path / "split", progress=False)
+    training.PairSampler.sample = dying_sample
+    try:
+        with pytest.raises(Killed):
+            train_model(cfg, ds, folder, progress=False)
+    finally:
+        training.PairSampler.sample = real_sample
+
+
+def test_resume_after_a_kill_gives_the_same_weights(toy_data, tmp_path):
+    cfg, ds = toy_data
+    whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
+    killed_during_step(cfg, ds, tmp_path / "split", 26)  # the last checkpoint is step 20
     state = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 20 and not state["complete"]
-    monkeypatch.setattr(training.PairSampler, "sample", real_sample)
     resumed = train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
     for (name, a), b in zip(
         whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
@@ -122,43 +129,18 @@ def test_resume_after_a_kill_gives_the_same_weights(toy_data, tmp_path, monkeypa
     assert without_time(resumed.history) == without_time(whole.history)
 
 
-def test_checkpoints_come_every_checkpoint_every_steps_whatever_log_every(
-    toy_data, tmp_path, monkeypatch
-):
+def test_checkpoints_come_every_checkpoint_every_steps_whatever_log_every(toy_data, tmp_path):
     cfg, ds = toy_data
     cfg = cfg.with_overrides({"train.log_every": 7, "train.checkpoint_every": 10})
-    real_sample = training.PairSampler.sample
-    calls = {"n": 0}
-
-    def dying_sample(self):
-        calls["n"] += 1
-        if calls["n"] == 13:  # dies during step 13: step 10 (not a multiple of 7) was saved
-            raise Killed
-        return real_sample(self)
-
-    monkeypatch.setattr(training.PairSampler, "sample", dying_sample)
-    with pytest.raises(Killed):
-        train_model(cfg, ds, tmp_path / "run", progress=False)
+    killed_during_step(cfg, ds, tmp_path / "run", 13)  # step 10, not a multiple of 7, was saved
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 10 and not state["complete"]
     assert [h["step"] for h in json.loads(state["history"])] == [7, 10]
 
 
-def test_resume_ignores_settings_that_do_not_change_the_model(toy_data, tmp_path, monkeypatch):
+def test_resume_ignores_settings_that_do_not_change_the_model(toy_data, tmp_path):
     cfg, ds = toy_data
-    real_sample = training.PairSampler.sample
-    calls = {"n": 0}
-
-    def dying_sample(self):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise Killed
-        return real_sample(self)
-
-    monkeypatch.setattr(training.PairSampler, "sample", dying_sample)
-    with pytest.raises(Killed):
-        train_model(cfg, ds, tmp_path / "run", progress=False)
-    monkeypatch.setattr(training.PairSampler, "sample", real_sample)
+    killed_during_step(cfg, ds, tmp_path / "run", 15)
     # other seeds of the experiment, another evaluation, another checkpoint interval: resumes
     other_run = cfg.with_overrides(
         {"seeds": (0, 1, 2), "eval.knn_k": 3, "train.checkpoint_every": 20}
@@ -166,10 +148,7 @@ def test_resume_ignores_settings_that_do_not_change_the_model(toy_data, tmp_path
     resumed = train_model(other_run, ds, tmp_path / "run", resume=True, progress=False)
     assert resumed.history[-1]["step"] == 40 and resumed.history[0]["step"] == 5
     # another learning rate trains another model: refused, naming the file
-    monkeypatch.setattr(training.PairSampler, "sample", dying_sample)
-    calls["n"] = 0
-    with pytest.raises(Killed):
-        train_model(cfg, ds, tmp_path / "again", progress=False)
+    killed_during_step(cfg, ds, tmp_path / "again", 15)
     with pytest.raises(CheckpointError, match=r"again.checkpoint\.pt: was written with other"):
         train_model(
             cfg.with_overrides({"train.lr": 5e-3}),
