@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from pitchtimbre.metrics import centroids, denseness, divergence, knn_accuracy, space_metrics
+from pitchtimbre.config import ModelConfig
+from pitchtimbre.metrics import (
+    centroids,
+    denseness,
+    divergence,
+    encode_means,
+    knn_accuracy,
+    space_metrics,
+)
+from pitchtimbre.model import PitchTimbreVAE
 
 
 def test_denseness_and_divergence_by_hand():
@@ -74,3 +83,16 @@ def test_knn_votes_and_ties():
     x = torch.tensor([[0.0], [1.0], [-1.5]])
     target = torch.tensor([1, 1, 0])
     assert knn_accuracy(x, target, torch.arange(3), k=2) == pytest.approx(2 / 3)
+
+
+def test_encode_means_gives_the_central_frames_and_leaves_the_mode_alone():
+    torch.manual_seed(0)
+    model = PitchTimbreVAE(12, ModelConfig(hidden=8, layers=2, kernel_size=3))
+    x = torch.randn(5, 12, 16)
+    zp, zt = encode_means(model, x, frames=9, batch=2)
+    assert zp.shape == (5, 9, 16) and zt.shape == (5, 9, 16)
+    model.eval()
+    assert torch.allclose(zp, model.encode(x).pitch_mean[:, 3:12], atol=1e-6)
+    model.train()
+    encode_means(model, x)
+    assert model.training, "evaluating a model in training must not switch it to eval mode"
