@@ -296,7 +296,7 @@ class FeatureConfig(_Config):
         _check(self, "offset_s", _is_num(self.offset_s) and self.offset_s >= 0, "a number >= 0")
         _check(self, "log_floor", _is_num(self.log_floor) and self.log_floor > 0, "a number > 0")
         if self.kind == "cqt":
-            top = self.fmin_midi + (self.n_bins - 1) * 12 / self.bins_per_octave
+            top = self.bin_midi(self.n_bins - 1)
             nyquist_midi = 69 + 12 * math.log2(self.sample_rate / 2 / 440)
             _check(
                 self,
@@ -304,6 +304,11 @@ class FeatureConfig(_Config):
                 top < nyquist_midi,
                 f"small enough that the top CQT bin stays below Nyquist (MIDI {nyquist_midi:.0f})",
             )
+
+    def bin_midi(self, index: float) -> float:
+        """The MIDI pitch at the centre of CQT bin ``index`` (fractional MIDI when there are
+        more than 12 bins per octave)."""
+        return self.fmin_midi + index * 12 / self.bins_per_octave
 
     @property
     def seconds_needed(self) -> float:

@@ -40,37 +40,6 @@ def save_figure(fig: Figure, path: Path | str, dpi: int = 120) -> Path:
     return path
 
 
-def plot_spectrogram(
-    spec: np.ndarray | torch.Tensor,
-    title: str = "",
-    fmin_midi: int = 36,
-    hop_s: float = 0.016,
-    ax: plt.Axes | None = None,
-) -> Figure:
-    """One log-CQT [F, T] with MIDI numbers on the frequency axis.
-
-    Chapter: 02_data
-    """
-    spec = spec.detach().cpu().numpy() if isinstance(spec, torch.Tensor) else np.asarray(spec)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4, 3))
-    else:
-        fig = ax.figure
-    f, t = spec.shape
-    im = ax.imshow(
-        spec,
-        origin="lower",
-        aspect="auto",
-        cmap="magma",
-        extent=(0, t * hop_s, fmin_midi - 0.5, fmin_midi + f - 0.5),
-    )
-    ax.set_xlabel("time (s, from the first kept frame)")
-    ax.set_ylabel("CQT bin (MIDI)")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="normalised log magnitude")
-    return fig
-
-
 def plot_loss_curves(
     histories: dict[str, Sequence[dict[str, float]]], terms: Sequence[str] | None = None
 ) -> Figure:

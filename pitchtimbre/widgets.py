@@ -118,8 +118,7 @@ class LatentExplorer:
             (s.pitch_b_timbre_a, "pitch of B, timbre of A"),
         ]
         fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
-        lo = self.features.fmin_midi
-        per_bin = 12 / self.features.bins_per_octave  # semitones per CQT bin
+        half = self.features.bin_midi(0.5) - self.features.bin_midi(0)  # half a bin, in MIDI
         for ax, (spec, title) in zip(axes.flat, panels, strict=True):
             ax.imshow(
                 spec.numpy(),
@@ -129,8 +128,8 @@ class LatentExplorer:
                 extent=(
                     0,
                     spec.shape[1],
-                    lo - per_bin / 2,
-                    lo + (spec.shape[0] - 0.5) * per_bin,
+                    self.features.bin_midi(0) - half,
+                    self.features.bin_midi(spec.shape[0] - 1) + half,
                 ),
             )
             ax.set_title(title, fontsize=8)
@@ -220,17 +219,17 @@ def swap_pitch_accuracy(
     rng = np.random.default_rng(seed)
     notes = explorer.notes
     if len(set(notes.pitch.tolist())) < 2 or len(set(notes.instrument.tolist())) < 2:
-        raise DataError("swap_keeps_pitch: needs notes of at least two pitches and instruments")
-    per_bin = 12 / explorer.features.bins_per_octave  # semitones per CQT bin
+        raise DataError(
+            "swap_pitch_accuracy: the explorer's notes need at least two pitches and two "
+            "instruments; give it more held-out notes"
+        )
     hits, n = 0, 0
     while n < pairs:
         a, b = rng.integers(0, len(notes), 2)
         if notes.pitch[a] == notes.pitch[b] or notes.instrument[a] == notes.instrument[b]:
             continue
         s = explorer.swap(int(a), int(b), model)
-        peak = (
-            round(int(s.pitch_a_timbre_b.mean(1).argmax()) * per_bin) + explorer.features.fmin_midi
-        )
+        peak = round(explorer.features.bin_midi(int(s.pitch_a_timbre_b.mean(1).argmax())))
         hits += int(peak - int(notes.pitch[a]) in (0, 12))
         n += 1
     return hits / n

@@ -82,3 +82,9 @@ def test_round_trip_and_overrides():
         cfg.with_overrides({"loss.beta": -2.0})
     with pytest.raises(ConfigError, match="unknown field"):
         ExperimentConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+def test_cqt_bins_map_to_midi_with_any_resolution():
+    assert FeatureConfig().bin_midi(12) == FeatureConfig().fmin_midi + 12
+    fine = FeatureConfig(bins_per_octave=36, n_bins=36 * 4)
+    assert fine.bin_midi(3) == fine.fmin_midi + 1 and fine.bin_midi(36) == fine.fmin_midi + 12
