@@ -25,7 +25,7 @@ from .config import ExperimentConfig
 from .data.dataset import NoteDataset, load_dataset
 from .errors import DataError
 from .losses import ContrastiveLoss
-from .metrics import evaluate_latents
+from .metrics import evaluate_latents, input_probes
 from .training import TrainResult, load_checkpoint, model_name, pick_device, trained_model
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,11 @@ def markdown_table(results: dict) -> str:
         ):
             cells.append(_fmt(mean[s]["probe"][target], spread[s]["probe"][target]))
         lines.append("| " + " | ".join(cells) + " |")
+    if "input_probe" in results:  # results.json files written before it existed lack it
+        x = results["input_probe"]
+        cells = ["input X (no model)"] + ["–"] * 6
+        cells += [f"X: {x['pitch']:.3f}", f"X: {x['instrument']:.3f}", "–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
     for m in MODELS:
         p = results["poster"][m]
         cells = [f"poster: {m}"]
@@ -235,6 +240,7 @@ def reproduce(
         "spread": spreads,
         "per_seed": per_seed,
         "poster": poster_table(),
+        "input_probe": input_probes(heldout.features, heldout.pitch, heldout.instrument, cfg.eval),
         "directions": directions(means),
         "checkpoints": checkpoints,
         "train_seconds": seconds,
@@ -312,6 +318,7 @@ def evaluate_checkpoint(
         "spread": {name: aggregate([metrics])[1]},
         "per_seed": [{"seed": seed, name: metrics}],
         "poster": poster_table(),
+        "input_probe": input_probes(dataset.features, dataset.pitch, dataset.instrument, cfg.eval),
         "checkpoints": {name: [str(checkpoint)]},
         "data": {
             "notes": len(dataset),

@@ -10,6 +10,8 @@ for the timbre space), with M labels, N_m notes of label m and 9 frames per note
 Both scale with the latent space; their ratio divergence/denseness does not. The kNN probes
 ask what each space *identifies*: pitch is predicted only from notes of other instruments,
 the instrument only from notes of other pitches, so a space cannot score by memorising.
+The same probes on the input spectrograms (:func:`input_probes`) say what the notes carried
+before any model: a latent space should keep what its factor needs, not lose it.
 
 Chapter: 06_metrics
 """
@@ -161,4 +163,19 @@ def evaluate_latents(
     return {
         "pitch": space_metrics(zp, pitch, pitch, instrument, cfg.knn_k),
         "timbre": space_metrics(zt, instrument, pitch, instrument, cfg.knn_k),
+    }
+
+
+def input_probes(
+    features: torch.Tensor, pitch: torch.Tensor, instrument: torch.Tensor, cfg: EvalConfig
+) -> dict:
+    """The two kNN probes on the input itself, no model: each note's ``cfg.frames`` central
+    spectrogram frames [N, F, T], averaged. The baseline a latent space is read against.
+
+    Chapter: 06_metrics
+    """
+    note = features[:, :, eval_frames(features.shape[2], cfg.frames)].float().mean(2)
+    return {
+        "pitch": knn_accuracy(note, pitch, exclude_group=instrument, k=cfg.knn_k),
+        "instrument": knn_accuracy(note, instrument, exclude_group=pitch, k=cfg.knn_k),
     }

@@ -66,6 +66,8 @@ def test_results_json_schema(reproduced):
     assert [row["seed"] for row in on_disk["per_seed"]] == [0, 1]
     assert on_disk["poster"]["vanilla"]["pitch"]["denseness"] == 3.334
     assert on_disk["poster"]["proposed"]["timbre"]["divergence"] == 2.654
+    assert set(on_disk["input_probe"]) == {"pitch", "instrument"}
+    assert all(0.0 <= v <= 1.0 for v in on_disk["input_probe"].values())
     mean = (
         on_disk["per_seed"][0]["proposed"]["pitch"]["denseness"]
         + on_disk["per_seed"][1]["proposed"]["pitch"]["denseness"]
@@ -106,6 +108,13 @@ def test_markdown_table_names_the_verdict(reproduced):
     table = markdown_table(results)
     assert "poster: vanilla | 3.334 | 2.279" in table
     assert "Poster's four directions" in table
+    x = results["input_probe"]
+    assert (
+        f"| input X (no model) | – | – | – | – | – | – | X: {x['pitch']:.3f} | X: {x['instrument']:.3f} | – | – |"
+        in table
+    )
+    older = {k: v for k, v in results.items() if k != "input_probe"}  # a results.json from before
+    assert "input X" not in markdown_table(older)
 
 
 def test_evaluate_on_another_source(reproduced, tmp_path):
@@ -117,6 +126,7 @@ def test_evaluate_on_another_source(reproduced, tmp_path):
     ev = evaluate_checkpoint(ckpt, str(other), tmp_path / "ev", progress=False)
     assert set(ev["models"]) == {"proposed"}
     check_space(ev["models"]["proposed"]["pitch"])
+    assert set(ev["input_probe"]) == {"pitch", "instrument"}
     assert ev["checkpoints"] == {"proposed": [ckpt]}
     assert ev["data"]["left_out_seen_instruments"] == [] and ev["data"]["instruments"] == 2
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["models"] == json.loads(

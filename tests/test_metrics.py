@@ -5,12 +5,13 @@ import math
 import pytest
 import torch
 
-from pitchtimbre.config import ModelConfig
+from pitchtimbre.config import EvalConfig, ModelConfig
 from pitchtimbre.metrics import (
     centroids,
     denseness,
     divergence,
     encode_means,
+    input_probes,
     knn_accuracy,
     space_metrics,
 )
@@ -96,3 +97,19 @@ def test_encode_means_gives_the_central_frames_and_leaves_the_mode_alone():
     model.train()
     encode_means(model, x)
     assert model.training, "evaluating a model in training must not switch it to eval mode"
+
+
+def test_input_probes_read_only_the_central_frames():
+    # 4 instruments x 3 pitches; the central 3 of 7 frames say pitch in bin 0 and the
+    # instrument in bin 1, the outer frames are noise that would confuse both probes
+    pitch = torch.arange(3).repeat(4)
+    inst = torch.arange(4).repeat_interleave(3)
+    g = torch.Generator().manual_seed(0)
+    x = 50 * torch.randn(12, 2, 7, generator=g)
+    x[:, 0, 2:5] = pitch[:, None].float()
+    x[:, 1, 2:5] = 10 * inst[:, None].float()
+    x[:, :, 2:5] += 0.01 * torch.randn(12, 2, 3, generator=g)
+    probes = input_probes(x, pitch, inst, EvalConfig(frames=3, knn_k=1))
+    assert probes == {"pitch": 1.0, "instrument": 1.0}
+    noisy = input_probes(x, pitch, inst, EvalConfig(frames=7, knn_k=1))
+    assert noisy["pitch"] < 1.0 and noisy["instrument"] < 1.0
