@@ -436,6 +436,15 @@ class LossConfig(_Config):
 class TrainConfig(_Config):
     """The optimisation budget and bookkeeping.
 
+    The budget matters most for the timbre space. On the cpu data (seed 0, 28 held-out
+    instruments) the instrument probe from z^t was 0.69 after 1,000 steps, below the input
+    spectrograms' own 0.88, and 0.92 after 3,000 (the reference measurement's budget); on a
+    second split 0.66 and 0.90. At 1,000 steps, four seeded splits (``DataConfig.split_seed``
+    0-3) gave 0.69, 0.66, 0.70 and 0.90 against the input's 0.88, 0.84, 0.88 and 0.91
+    (vanilla 0.66, 0.59, 0.57, 0.77). On a validation split carved from the training instruments,
+    cosine learning-rate schedules (peak 2e-3 or 4e-3) did not buy it back at 1,000 steps
+    (0.82, 0.86 against 0.89 for a constant 1e-3).
+
     Chapter: 05_training
     """
 
