@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from pitchtimbre import cache
+from pitchtimbre.cache import atomic_path, atomic_write_bytes, atomic_write_json
+
+
+def test_atomic_write_replaces_the_target_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "results.json"
+    atomic_write_json(target, {"a": 1})
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are synced on POSIX only")
+def test_the_rename_is_flushed_to_the_folder(monkeypatch, tmp_path):
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cache.os, "fsync", fsync)
+    monkeypatch.setattr(cache.os, "replace", replace)
+    atomic_write_bytes(tmp_path / "x.bin", b"data")
+    assert events == ["fsync file", "rename", "fsync folder"]
