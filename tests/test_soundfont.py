@@ -168,3 +168,36 @@ def test_cached_render_survives_interruption_and_a_concurrent_render(monkeypatch
     folder = render_mod.rendered_folder(cfg, progress=False)
     assert list(notes_dir.iterdir()) == [folder]
     assert len(read_examples(folder)) == 1
+
+
+def test_render_cache_follows_the_soundfonts_content_not_its_path(monkeypatch, tmp_path):
+    """A new virtual environment reinstalls the SoundFont elsewhere with a new modification
+    time: the rendered notes (and so the features and models) must be reused."""
+    import os
+
+    import pitchtimbre.data.render as render_mod
+    from pitchtimbre.data.nsynth import write_examples
+
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    rendered: list[str] = []
+
+    def fake_render(cfg, out, progress=True):
+        rendered.append(cfg.soundfont)
+        write_examples(out, [])
+
+    monkeypatch.setattr(render_mod, "render_soundfont", fake_render)
+    content = default_soundfont().read_bytes()
+    first, moved, changed = (tmp_path / d / "bank.sf2" for d in ("a", "b", "c"))
+    for path, data in ((first, content), (moved, content), (changed, content + b"\0")):
+        path.parent.mkdir()
+        path.write_bytes(data)
+    os.utime(moved, (1_000_000, 1_000_000))
+
+    def folder(sf: Path) -> Path:
+        cfg = RenderConfig(soundfont=str(sf), programs=(0,), pitch_range=(60, 60))
+        return render_mod.rendered_folder(cfg, progress=False)
+
+    assert folder(first) == folder(moved)
+    assert rendered == [str(first)]
+    assert folder(changed) != folder(first)
+    assert len(rendered) == 2

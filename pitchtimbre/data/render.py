@@ -5,7 +5,6 @@ Chapter: 02_data
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ from ..cache import atomic_write_json, cache_dir, stable_hash
 from ..config import RenderConfig
 from ..errors import DataError
 from .gm import GM_FAMILIES, gm_family, gm_program_name, slug
-from .nsynth import NoteRecord, examples_path, write_examples
+from .nsynth import NoteRecord, examples_path, sha256_file, write_examples
 from .pitch_check import pitch_error_cents
 from .soundfont import default_soundfont, make_renderer, read_presets
 
@@ -94,7 +93,7 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     audio_dir.mkdir(parents=True, exist_ok=True)
     summary = RenderSummary(
         soundfont=str(sf_path),
-        soundfont_sha256=hashlib.sha256(sf_path.read_bytes()).hexdigest(),
+        soundfont_sha256=sha256_file(sf_path),
         renderer=renderer.name,
     )
     excluded: Counter[str] = Counter()
@@ -177,9 +176,11 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
 def rendered_folder(cfg: RenderConfig, progress: bool = True) -> Path:
     """The cached render of ``cfg``: rendered once into the package cache, then reused.
 
-    The folder is keyed by a hash of the render settings and the SoundFont's path, size
-    and modification time; it is built under a temporary name and renamed when complete,
-    so an interrupted render is never mistaken for a finished one.
+    The folder is keyed by a hash of the render settings, the renderer and the SoundFont's
+    file name and content (not its folder or modification time: a reinstalled ``pretty_midi``
+    or a new virtual environment reuses the notes, the features and the trained models). It
+    is built under a temporary name and renamed when complete, so an interrupted render is
+    never mistaken for a finished one.
 
     Chapter: 02_data
     """
@@ -188,12 +189,12 @@ def rendered_folder(cfg: RenderConfig, progress: bool = True) -> Path:
     sf_path = resolve_soundfont(cfg)
     if not sf_path.is_file():
         raise DataError(f"{sf_path}: SoundFont not found; pass an existing .sf2/.sf3 file")
-    stat = sf_path.stat()
     renderer = cfg.renderer if cfg.renderer != "auto" else (available_renderers() or ["none"])[0]
     key = stable_hash(
         {
-            "render": cfg.to_dict(),
-            "sf": [str(sf_path.resolve()), stat.st_size, stat.st_mtime_ns],
+            # the path is left out: the rendered notes depend on the file, not where it lies
+            "render": {**cfg.to_dict(), "soundfont": None},
+            "sf": [sf_path.name, sha256_file(sf_path)],
             "r": renderer,
         }
     )
