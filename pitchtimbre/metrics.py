@@ -135,15 +135,23 @@ def space_metrics(
     """
     dens = denseness(z, labels)
     div = divergence(z, labels)
-    note = z.mean(1)  # a note's frames averaged
     return {
         "denseness": dens,
         "divergence": div,
         "ratio": div / dens if dens > 0 else float("inf"),
-        "probe": {
-            "pitch": knn_accuracy(note, pitch, exclude_group=instrument, k=k),
-            "instrument": knn_accuracy(note, instrument, exclude_group=pitch, k=k),
-        },
+        "probe": note_probes(z.mean(1), pitch, instrument, k),  # a note's frames averaged
+    }
+
+
+def note_probes(note: torch.Tensor, pitch: torch.Tensor, instrument: torch.Tensor, k: int) -> dict:
+    """Both kNN probes on one vector per note [N, D]: pitch from other instruments, the
+    instrument from other pitches.
+
+    Chapter: 06_metrics
+    """
+    return {
+        "pitch": knn_accuracy(note, pitch, exclude_group=instrument, k=k),
+        "instrument": knn_accuracy(note, instrument, exclude_group=pitch, k=k),
     }
 
 
@@ -175,7 +183,4 @@ def input_probes(
     Chapter: 06_metrics
     """
     note = features[:, :, eval_frames(features.shape[2], cfg.frames)].float().mean(2)
-    return {
-        "pitch": knn_accuracy(note, pitch, exclude_group=instrument, k=cfg.knn_k),
-        "instrument": knn_accuracy(note, instrument, exclude_group=pitch, k=cfg.knn_k),
-    }
+    return note_probes(note, pitch, instrument, cfg.knn_k)

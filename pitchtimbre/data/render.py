@@ -5,6 +5,7 @@ Chapter: 02_data
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -173,6 +174,18 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     return summary
 
 
+def _soundfont_digest(path: Path) -> str:
+    """The SoundFont's sha256, read once per process for an unchanged file (every chapter
+    loads the data again; a large SoundFont takes seconds to hash)."""
+    st = path.stat()
+    return _digest_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
 def rendered_folder(cfg: RenderConfig, progress: bool = True) -> Path:
     """The cached render of ``cfg``: rendered once into the package cache, then reused.
 
@@ -194,7 +207,7 @@ def rendered_folder(cfg: RenderConfig, progress: bool = True) -> Path:
         {
             # the path is left out: the rendered notes depend on the file, not where it lies
             "render": {**cfg.to_dict(), "soundfont": None},
-            "sf": [sf_path.name, sha256_file(sf_path)],
+            "sf": [sf_path.name, _soundfont_digest(sf_path)],
             "r": renderer,
         }
     )
