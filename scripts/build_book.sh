@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build the book, executing every chapter on the current profile ($PITCHTIMBRE_PROFILE, else
 # gpu/cpu by hardware) with warnings as errors. jupyter-cache keys executed notebooks on their
-# text alone, so outputs computed on another profile (or solutions setting) are dropped first.
+# code cells alone, so outputs computed on another profile, solutions setting or version of the
+# package are dropped first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want="profile=$(.venv/bin/python -c 'from pitchtimbre.config import resolve_profile; print(resolve_profile())') solutions=${PITCHTIMBRE_SOLUTIONS:-0}"
+package=$(find pitchtimbre -name '*.py' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
+want="profile=$(.venv/bin/python -c 'from pitchtimbre.config import resolve_profile; print(resolve_profile())') solutions=${PITCHTIMBRE_SOLUTIONS:-0} package=$package"
 stamp=_build/.executed-with
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$want" ]; then
   echo "build_book: last build was '$(cat "$stamp")', now '$want': dropping executed outputs"
