@@ -28,7 +28,7 @@ import torch
 
 from . import distributed
 from .cache import atomic_path, atomic_write_json, cache_dir, stable_hash
-from .config import ExperimentConfig
+from .config import ExperimentConfig, TrainConfig
 from .data.dataset import NoteDataset
 from .data.pairs import PairSampler
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
@@ -57,6 +57,16 @@ def pick_device(name: str = "auto") -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def uses_autocast(train: TrainConfig, device: torch.device) -> bool:
+    """Whether the training step runs under bf16 autocast: on CUDA when ``train.amp``.
+
+    CPUs without bf16 units run it slower than float32, so it stays off there.
+
+    Chapter: 05_training
+    """
+    return train.amp and device.type == "cuda"
 
 
 def model_name(cfg: ExperimentConfig) -> str:
@@ -416,7 +426,7 @@ def train_model(
         model.eval()
         return TrainResult(model, cfg, history, ckpt_path, seconds, True, {"step": step})
 
-    use_amp = cfg.train.amp and device.type == "cuda"
+    use_amp = uses_autocast(cfg.train, device)
     net: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

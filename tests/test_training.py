@@ -283,3 +283,38 @@ def test_feature_store_decides_by_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (feats.numel() * 4, 10**12))
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
     assert not training.FeatureStore(feats, torch.device("cuda"), "auto").resident
+
+
+def test_autocast_only_on_cuda_and_only_when_asked():
+    on, off = TrainConfig(amp=True), TrainConfig(amp=False)
+    assert training.uses_autocast(on, torch.device("cuda"))
+    assert not training.uses_autocast(off, torch.device("cuda"))
+    assert not training.uses_autocast(on, torch.device("cpu"))
+
+
+def test_the_bf16_autocast_training_loop_runs(toy_data, tmp_path, monkeypatch):
+    """The loop CUDA runs with train.amp, exercised through CPU autocast (no GPU here): the
+    step trains under bf16, the weights stay float32 and the losses follow a float32 run."""
+    cfg, ds = toy_data
+    cfg = cfg.with_overrides({"train.steps": 30})
+    plain = train_model(cfg, ds, tmp_path / "fp32", progress=False)
+    seen = []
+    real_loss = training.pair_loss
+
+    def spy_loss(net, x1, *args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        terms = real_loss(net, x1, *args, **kwargs)
+        seen.append(net.encode(x1).pitch_mean.dtype)  # what the encoder computes in
+        return terms
+
+    monkeypatch.setattr(training, "uses_autocast", lambda train, device: True)
+    monkeypatch.setattr(training, "pair_loss", spy_loss)
+    mixed = train_model(cfg, ds, tmp_path / "bf16", progress=False)
+    assert seen[0] == (True, torch.bfloat16) and seen[1] == torch.bfloat16
+    assert len(seen) == 2 * 30
+    assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
+    assert load_checkpoint(mixed.checkpoint).model.sigma.dtype == torch.float32
+    first, last = mixed.history[0], mixed.history[-1]
+    assert last["total"] < first["total"] and last["recon"] < first["recon"]
+    for a, b in zip(plain.history, mixed.history, strict=True):  # bf16 keeps ~3 digits
+        assert b["total"] == pytest.approx(a["total"], rel=0.05)
