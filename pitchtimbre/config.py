@@ -460,7 +460,8 @@ class TrainConfig(_Config):
     amp: bool = True
     """bf16 autocast on CUDA (ignored elsewhere)."""
     compile: bool = False
-    """Wrap the model in torch.compile."""
+    """Wrap the model in torch.compile (inductor needs a C compiler). The noise drawn from
+    the seeded generator splits the forward pass into three graphs."""
     grad_clip: float | None = 10.0
     features_on: Literal["auto", "device", "host"] = "auto"
     """Where the training features live: 'auto' keeps them on the device when they take under

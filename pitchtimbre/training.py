@@ -251,8 +251,8 @@ class FeatureStore:
     """The training notes' features, where the training loop reads them.
 
     Resident on the training device when they fit (``train.features_on``: 'auto' keeps them
-    there if they take under half of the free device memory), else streamed: kept in
-    (pinned) host memory and each batch copied over. The choice is logged. ``rows`` picks
+    there if they take under half of the free device memory), else streamed: kept in host
+    memory, each batch gathered into pinned memory and copied over asynchronously. The choice is logged. ``rows`` picks
     the training notes out of ``features`` without copying them on the CPU.
 
     Chapter: 05_training
@@ -280,10 +280,8 @@ class FeatureStore:
             self.features, self.rows = features, rows  # a view through ``rows``, no copy
         elif resident:
             self.features, self.rows = features[rows].to(device), None
-        else:
-            self.features, self.rows = features, rows
-            if device.type == "cuda":
-                self.features = features.pin_memory()
+        else:  # each batch is gathered into pinned memory (a copy of all of them would double
+            self.features, self.rows = features, rows  # the host memory and help no copy)
         where_to = f"resident on {device}" if resident else f"streamed to {device} from host memory"
         log.info(
             "training features %s (%.1f MB; %s MB free on the device)",
@@ -300,8 +298,21 @@ class FeatureStore:
         """The features of training notes ``index`` on the training device."""
         if self.rows is None:
             return self.features[index]
-        batch = self.features[self.rows[index.cpu()]]
-        return batch if self.device.type == "cpu" else batch.to(self.device, non_blocking=True)
+        rows = self.rows[index.cpu()]
+        if self.device.type == "cpu":
+            return self.features[rows]
+        return gather_pinned(self.features, rows).to(self.device, non_blocking=True)
+
+
+def gather_pinned(features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``features[rows]`` gathered straight into page-locked host memory, so that its copy
+    to the GPU can run asynchronously. (A row gathered from a pinned tensor lands in ordinary
+    memory; PyTorch's pinned-memory cache reuses a buffer only once its copy has finished.)
+
+    Chapter: 05_training
+    """
+    out = torch.empty((len(rows), *features.shape[1:]), dtype=features.dtype, pin_memory=True)
+    return torch.index_select(features, 0, rows, out=out)
 
 
 def train_model(

@@ -281,8 +281,22 @@ def test_feature_store_decides_by_free_memory(monkeypatch):
     assert not training.FeatureStore(feats, torch.device("cpu"), "host").resident
     # on a GPU with too little free memory, 'auto' streams (simulated: no GPU here)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (feats.numel() * 4, 10**12))
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
     assert not training.FeatureStore(feats, torch.device("cuda"), "auto").resident
+
+
+def test_streamed_batches_are_gathered_into_pinned_memory(monkeypatch):
+    feats = torch.randn(50, 8, 4)
+    rows = torch.tensor([7, 3, 3, 41])
+    asked, real_empty = [], torch.empty
+
+    def empty(*args, pin_memory=False, **kwargs):  # no GPU here: record the request
+        asked.append(pin_memory)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    batch = training.gather_pinned(feats, rows)
+    assert asked == [True]
+    assert torch.equal(batch, feats[rows])
 
 
 def test_autocast_only_on_cuda_and_only_when_asked():
