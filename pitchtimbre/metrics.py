@@ -67,12 +67,12 @@ def divergence(z: torch.Tensor, labels: torch.Tensor) -> float:
     return float(d[iu[0], iu[1]].mean())
 
 
-def knn_accuracy(
+def knn_predict(
     x: torch.Tensor, target: torch.Tensor, exclude_group: torch.Tensor, k: int = 5
-) -> float:
-    """Leave-group-out kNN accuracy: each row of ``x`` [N, D] is classified by majority vote
-    of its k nearest rows among those with a *different* ``exclude_group`` value (ties go to
-    the label of the closer neighbours). Returns the fraction predicted right.
+) -> torch.Tensor:
+    """Leave-group-out kNN: each row of ``x`` [N, D] gets the majority label (from
+    ``target``) of its k nearest rows among those with a *different* ``exclude_group``
+    value; ties go to the label of the closer neighbours. Returns the predicted labels [N].
 
     Chapter: 06_metrics
     """
@@ -88,8 +88,17 @@ def knn_accuracy(
     votes = torch.zeros(len(x), len(values), dtype=torch.float64)
     weight = 1.0 + 1e-6 * torch.arange(kk, 0, -1, dtype=torch.float64)  # closer breaks ties
     votes.scatter_add_(1, inv[nearest], weight.expand(len(x), kk).contiguous())
-    pred = votes.argmax(1)
-    return float((pred == inv).double().mean())
+    return values[votes.argmax(1)]
+
+
+def knn_accuracy(
+    x: torch.Tensor, target: torch.Tensor, exclude_group: torch.Tensor, k: int = 5
+) -> float:
+    """The fraction of rows that :func:`knn_predict` labels right.
+
+    Chapter: 06_metrics
+    """
+    return float((knn_predict(x, target, exclude_group, k) == target).double().mean())
 
 
 def eval_frames(n_frames: int, frames: int) -> slice:

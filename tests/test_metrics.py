@@ -13,6 +13,7 @@ from pitchtimbre.metrics import (
     encode_means,
     input_probes,
     knn_accuracy,
+    knn_predict,
     space_metrics,
 )
 from pitchtimbre.model import PitchTimbreVAE
@@ -84,6 +85,14 @@ def test_knn_votes_and_ties():
     x = torch.tensor([[0.0], [1.0], [-1.5]])
     target = torch.tensor([1, 1, 0])
     assert knn_accuracy(x, target, torch.arange(3), k=2) == pytest.approx(2 / 3)
+
+
+def test_knn_predict_returns_the_labels_themselves():
+    x = torch.tensor([[0.0], [0.1], [5.0], [5.1]])
+    target = torch.tensor([17, 17, 40, 40])  # label values, not 0..n-1
+    assert knn_predict(x, target, torch.arange(4), k=1).tolist() == [17, 17, 40, 40]
+    # notes 0 and 1 share a group, so neither may vote for the other: both get 40
+    assert knn_predict(x, target, torch.tensor([0, 0, 1, 2]), k=1).tolist() == [40, 40, 40, 40]
 
 
 def test_encode_means_gives_the_central_frames_and_leaves_the_mode_alone():
