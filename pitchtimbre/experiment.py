@@ -25,7 +25,7 @@ from .config import ExperimentConfig
 from .data.dataset import NoteDataset, load_dataset
 from .errors import DataError
 from .losses import ContrastiveLoss
-from .metrics import evaluate_latents, input_probes
+from .metrics import evaluate_latents, input_probes, probe_by_instrument
 from .training import TrainResult, load_checkpoint, model_name, pick_device, trained_model
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,33 @@ def markdown_table(results: dict) -> str:
         f"Poster's four directions (proposed denser and more divergent in both spaces): **{verdict}** "
         f"({', '.join(k for k, ok in d.items() if k != 'all_four' and not ok) or 'every metric and ratio agrees'})."
     )
+    return "\n".join(lines) + "\n"
+
+
+def instrument_probe_table(
+    notes: dict[str, torch.Tensor], held: NoteDataset, k: int, worst: int | None = None
+) -> str:
+    """Markdown: the instrument probe of several note spaces (name -> [N, D], e.g. the input
+    and each model's timbre space), one row per held-out instrument, each cell "accuracy
+    (most often named instead)". Rows go from the lowest mean accuracy up; ``worst`` keeps
+    only that many.
+
+    Chapter: 07_results
+    """
+    per = {
+        name: probe_by_instrument(x, held.pitch, held.instrument, k) for name, x in notes.items()
+    }
+    rows = sorted(
+        held.instrument.unique().tolist(), key=lambda i: sum(p[i][0] for p in per.values())
+    )
+    lines = ["| instrument | " + " | ".join(per) + " |", "|---" * (len(per) + 1) + "|"]
+    for i in rows[:worst]:
+        cells = []
+        for p in per.values():
+            acc, instead = p[i]
+            other = "" if instead is None else f" ({held.instrument_names[instead]})"
+            cells.append(f"{acc:.2f}{other}")
+        lines.append(f"| {held.instrument_names[i]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -183,13 +183,40 @@ def evaluate_latents(
     }
 
 
-def input_probes(
-    features: torch.Tensor, pitch: torch.Tensor, instrument: torch.Tensor, cfg: EvalConfig
-) -> dict:
-    """The two kNN probes on the input itself, no model: each note's ``cfg.frames`` central
-    spectrogram frames [N, F, T], averaged. The baseline a latent space is read against.
+def input_notes(features: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
+    """One vector per note from the input itself, no model: the ``cfg.frames`` central
+    spectrogram frames of ``features`` [N, F, T], averaged -> [N, F].
 
     Chapter: 06_metrics
     """
-    note = features[:, :, eval_frames(features.shape[2], cfg.frames)].float().mean(2)
-    return note_probes(note, pitch, instrument, cfg.knn_k)
+    return features[:, :, eval_frames(features.shape[2], cfg.frames)].float().mean(2)
+
+
+def input_probes(
+    features: torch.Tensor, pitch: torch.Tensor, instrument: torch.Tensor, cfg: EvalConfig
+) -> dict:
+    """The two kNN probes on the input itself (:func:`input_notes`): the baseline a latent
+    space is read against.
+
+    Chapter: 06_metrics
+    """
+    return note_probes(input_notes(features, cfg), pitch, instrument, cfg.knn_k)
+
+
+def probe_by_instrument(
+    note: torch.Tensor, pitch: torch.Tensor, instrument: torch.Tensor, k: int
+) -> dict[int, tuple[float, int | None]]:
+    """The instrument probe (from other pitches) instrument by instrument, on one vector per
+    note [N, D]: {instrument: (fraction of its notes named right, the instrument most often
+    named instead, or None when never wrong)}.
+
+    Chapter: 07_results
+    """
+    pred = knn_predict(note, instrument, exclude_group=pitch, k=k)
+    out: dict[int, tuple[float, int | None]] = {}
+    for i in instrument.unique().tolist():
+        mine = pred[instrument == i]
+        wrong = mine[mine != i]
+        instead = int(torch.mode(wrong).values) if len(wrong) else None
+        out[i] = (float((mine == i).double().mean()), instead)
+    return out

@@ -13,6 +13,7 @@ from pitchtimbre.experiment import (
     aggregate,
     directions,
     evaluate_checkpoint,
+    instrument_probe_table,
     markdown_table,
     reproduce,
 )
@@ -176,3 +177,21 @@ def test_fresh_retrains_instead_of_loading(reproduced):
         fresh=True,
     )
     assert not any(again["loaded_from_cache"]["vanilla"] + again["loaded_from_cache"]["proposed"])
+
+
+def test_instrument_probe_table_lists_the_worst_instruments_first():
+    from types import SimpleNamespace
+
+    from test_metrics import instruments_on_a_line
+
+    x, pitch, inst = instruments_on_a_line()
+    held = SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
+    apart = (100.0 * inst + 0.1 * pitch)[:, None]  # every instrument far from the others
+    lines = instrument_probe_table({"input X": x, "apart": apart}, held, k=1).splitlines()
+    assert lines[:2] == ["| instrument | input X | apart |", "|---|---|---|"]
+    assert lines[2:] == [
+        "| horn | 0.33 (tuba) | 1.00 |",
+        "| tuba | 0.33 (horn) | 1.00 |",
+        "| oboe | 1.00 | 1.00 |",
+    ]
+    assert len(instrument_probe_table({"input X": x}, held, k=1, worst=2).splitlines()) == 4

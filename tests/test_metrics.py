@@ -14,6 +14,7 @@ from pitchtimbre.metrics import (
     input_probes,
     knn_accuracy,
     knn_predict,
+    probe_by_instrument,
     space_metrics,
 )
 from pitchtimbre.model import PitchTimbreVAE
@@ -122,3 +123,22 @@ def test_input_probes_read_only_the_central_frames():
     assert probes == {"pitch": 1.0, "instrument": 1.0}
     noisy = input_probes(x, pitch, inst, EvalConfig(frames=7, knn_k=1))
     assert noisy["pitch"] < 1.0 and noisy["instrument"] < 1.0
+
+
+def instruments_on_a_line() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """3 instruments x 3 pitches on a line: instrument 0 far away, 1 and 2 interleaved."""
+    pitch = torch.arange(3).repeat(3)
+    inst = torch.arange(3).repeat_interleave(3)
+    x = torch.tensor([0.0, 10.0, 10.01])[inst] + 0.1 * pitch
+    return x[:, None], pitch, inst
+
+
+def test_probe_by_instrument_names_each_instruments_score_and_its_confusion():
+    x, pitch, inst = instruments_on_a_line()
+    # instrument 2 at pitch p: the nearest note of another pitch is instrument 1 at p + 1
+    # (0.09 away) except at the top pitch; instrument 1 likewise meets instrument 2 at p - 1
+    assert probe_by_instrument(x, pitch, inst, k=1) == {
+        0: (1.0, None),
+        1: (pytest.approx(1 / 3), 2),
+        2: (pytest.approx(1 / 3), 1),
+    }
