@@ -46,6 +46,21 @@ def test_model_shapes_and_independent_encoders():
     fixed = PitchTimbreVAE(80, ModelConfig(sigma=0.5))
     assert not any(n == "log_sigma" for n, _ in fixed.named_parameters())
     assert fixed.sigma.item() == pytest.approx(0.5)
+    learned = PitchTimbreVAE(80, ModelConfig(sigma=None))
+    assert any(n == "log_sigma" for n, _ in learned.named_parameters())
+    assert learned.sigma.item() == 1.0
+
+
+def test_a_learned_sigma_trains_and_reloads(toy_data, tmp_path):
+    cfg, ds = toy_data
+    cfg = cfg.with_overrides({"model.sigma": None, "train.steps": 20})
+    result = train_model(cfg, ds, tmp_path / "learned", progress=False)
+    assert result.history[-1]["sigma"] < 1.0  # the reconstruction error is below 1 per bin
+    assert load_checkpoint(result.checkpoint).model.sigma.item() == result.model.sigma.item()
+    fixed = train_model(
+        cfg.with_overrides({"model.sigma": 0.3}), ds, tmp_path / "fixed", progress=False
+    )
+    assert [h["sigma"] for h in fixed.history] == pytest.approx([0.3] * len(fixed.history))
 
 
 def test_short_training_lowers_the_loss(toy_data, tmp_path):
