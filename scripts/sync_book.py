@@ -82,6 +82,9 @@ def header_cells(name: str, title: str, number: int) -> list:
 
 
 def strip_outputs(nb) -> None:
+    # widget state saved by an execution (sliders, progress bars, audio players) would only
+    # go stale beside the stripped outputs: the book build executes and saves its own
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
