@@ -43,7 +43,9 @@ class _Config:
     """Shared helpers: dict round trip and dotted overrides."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """The settings as plain data; a float field set to an int reads as a float, so
+        ``lambda_pitch=20`` and ``20.0`` are the same setting (and the same cache key)."""
+        return _floats_as_floats(type(self), dataclasses.asdict(self))  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -66,6 +68,30 @@ class _Config:
                 raise ConfigError(f"{type(self).__name__}: no field {dotted!r}")
             node[parts[-1]] = value
         return type(self).from_dict(data)  # type: ignore[attr-defined]
+
+
+def _union_args(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _wants_float(hint: Any) -> bool:
+    """A float field (maybe optional) that does not also take ints."""
+    args = _union_args(hint)
+    return float in args and int not in args
+
+
+def _floats_as_floats(cls: Any, data: dict[str, Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        hint, value = hints[f.name], data[f.name]
+        nested = [a for a in _union_args(hint) if dataclasses.is_dataclass(a)]
+        if nested and isinstance(value, dict):
+            _floats_as_floats(nested[0], value)
+        elif _is_int(value) and _wants_float(hint):
+            data[f.name] = float(value)
+    return data
 
 
 def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:

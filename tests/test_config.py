@@ -8,6 +8,7 @@ from pitchtimbre.config import (
     ExperimentConfig,
     FeatureConfig,
     LossConfig,
+    ModelConfig,
     PairConfig,
     RenderConfig,
     TrainConfig,
@@ -88,3 +89,17 @@ def test_cqt_bins_map_to_midi_with_any_resolution():
     assert FeatureConfig().bin_midi(12) == FeatureConfig().fmin_midi + 12
     fine = FeatureConfig(bins_per_octave=36, n_bins=36 * 4)
     assert fine.bin_midi(3) == fine.fmin_midi + 1 and fine.bin_midi(36) == fine.fmin_midi + 12
+
+
+def test_an_int_given_to_a_float_field_is_the_same_setting():
+    from pitchtimbre.training import training_settings
+
+    base = ExperimentConfig()
+    as_int = base.with_overrides({"loss.lambda_pitch": int(base.loss.lambda_pitch)})
+    assert as_int.to_dict() == base.to_dict()
+    assert isinstance(as_int.to_dict()["loss"]["lambda_pitch"], float)
+    assert training_settings(as_int) == training_settings(base)  # what the model key hashes
+    assert isinstance(LossConfig(margin=5).to_dict()["margin"], float)
+    assert ModelConfig(sigma=1).to_dict()["sigma"] == 1.0  # optional floats too
+    assert ModelConfig(sigma=None).to_dict()["sigma"] is None
+    assert isinstance(TrainConfig(steps=3000).to_dict()["steps"], int)  # int fields stay ints
