@@ -109,16 +109,9 @@ def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return _from_dict(hint, value, where)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if arg is type(None) and value is None:
-                return None
-            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return _from_dict(arg, value, where)
-        return _coerce_plain(value)
+    for arg in _union_args(hint):  # a nested config, possibly optional
+        if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+            return _from_dict(arg, value, where)
     return _coerce_plain(value)
 
 

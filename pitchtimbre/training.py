@@ -252,8 +252,9 @@ class FeatureStore:
 
     Resident on the training device when they fit (``train.features_on``: 'auto' keeps them
     there if they take under half of the free device memory), else streamed: kept in host
-    memory, each batch gathered into pinned memory and copied over asynchronously. The choice is logged. ``rows`` picks
-    the training notes out of ``features`` without copying them on the CPU.
+    memory, each batch gathered into pinned memory and copied over asynchronously. The
+    choice is logged. ``rows`` picks the training notes out of ``features`` without copying
+    them on the CPU.
 
     Chapter: 05_training
     """
@@ -280,8 +281,10 @@ class FeatureStore:
             self.features, self.rows = features, rows  # a view through ``rows``, no copy
         elif resident:
             self.features, self.rows = features[rows].to(device), None
-        else:  # each batch is gathered into pinned memory (a copy of all of them would double
-            self.features, self.rows = features, rows  # the host memory and help no copy)
+        else:
+            # streamed: ``gather`` pins one batch at a time (pinning all the features would
+            # double the host memory, and a gather from them lands in pageable memory anyway)
+            self.features, self.rows = features, rows
         where_to = f"resident on {device}" if resident else f"streamed to {device} from host memory"
         log.info(
             "training features %s (%.1f MB; %s MB free on the device)",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from pitchtimbre.config import RenderConfig
 
@@ -126,3 +127,11 @@ def small_render(
     out = tmp_path_factory.mktemp("render")
     render_soundfont(small_render_config, out, progress=False)
     return out
+
+
+def instruments_on_a_line() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """3 instruments x 3 pitches on a line: instrument 0 far away, 1 and 2 interleaved."""
+    pitch = torch.arange(3).repeat(3)
+    inst = torch.arange(3).repeat_interleave(3)
+    x = torch.tensor([0.0, 10.0, 10.01])[inst] + 0.1 * pitch
+    return x[:, None], pitch, inst

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_nsynth_folder
+from conftest import instruments_on_a_line, write_nsynth_folder
 
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.errors import DataError
@@ -181,8 +181,6 @@ def test_fresh_retrains_instead_of_loading(reproduced):
 
 def test_instrument_probe_table_lists_the_worst_instruments_first():
     from types import SimpleNamespace
-
-    from test_metrics import instruments_on_a_line
 
     x, pitch, inst = instruments_on_a_line()
     held = SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])

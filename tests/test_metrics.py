@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import instruments_on_a_line
 
 from pitchtimbre.config import EvalConfig, ModelConfig
 from pitchtimbre.metrics import (
@@ -123,14 +124,6 @@ def test_input_probes_read_only_the_central_frames():
     assert probes == {"pitch": 1.0, "instrument": 1.0}
     noisy = input_probes(x, pitch, inst, EvalConfig(frames=7, knn_k=1))
     assert noisy["pitch"] < 1.0 and noisy["instrument"] < 1.0
-
-
-def instruments_on_a_line() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """3 instruments x 3 pitches on a line: instrument 0 far away, 1 and 2 interleaved."""
-    pitch = torch.arange(3).repeat(3)
-    inst = torch.arange(3).repeat_interleave(3)
-    x = torch.tensor([0.0, 10.0, 10.01])[inst] + 0.1 * pitch
-    return x[:, None], pitch, inst
 
 
 def test_probe_by_instrument_names_each_instruments_score_and_its_confusion():
