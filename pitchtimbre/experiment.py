@@ -25,7 +25,7 @@ from .config import ExperimentConfig
 from .data.dataset import NoteDataset, load_dataset
 from .errors import DataError
 from .losses import ContrastiveLoss
-from .metrics import evaluate_latents, input_probes, probe_by_instrument
+from .metrics import evaluate_latents, input_probes, pitch_leak_by_instrument, probe_by_instrument
 from .training import TrainResult, load_checkpoint, model_name, pick_device, trained_model
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,39 @@ def instrument_probe_table(
             acc, instead = p[i]
             other = "" if instead is None else f" ({held.instrument_names[instead]})"
             cells.append(f"{acc:.2f}{other}")
+        lines.append(f"| {held.instrument_names[i]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pitch_leak_table(
+    notes: dict[str, torch.Tensor],
+    held: NoteDataset,
+    k: int,
+    worst: int | None = None,
+    sort_by: str | None = None,
+) -> str:
+    """Markdown: the pitch probe (from other instruments) of several note spaces (name ->
+    [N, D], e.g. each model's timbre space), one row per held-out instrument, each cell
+    "exact fraction (mean error in semitones)". Rows go from the most leakage in the space
+    ``sort_by`` (default: the last one) down; ``worst`` keeps only that many.
+
+    Chapter: 07_results
+    """
+    if not notes:
+        raise ValueError("pitch_leak_table: give at least one note space")
+    key = list(notes)[-1] if sort_by is None else sort_by
+    if key not in notes:
+        raise ValueError(f"pitch_leak_table: sort_by={key!r} is not one of {list(notes)}")
+    per = {
+        name: pitch_leak_by_instrument(x, held.pitch, held.instrument, k)
+        for name, x in notes.items()
+    }
+    rows = sorted(
+        held.instrument.unique().tolist(), key=lambda i: (-per[key][i][0], per[key][i][1])
+    )
+    lines = ["| instrument | " + " | ".join(per) + " |", "|---" * (len(per) + 1) + "|"]
+    for i in rows[:worst]:
+        cells = [f"{p[i][0]:.2f} ({p[i][1]:.1f})" for p in per.values()]
         lines.append(f"| {held.instrument_names[i]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

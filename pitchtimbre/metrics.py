@@ -220,3 +220,25 @@ def probe_by_instrument(
         instead = int(torch.mode(wrong).values) if len(wrong) else None
         out[i] = (float((mine == i).double().mean()), instead)
     return out
+
+
+def pitch_leak_by_instrument(
+    note: torch.Tensor, pitch: torch.Tensor, instrument: torch.Tensor, k: int
+) -> dict[int, tuple[float, float]]:
+    """The pitch probe (from other instruments) instrument by instrument, on one vector per
+    note [N, D]: {instrument: (fraction of its notes whose pitch is read exactly, mean
+    absolute error of the read pitch in label units, semitones for MIDI pitches)}.
+
+    Read from a timbre space it locates the leakage of pitch into that space: the exact
+    fraction's chance level is one over the number of pitches, and a small mean error with
+    few exact hits means the space still knows the register.
+
+    Chapter: 07_results
+    """
+    pred = knn_predict(note, pitch, exclude_group=instrument, k=k)
+    out: dict[int, tuple[float, float]] = {}
+    for i in instrument.unique().tolist():
+        mine = instrument == i
+        error = (pred[mine] - pitch[mine]).double().abs()
+        out[i] = (float((error == 0).double().mean()), float(error.mean()))
+    return out

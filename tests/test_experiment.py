@@ -15,6 +15,7 @@ from pitchtimbre.experiment import (
     evaluate_checkpoint,
     instrument_probe_table,
     markdown_table,
+    pitch_leak_table,
     reproduce,
 )
 
@@ -193,3 +194,26 @@ def test_instrument_probe_table_lists_the_worst_instruments_first():
         "| oboe | 1.00 | 1.00 |",
     ]
     assert len(instrument_probe_table({"input X": x}, held, k=1, worst=2).splitlines()) == 4
+
+
+def test_pitch_leak_table_lists_the_most_leaking_instruments_first():
+    from types import SimpleNamespace
+
+    x, pitch, inst = instruments_on_a_line()
+    held = SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
+    pitch_only = (0.1 * pitch + 0.001 * inst)[:, None]  # every note's pitch readable
+    spaces = {"pitch only": pitch_only, "x": x}
+    lines = pitch_leak_table(spaces, held, k=1).splitlines()  # sorted by "x", the last
+    assert lines == [
+        "| instrument | pitch only | x |",
+        "|---|---|---|",
+        "| horn | 1.00 (0.0) | 1.00 (0.0) |",
+        "| tuba | 1.00 (0.0) | 1.00 (0.0) |",
+        "| oboe | 1.00 (0.0) | 0.33 (1.0) |",
+    ]
+    by_first = pitch_leak_table(spaces, held, k=1, sort_by="pitch only", worst=1).splitlines()
+    assert by_first[2:] == ["| oboe | 1.00 (0.0) | 0.33 (1.0) |"]  # all tie: held-out order
+    with pytest.raises(ValueError, match="sort_by='tuba' is not one of"):
+        pitch_leak_table(spaces, held, k=1, sort_by="tuba")
+    with pytest.raises(ValueError, match="at least one note space"):
+        pitch_leak_table({}, held, k=1)

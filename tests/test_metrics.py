@@ -15,6 +15,7 @@ from pitchtimbre.metrics import (
     input_probes,
     knn_accuracy,
     knn_predict,
+    pitch_leak_by_instrument,
     probe_by_instrument,
     space_metrics,
 )
@@ -134,4 +135,16 @@ def test_probe_by_instrument_names_each_instruments_score_and_its_confusion():
         0: (1.0, None),
         1: (pytest.approx(1 / 3), 2),
         2: (pytest.approx(1 / 3), 1),
+    }
+
+
+def test_pitch_leak_by_instrument_gives_each_instruments_exact_share_and_mean_error():
+    x, pitch, inst = instruments_on_a_line()
+    # pitch from other instruments: instruments 1 and 2 sit 0.01 apart at every pitch, so
+    # each reads the other's pitch exactly; instrument 0's nearest other note is always
+    # instrument 1 at pitch 0, so it reads pitch 0: right once, off by 1 and 2 otherwise
+    assert pitch_leak_by_instrument(x, pitch, inst, k=1) == {
+        0: (pytest.approx(1 / 3), pytest.approx(1.0)),
+        1: (1.0, 0.0),
+        2: (1.0, 0.0),
     }
