@@ -28,7 +28,8 @@ SOURCE_STR = "soundfont"
 SOURCE_ID = 3
 """Rendered notes get their own instrument_source (NSynth uses 0-2)."""
 FIRST_NON_MELODIC_PROGRAM = 112
-"""GM programs 112-127 are percussive and sound effects: excluded, as DESIGN.md says."""
+"""GM programs 112-127 are percussive and sound effects, with no steady pitch: excluded by
+default (``RenderConfig.include_non_melodic``)."""
 SUMMARY_FILE = "render_summary.json"
 
 
