@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU figures and checks in one run (about 10 minutes on one datacenter GPU), each step
+# timed and everything written to OUT/gpu_run.log as well:
+#   1. the CUDA-only training paths checked on the GPU (benchmarks/gpu_checks.py);
+#   2. DistributedDataParallel with NCCL under torchrun, one process per GPU (`ci` profile);
+#   3. the `gpu` profile's reproduce, both models and every seed, from an empty cache
+#      (target: at most 5 minutes on one recent datacenter GPU);
+#   4. the training benchmark at the `gpu` profile's size and the feature benchmark.
+# A failing step is reported and the next one still runs; the exit status is the number of
+# failed steps.
+#
+#   bash benchmarks/gpu_run.sh [OUT]        # OUT defaults to gpu-run/; PYTHON picks python
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=$(realpath -m "${1:-gpu-run}")
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PITCHTIMBRE_CACHE="$OUT/cache"  # empty: the timed reproduce renders and trains all
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
+exec > >(tee -a "$OUT/gpu_run.log") 2>&1
+
+failed=0
+step() {
+    local name=$1 start=$SECONDS
+    shift
+    printf '\n== %s (%s)\n' "$name" "$(date +%T)"
+    if "$@"; then
+        printf '== %s: done in %d s\n' "$name" $((SECONDS - start))
+    else
+        printf '== %s: FAILED (exit %d) after %d s\n' "$name" $? $((SECONDS - start))
+        failed=$((failed + 1))
+    fi
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+step "CUDA paths" "$PY" benchmarks/gpu_checks.py
+step "torchrun + NCCL, ci profile" "$PY" -m torch.distributed.run --standalone \
+    --nproc_per_node "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" \
+    -m pitchtimbre reproduce --profile ci --out "$OUT/results-ci-ddp" --quiet
+step "reproduce, gpu profile (target <= 300 s)" "$PY" -m pitchtimbre reproduce --profile gpu \
+    --out "$OUT/results-gpu" --quiet
+step "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py --profile gpu \
+    --device cuda
+step "feature benchmark" "$PY" benchmarks/bench_features.py
+printf '\n%d step(s) failed; log in %s\n' "$failed" "$OUT/gpu_run.log"
+exit "$failed"
