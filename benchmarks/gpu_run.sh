@@ -7,13 +7,20 @@
 #      (target: at most 5 minutes on one recent datacenter GPU);
 #   4. the training benchmark at the `gpu` profile's size and the feature benchmark.
 # A failing step is reported and the next one still runs; the exit status is the number of
-# failed steps.
+# failed steps. PART runs one group where a time limit per command calls for several calls
+# (same OUT: the log grows): checks (1, 2), reproduce (3) or benchmarks (4).
 #
-#   bash benchmarks/gpu_run.sh [OUT]        # OUT defaults to gpu-run/; PYTHON picks python
+#   bash benchmarks/gpu_run.sh [OUT [PART]]   # OUT: gpu-run/, PART: all; PYTHON picks python
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${1:-gpu-run}")
+PART=${2:-all}
 PY=${PYTHON:-python3}
+case "$PART" in all | checks | reproduce | benchmarks) ;; *)
+    echo "gpu_run.sh: PART must be all, checks, reproduce or benchmarks, not '$PART'" >&2
+    exit 64
+    ;;
+esac
 mkdir -p "$OUT"
 export PITCHTIMBRE_CACHE="$OUT/cache"  # empty: the timed reproduce renders and trains all
 export PYTHONUNBUFFERED=1
@@ -22,8 +29,9 @@ exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 
 failed=0
 step() {
-    local name=$1 start=$SECONDS
-    shift
+    local group=$1 name=$2 start=$SECONDS
+    shift 2
+    [[ $PART == all || $PART == "$group" ]] || return 0
     printf '\n== %s (%s)\n' "$name" "$(date +%T)"
     if "$@"; then
         printf '== %s: done in %d s\n' "$name" $((SECONDS - start))
@@ -34,14 +42,14 @@ step() {
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
-step "CUDA paths" "$PY" benchmarks/gpu_checks.py
-step "torchrun + NCCL, ci profile" "$PY" -m torch.distributed.run --standalone \
+step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
+step checks "torchrun + NCCL, ci profile" "$PY" -m torch.distributed.run --standalone \
     --nproc_per_node "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" \
     -m pitchtimbre reproduce --profile ci --out "$OUT/results-ci-ddp" --quiet
-step "reproduce, gpu profile (target <= 300 s)" "$PY" -m pitchtimbre reproduce --profile gpu \
+step reproduce "reproduce, gpu profile (target <= 300 s)" "$PY" -m pitchtimbre reproduce --profile gpu \
     --out "$OUT/results-gpu" --quiet
-step "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py --profile gpu \
+step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py --profile gpu \
     --device cuda
-step "feature benchmark" "$PY" benchmarks/bench_features.py
+step benchmarks "feature benchmark" "$PY" benchmarks/bench_features.py
 printf '\n%d step(s) failed; log in %s\n' "$failed" "$OUT/gpu_run.log"
 exit "$failed"

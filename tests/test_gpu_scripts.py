@@ -24,18 +24,24 @@ case "$*" in *gpu_checks*) exit 3;; esac
 """
 
 
-def test_gpu_run_runs_every_step_and_counts_the_failed_ones(tmp_path):
+def gpu_run(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """benchmarks/gpu_run.sh with a stub interpreter that prints what it was asked to run
+    (and fails gpu_checks.py)."""
     stub = tmp_path / "python"
     stub.write_text(STUB)
     stub.chmod(0o755)
-    out = tmp_path / "out"
-    run = subprocess.run(
-        ["bash", str(ROOT / "benchmarks/gpu_run.sh"), str(out)],
+    return subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_run.sh"), *args],
         env={"PATH": "/usr/bin:/bin", "PYTHON": str(stub)},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_gpu_run_runs_every_step_and_counts_the_failed_ones(tmp_path):
+    out = tmp_path / "out"
+    run = gpu_run(tmp_path, str(out))
     assert run.returncode == 1, run.stdout + run.stderr  # one step failed
     log = (out / "gpu_run.log").read_text()
     assert "== CUDA paths: FAILED (exit 3)" in log
@@ -48,6 +54,21 @@ def test_gpu_run_runs_every_step_and_counts_the_failed_ones(tmp_path):
         "benchmarks/bench_features.py",
     ]
     assert log.rstrip().endswith(f"1 step(s) failed; log in {out}/gpu_run.log")
+
+
+def test_gpu_run_runs_one_part_when_asked_and_refuses_an_unknown_part(tmp_path):
+    out = tmp_path / "out"
+    run = gpu_run(tmp_path, str(out), "benchmarks")
+    assert run.returncode == 0, run.stdout + run.stderr
+    ran = [line for line in run.stdout.splitlines() if line.startswith("ran: ")]
+    assert ran == [
+        "ran: benchmarks/bench_training.py --profile gpu --device cuda",
+        "ran: benchmarks/bench_features.py",
+    ]
+    bad = gpu_run(tmp_path, str(out), "everything")
+    assert (
+        bad.returncode == 64 and "PART must be all, checks, reproduce or benchmarks" in bad.stderr
+    )
 
 
 def test_gpu_checks_needs_cuda_or_a_dry_run():
