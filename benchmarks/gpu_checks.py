@@ -5,7 +5,8 @@ logic on the CPU, where none of them can run for real).
     python benchmarks/gpu_checks.py --device cpu    # a dry run of the same comparisons
 
 Each check trains the `ci` profile's model for a few dozen steps on synthetic notes (as
-``bench_training.py`` makes them) twice, changing one thing, and compares the two runs:
+``bench_training.py`` makes them) twice, changing one thing, and compares the two runs. They
+run in float32 (``train.amp`` off) unless the check is about autocast:
 
 1. **Streaming = resident.** ``train.features_on='host'`` (each batch gathered into pinned
    memory and copied asynchronously) against ``'device'`` (features resident on the GPU).
@@ -46,10 +47,13 @@ def run(cfg: ExperimentConfig, ds: NoteDataset, out: Path, **overrides: object) 
 
 
 def totals(result: TrainResult) -> list[float]:
+    """The logged total losses of a run."""
     return [row["total"] for row in result.history]
 
 
 def max_relative_gap(a: list[float], b: list[float]) -> float:
+    """The largest |a_i - b_i| / |a_i|; infinite when the runs logged different numbers of
+    steps."""
     if len(a) != len(b):
         return float("inf")
     return max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b, strict=True))
@@ -85,11 +89,13 @@ def check_compile(cfg: ExperimentConfig, ds: NoteDataset, tmp: Path) -> tuple[bo
     return gap <= 1e-3, f"largest relative loss gap {gap:.2e} (limit 1e-3), {seconds:.0f} s"
 
 
-CHECKS: dict[str, Callable[[ExperimentConfig, NoteDataset, Path], tuple[bool, str]]] = {
-    "streaming = resident": check_streaming,
-    "bf16 autocast": check_autocast,
-    "torch.compile": check_compile,
+Check = Callable[[ExperimentConfig, NoteDataset, Path], tuple[bool, str]]
+CHECKS: dict[str, tuple[str, Check]] = {
+    "streaming": ("streamed = resident features", check_streaming),
+    "autocast": ("bf16 autocast", check_autocast),
+    "compile": ("torch.compile = eager", check_compile),
 }
+"""Each check's name for ``--only``, its label in the output, and the check."""
 
 
 def main() -> int:
@@ -103,20 +109,25 @@ def main() -> int:
         return 2
     print("\n".join(describe_machine(device)))
     cfg = profile_config("ci").with_overrides(
-        {"train.device": str(device), "train.steps": STEPS, "train.log_every": 5}
+        {
+            "train.device": str(device),
+            "train.steps": STEPS,
+            "train.log_every": 5,
+            "train.amp": False,
+        }
     )
     ds = synthetic_dataset(cfg, n_notes=2000)
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name, check in CHECKS.items():
+        for name, (label, check) in CHECKS.items():
             if args.only and name not in args.only:
                 continue
             try:
-                ok, detail = check(cfg, ds, Path(tmp) / name.replace(" ", "_"))
+                ok, detail = check(cfg, ds, Path(tmp) / name)
             except Exception as exc:  # a check that crashes is a failed check; go on
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
             failed += not ok
-            print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
+            print(f"{'PASS' if ok else 'FAIL'}  {label}: {detail}", flush=True)
     return 1 if failed else 0
 
 

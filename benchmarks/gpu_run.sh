@@ -3,8 +3,10 @@
 # timed and everything written to OUT/gpu_run.log as well:
 #   1. the CUDA-only training paths checked on the GPU (benchmarks/gpu_checks.py);
 #   2. DistributedDataParallel with NCCL under torchrun, one process per GPU (`ci` profile);
-#   3. the `gpu` profile's reproduce, both models and every seed, from an empty cache
-#      (target: at most 5 minutes on one recent datacenter GPU);
+#      it needs two GPUs or more (NCCL runs one process per GPU) and is skipped, saying so,
+#      on fewer;
+#   3. the `gpu` profile's reproduce, both models and every seed, from an emptied cache of
+#      its own (target: at most 5 minutes on one recent datacenter GPU);
 #   4. the training benchmark at the `gpu` profile's size and the feature benchmark.
 # A failing step is reported and the next one still runs; the exit status is the number of
 # failed steps. PART runs one group where a time limit per command calls for several calls
@@ -12,8 +14,7 @@
 #
 #   bash benchmarks/gpu_run.sh [OUT [PART]]   # OUT: gpu-run/, PART: all; PYTHON picks python
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=$(realpath -m "${1:-gpu-run}")
+OUT=$(realpath -m "${1:-gpu-run}") # resolved before the cd below
 PART=${2:-all}
 PY=${PYTHON:-python3}
 case "$PART" in all | checks | reproduce | benchmarks) ;; *)
@@ -21,11 +22,13 @@ case "$PART" in all | checks | reproduce | benchmarks) ;; *)
     exit 64
     ;;
 esac
+cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
-export PITCHTIMBRE_CACHE="$OUT/cache"  # empty: the timed reproduce renders and trains all
+export PITCHTIMBRE_CACHE="$OUT/cache"
 export PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" # this checkout's package, installed or not
 exec > >(tee -a "$OUT/gpu_run.log") 2>&1
+tee_pid=$!
 
 failed=0
 step() {
@@ -41,15 +44,31 @@ step() {
     fi
 }
 
+ddp_nccl() {
+    local gpus
+    gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count())') || return
+    if ((gpus < 2)); then
+        echo "SKIPPED: $gpus GPU(s); DDP with NCCL needs two or more (one process per GPU)"
+        return 0
+    fi
+    "$PY" -m torch.distributed.run --standalone --nproc_per_node "$gpus" \
+        -m pitchtimbre reproduce --profile ci --out "$OUT/results-ci-ddp" --quiet
+}
+
+reproduce_gpu() {
+    rm -rf "$OUT/cache-gpu" # renders, featurises and trains everything inside the timing
+    PITCHTIMBRE_CACHE="$OUT/cache-gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
+        --out "$OUT/results-gpu" --quiet
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
-step checks "torchrun + NCCL, ci profile" "$PY" -m torch.distributed.run --standalone \
-    --nproc_per_node "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" \
-    -m pitchtimbre reproduce --profile ci --out "$OUT/results-ci-ddp" --quiet
-step reproduce "reproduce, gpu profile (target <= 300 s)" "$PY" -m pitchtimbre reproduce --profile gpu \
-    --out "$OUT/results-gpu" --quiet
-step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py --profile gpu \
-    --device cuda
+step checks "torchrun + NCCL, ci profile" ddp_nccl
+step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
+step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
+    --profile gpu --device cuda
 step benchmarks "feature benchmark" "$PY" benchmarks/bench_features.py
 printf '\n%d step(s) failed; log in %s\n' "$failed" "$OUT/gpu_run.log"
+exec >&- 2>&- # let tee see the end of its input and finish the log
+wait "$tee_pid"
 exit "$failed"

@@ -277,8 +277,8 @@ class DataConfig(_Config):
 
 @dataclass(frozen=True)
 class FeatureConfig(_Config):
-    """The time-frequency front end. Defaults follow the reference measurement quoted in
-    chapter 4 (log-CQT from C2, 80 bins, 12 per octave, hop 256, 32 frames from 64 ms).
+    """The time-frequency front end. Defaults: a log-CQT from C2 with 80 bins, 12 per octave,
+    hop 256, and 32 frames starting 64 ms into the note (chapter 2 explains each).
 
     Chapter: 02_data
     """

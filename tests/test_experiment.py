@@ -217,3 +217,21 @@ def test_pitch_leak_table_lists_the_most_leaking_instruments_first():
         pitch_leak_table(spaces, held, k=1, sort_by="tuba")
     with pytest.raises(ValueError, match="at least one note space"):
         pitch_leak_table({}, held, k=1)
+
+
+def test_pitch_leak_table_breaks_ties_by_the_smaller_error():
+    from types import SimpleNamespace
+
+    import torch
+
+    # instrument 0 at 0, 10, 20 (pitches 0, 1, 2); instrument 2 huddles near pitch 0 and
+    # reads 0, 0, 0 (1/3 exact, mean error 1); instrument 1 reads 2, 1, 0 (1/3, 4/3)
+    x = torch.tensor([0.0, 10.0, 20.0, 20.1, 10.1, -0.5, 0.1, 0.2, 0.3])[:, None]
+    pitch = torch.arange(3).repeat(3)
+    inst = torch.arange(3).repeat_interleave(3)
+    held = SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
+    assert pitch_leak_table({"x": x}, held, k=1).splitlines()[2:] == [
+        "| oboe | 0.67 (0.7) |",
+        "| tuba | 0.33 (1.0) |",
+        "| horn | 0.33 (1.3) |",
+    ]
