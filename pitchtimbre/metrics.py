@@ -242,3 +242,16 @@ def pitch_leak_by_instrument(
         error = (pred[mine] - pitch[mine]).double().abs()
         out[i] = (float((error == 0).double().mean()), float(error.mean()))
     return out
+
+
+def chance_levels(labels: torch.Tensor) -> tuple[float, float]:
+    """What a guess drawn at random from the notes' own labels scores: the chance that it is
+    exact, and its mean absolute error (semitones for MIDI pitches): the yardsticks of the
+    two numbers in :func:`pitch_leak_by_instrument`.
+
+    Chapter: 07_results
+    """
+    values, counts = labels.unique(return_counts=True)
+    share = counts.double() / counts.sum()
+    gaps = (values[:, None] - values[None, :]).double().abs()
+    return float(share.square().sum()), float(share @ gaps @ share)

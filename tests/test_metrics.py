@@ -9,6 +9,7 @@ from conftest import instruments_on_a_line
 from pitchtimbre.config import EvalConfig, ModelConfig
 from pitchtimbre.metrics import (
     centroids,
+    chance_levels,
     denseness,
     divergence,
     encode_means,
@@ -148,3 +149,12 @@ def test_pitch_leak_by_instrument_gives_each_instruments_exact_share_and_mean_er
         1: (1.0, 0.0),
         2: (1.0, 0.0),
     }
+
+
+def test_chance_levels_of_a_random_guess():
+    # 25 pitches, equally often: exact 1/25, mean |error| (n^2 - 1) / (3n) = 8.32 semitones
+    exact, error = chance_levels(torch.arange(48, 73).repeat(3))
+    assert exact == pytest.approx(1 / 25) and error == pytest.approx(624 / 75)
+    # uneven labels: 0 three times, 10 once -> exact 9/16 + 1/16, error 2 * (3/4)(1/4) * 10
+    exact, error = chance_levels(torch.tensor([0, 0, 0, 10]))
+    assert exact == pytest.approx(10 / 16) and error == pytest.approx(3.75)
