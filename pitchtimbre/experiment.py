@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,22 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _by_instrument_markdown(
+    per: dict[str, dict[int, Any]],
+    held: NoteDataset,
+    order: list[int],
+    cell: Callable[[Any], str],
+    worst: int | None,
+) -> str:
+    """Markdown: one column per note space of ``per`` (name -> {instrument: result}), one row
+    per instrument in ``order`` (the first ``worst``), each cell ``cell(result)``."""
+    lines = ["| instrument | " + " | ".join(per) + " |", "|---" * (len(per) + 1) + "|"]
+    for i in order[:worst]:
+        cells = " | ".join(cell(p[i]) for p in per.values())
+        lines.append(f"| {held.instrument_names[i]} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def instrument_probe_table(
     notes: dict[str, torch.Tensor], held: NoteDataset, k: int, worst: int | None = None
 ) -> str:
@@ -192,18 +208,15 @@ def instrument_probe_table(
     per = {
         name: probe_by_instrument(x, held.pitch, held.instrument, k) for name, x in notes.items()
     }
-    rows = sorted(
+    order = sorted(
         held.instrument.unique().tolist(), key=lambda i: sum(p[i][0] for p in per.values())
     )
-    lines = ["| instrument | " + " | ".join(per) + " |", "|---" * (len(per) + 1) + "|"]
-    for i in rows[:worst]:
-        cells = []
-        for p in per.values():
-            acc, instead = p[i]
-            other = "" if instead is None else f" ({held.instrument_names[instead]})"
-            cells.append(f"{acc:.2f}{other}")
-        lines.append(f"| {held.instrument_names[i]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+
+    def cell(result: tuple[float, int | None]) -> str:
+        acc, instead = result
+        return f"{acc:.2f}" + ("" if instead is None else f" ({held.instrument_names[instead]})")
+
+    return _by_instrument_markdown(per, held, order, cell, worst)
 
 
 def pitch_leak_table(
@@ -229,14 +242,12 @@ def pitch_leak_table(
         name: pitch_leak_by_instrument(x, held.pitch, held.instrument, k)
         for name, x in notes.items()
     }
-    rows = sorted(
+    order = sorted(
         held.instrument.unique().tolist(), key=lambda i: (-per[key][i][0], per[key][i][1])
     )
-    lines = ["| instrument | " + " | ".join(per) + " |", "|---" * (len(per) + 1) + "|"]
-    for i in rows[:worst]:
-        cells = [f"{p[i][0]:.2f} ({p[i][1]:.1f})" for p in per.values()]
-        lines.append(f"| {held.instrument_names[i]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return _by_instrument_markdown(
+        per, held, order, lambda result: f"{result[0]:.2f} ({result[1]:.1f})", worst
+    )
 
 
 def reproduce(

@@ -3,8 +3,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import instruments_on_a_line, write_nsynth_folder
 
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
@@ -180,11 +182,14 @@ def test_fresh_retrains_instead_of_loading(reproduced):
     assert not any(again["loaded_from_cache"]["vanilla"] + again["loaded_from_cache"]["proposed"])
 
 
-def test_instrument_probe_table_lists_the_worst_instruments_first():
-    from types import SimpleNamespace
+def held_out(pitch, inst) -> SimpleNamespace:
+    """What the per-instrument tables read of a NoteDataset, for three instruments."""
+    return SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
 
+
+def test_instrument_probe_table_lists_the_worst_instruments_first():
     x, pitch, inst = instruments_on_a_line()
-    held = SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
+    held = held_out(pitch, inst)
     apart = (100.0 * inst + 0.1 * pitch)[:, None]  # every instrument far from the others
     lines = instrument_probe_table({"input X": x, "apart": apart}, held, k=1).splitlines()
     assert lines[:2] == ["| instrument | input X | apart |", "|---|---|---|"]
@@ -197,10 +202,8 @@ def test_instrument_probe_table_lists_the_worst_instruments_first():
 
 
 def test_pitch_leak_table_lists_the_most_leaking_instruments_first():
-    from types import SimpleNamespace
-
     x, pitch, inst = instruments_on_a_line()
-    held = SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
+    held = held_out(pitch, inst)
     pitch_only = (0.1 * pitch + 0.001 * inst)[:, None]  # every note's pitch readable
     spaces = {"pitch only": pitch_only, "x": x}
     lines = pitch_leak_table(spaces, held, k=1).splitlines()  # sorted by "x", the last
@@ -220,17 +223,12 @@ def test_pitch_leak_table_lists_the_most_leaking_instruments_first():
 
 
 def test_pitch_leak_table_breaks_ties_by_the_smaller_error():
-    from types import SimpleNamespace
-
-    import torch
-
     # instrument 0 at 0, 10, 20 (pitches 0, 1, 2); instrument 2 huddles near pitch 0 and
     # reads 0, 0, 0 (1/3 exact, mean error 1); instrument 1 reads 2, 1, 0 (1/3, 4/3)
     x = torch.tensor([0.0, 10.0, 20.0, 20.1, 10.1, -0.5, 0.1, 0.2, 0.3])[:, None]
     pitch = torch.arange(3).repeat(3)
     inst = torch.arange(3).repeat_interleave(3)
-    held = SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
-    assert pitch_leak_table({"x": x}, held, k=1).splitlines()[2:] == [
+    assert pitch_leak_table({"x": x}, held_out(pitch, inst), k=1).splitlines()[2:] == [
         "| oboe | 0.67 (0.7) |",
         "| tuba | 0.33 (1.0) |",
         "| horn | 0.33 (1.3) |",
