@@ -19,7 +19,11 @@ from machine import describe_machine
 from pitchtimbre.config import FeatureConfig, RenderConfig
 from pitchtimbre.data.features import compute_features, load_audio, samples_to_load
 from pitchtimbre.data.nsynth import read_examples
-from pitchtimbre.data.pitch_check import pitch_error_cents
+from pitchtimbre.data.pitch_check import (
+    MIN_NOTES_FOR_PROCESSES,
+    available_cpus,
+    pitch_errors_by_pitch,
+)
 from pitchtimbre.data.soundfont import available_renderers, default_soundfont, make_renderer
 
 
@@ -56,8 +60,15 @@ def main() -> None:
     by_pitch = {
         p: [i for i, (pp, _) in enumerate(grid * len(programs)) if pp == p] for p in pitches
     }
-    _, dt = timed(lambda: [pitch_error_cents(heads[idx], p, 16000) for p, idx in by_pitch.items()])
-    rows.append(("pitch check (pyin, batched per pitch)", dt))
+    groups = {p: heads[idx] for p, idx in by_pitch.items()}
+    _, dt = timed(pitch_errors_by_pitch, groups, 16000, 1)
+    rows.append(("pitch check (pyin, one process)", dt))
+    workers = min(available_cpus(), len(groups))
+    for when in ("starting", "warm"):  # joblib keeps its workers for the next call
+        _, dt = timed(
+            lambda: pitch_errors_by_pitch(groups, 16000, workers, min_notes_for_processes=1)
+        )
+        rows.append((f"pitch check (pyin, {workers} procs, {when})*", dt))
     cfg = FeatureConfig()
     x = audio[:, : samples_to_load(cfg)]
     x = np.pad(x, ((0, 0), (0, samples_to_load(cfg) - x.shape[1])))
@@ -83,6 +94,10 @@ def main() -> None:
         rows.append(("read wav", dt * n / len(recs)))
     for name, dt in rows:
         print(f"{name:38s} {1000 * dt / n:9.2f} {n / dt:9.0f}")
+    print(
+        "* 'starting' includes starting the worker processes, 'warm' reuses them; a render "
+        f"uses them from {MIN_NOTES_FOR_PROCESSES} notes"
+    )
 
 
 if __name__ == "__main__":

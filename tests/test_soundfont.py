@@ -9,8 +9,9 @@ import pytest
 import soundfile
 
 from pitchtimbre.config import RenderConfig
+from pitchtimbre.data import pitch_check
 from pitchtimbre.data.nsynth import REQUIRED_FIELDS, read_examples
-from pitchtimbre.data.pitch_check import estimate_midi
+from pitchtimbre.data.pitch_check import estimate_midi, pitch_errors_by_pitch
 from pitchtimbre.data.render import RenderSummary, render_soundfont
 from pitchtimbre.data.soundfont import (
     available_renderers,
@@ -117,6 +118,60 @@ def test_off_pitch_presets_are_excluded_and_counted(tmp_path):
         progress=False,
     )
     assert unchecked.written == 6
+
+
+def _tones(pitches: dict[int, float], notes: int = 3) -> dict[int, np.ndarray]:
+    """``notes`` sine tones per requested pitch, each sounding ``pitches[p]`` semitones away."""
+    t = np.arange(6400) / 16000
+    return {
+        p: np.stack(
+            [
+                np.sin(2 * np.pi * 440 * 2 ** ((p + off - 69) / 12) * t * (1 + 1e-4 * i))
+                for i in range(notes)
+            ]
+        ).astype(np.float32)
+        for p, off in pitches.items()
+    }
+
+
+def _spy_on_jobs(monkeypatch) -> list[int]:
+    """Record the number of processes each joblib.Parallel the pitch check makes asks for."""
+    import joblib
+
+    asked: list[int] = []
+
+    class Recording(joblib.Parallel):
+        def __init__(self, n_jobs=None, **kwargs):
+            asked.append(n_jobs)
+            super().__init__(n_jobs=n_jobs, **kwargs)
+
+    monkeypatch.setattr(joblib, "Parallel", Recording)
+    return asked
+
+
+def test_pitch_check_in_worker_processes_matches_one_process(monkeypatch):
+    heads = _tones({60: 0.0, 64: 0.0, 67: 1.0, 70: -0.3})  # 67 is a semitone sharp
+    asked = _spy_on_jobs(monkeypatch)
+    alone = pitch_errors_by_pitch(heads, 16000, workers=1)
+    shared = pitch_errors_by_pitch(heads, 16000, workers=2, min_notes_for_processes=1)
+    assert asked == [1, 2]
+    assert list(shared) == [60, 64, 67, 70]
+    for p in heads:
+        np.testing.assert_array_equal(shared[p], alone[p])
+    assert (alone[60] < 10).all() and (alone[64] < 10).all()
+    assert (np.abs(alone[67] - 100) < 10).all() and (np.abs(alone[70] - 30) < 10).all()
+
+
+def test_pitch_check_stays_in_process_for_few_notes_and_validates_workers(monkeypatch):
+    heads = _tones({60: 0.0, 62: 0.0}, notes=2)
+    asked = _spy_on_jobs(monkeypatch)
+    pitch_errors_by_pitch(heads, 16000)  # 4 notes: far below MIN_NOTES_FOR_PROCESSES
+    monkeypatch.setattr(pitch_check, "available_cpus", lambda: 8)
+    pitch_errors_by_pitch(heads, 16000, min_notes_for_processes=1)  # no more than pitches
+    assert asked == [1, 2]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="workers: must be None or an int >= 1"):
+            pitch_errors_by_pitch(heads, 16000, workers=bad)
 
 
 def test_missing_presets_are_counted(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from ..config import RenderConfig
 from ..errors import DataError
 from .gm import GM_FAMILIES, gm_family, gm_program_name, slug
 from .nsynth import NoteRecord, examples_path, sha256_file, write_examples
-from .pitch_check import pitch_error_cents
+from .pitch_check import pitch_errors_by_pitch
 from .soundfont import default_soundfont, make_renderer, read_presets
 
 SOURCE_STR = "soundfont"
@@ -145,14 +145,13 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
 
     keep = np.ones(len(candidates), dtype=bool)
     if cfg.pitch_check and candidates:
-        for pitch in tqdm(
-            sorted(onsets), desc="pitch check (pyin)", unit="pitch", disable=not progress
-        ):
-            idx = [i for i, _ in onsets[pitch]]
-            heads = np.stack([np.pad(h, (0, head_len - len(h))) for _, h in onsets[pitch]])
-            err = pitch_error_cents(heads, pitch, cfg.sample_rate)
-            off = err > cfg.pitch_tolerance_cents
-            keep[np.asarray(idx)[off]] = False
+        rows = {p: np.asarray([i for i, _ in onsets[p]]) for p in onsets}
+        heads = {}
+        for p in list(onsets):  # one copy of the heads at a time
+            heads[p] = np.stack([np.pad(h, (0, head_len - len(h))) for _, h in onsets.pop(p)])
+        errors = pitch_errors_by_pitch(heads, cfg.sample_rate, progress=progress)
+        for pitch, err in errors.items():
+            keep[rows[pitch][err > cfg.pitch_tolerance_cents]] = False
         if (~keep).any():
             excluded["off_pitch"] += int((~keep).sum())
     records = [r for r, k in zip(candidates, keep, strict=True) if k]
