@@ -146,8 +146,8 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     keep = np.ones(len(candidates), dtype=bool)
     if cfg.pitch_check and candidates:
         rows = {p: np.asarray([i for i, _ in onsets[p]]) for p in onsets}
-        heads = {}
-        for p in list(onsets):  # one copy of the heads at a time
+        heads: dict[int, np.ndarray] = {}
+        for p in list(onsets):  # popped as stacked: one pitch at a time is held twice
             heads[p] = np.stack([np.pad(h, (0, head_len - len(h))) for _, h in onsets.pop(p)])
         errors = pitch_errors_by_pitch(heads, cfg.sample_rate, progress=progress)
         for pitch, err in errors.items():
