@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from conftest import TOY_INSTRUMENTS, write_nsynth_folder
 
@@ -36,11 +37,18 @@ SCRIPT = textwrap.dedent(
         first.setdefault("pairs", (batch.first.tolist(), batch.second.tolist()))
         return batch
     training.PairSampler.sample = spy
+    local = []  # this process's own loss at every step, before any averaging
+    real_loss = training.pair_loss
+    def loss_spy(*args, **kwargs):
+        terms = real_loss(*args, **kwargs)
+        local.append(float(terms.total.detach()))
+        return terms
+    training.pair_loss = loss_spy
     result = training.train_model(cfg, ds, out + "/run", progress=False)
     rank = distributed.rank()
     torch.save({k: v.detach() for k, v in result.model.state_dict().items()}, f"{out}/weights{rank}.pt")
-    json.dump({"world": distributed.world_size(), "pairs": first["pairs"], "history": result.history},
-              open(f"{out}/rank{rank}.json", "w"))
+    json.dump({"world": distributed.world_size(), "pairs": first["pairs"], "history": result.history,
+               "local_total": local}, open(f"{out}/rank{rank}.json", "w"))
     """
 )
 
@@ -84,6 +92,11 @@ def test_two_processes_train_one_model_in_step(tmp_path):
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
     assert losses(ranks[0]["history"]) == losses(ranks[1]["history"])
+    for entry in ranks[0]["history"]:  # logged every 4 steps
+        window = slice(entry["step"] - 4, entry["step"])
+        own = [sum(r["local_total"][window]) / 4 for r in ranks]
+        assert own[0] != pytest.approx(own[1], rel=1e-3)  # so rank 0's alone would not do
+        assert entry["total"] == pytest.approx((own[0] + own[1]) / 2, rel=1e-5)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["world_size"] == 2 and state["complete"] and state["step"] == 12
     assert len(state["sampler_rng"]) == 2  # both processes' generators, for an exact resume

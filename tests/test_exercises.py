@@ -29,6 +29,55 @@ def test_each_solution_passes_its_own_check(name, solutions_on):
     assert all(line.startswith("✓") for line in result.lines)
 
 
+def _note(*frames: list[float]) -> torch.Tensor:
+    """One note's latent frames as a batch of one: [1, T, D], float64."""
+    return torch.tensor([list(frames)], dtype=torch.float64)
+
+
+# z1 = (0, 1) and z2 = (3, 3), one latent dimension: D11 = 1 (the pair t != t'), D22 = 0,
+# D12 = mean(3, 3, 2, 2) = 2.5 Euclidean and mean(9, 9, 4, 4) = 6.5 squared.
+ONE_D = (_note([0.0], [1.0]), _note([3.0], [3.0]))
+# z1 = (e1, e2) and z2 = (e1, e1): cosine distances D11 = 1, D22 = 0, D12 = mean(0, 0, 1, 1)
+TWO_D = (_note([1.0, 0.0], [0.0, 1.0]), _note([1.0, 0.0], [1.0, 0.0]))
+
+
+@pytest.mark.parametrize(
+    ("name", "latents", "same_value", "different_value"),
+    [
+        ("cross_only", ONE_D, 2.5, -2.5),  # +/- D12 only
+        ("squared", ONE_D, 1 + 0 + 6.5, 1 + 0 - 6.5),
+        ("cosine", TWO_D, 1 + 0 + 0.5, 1 + 0 - 0.5),
+        ("hinge", ONE_D, 1 + 0 + 2.5, 1 + 0 + 0.0),  # margin 2 < D12: no push left
+    ],
+)
+def test_reference_solutions_by_hand(name, latents, same_value, different_value, solutions_on):
+    """The references grade the students' answers, so they are checked against hand-computed
+    values, not against themselves."""
+    fn, cfg = solution(name), EXERCISES[name].cfg  # margin 2, distance_eps 1e-12
+    z1, z2 = latents
+    same, different = torch.tensor([True]), torch.tensor([False])
+    assert fn(z1, z2, same, cfg).item() == pytest.approx(same_value, abs=1e-5)
+    assert fn(z1, z2, different, cfg).item() == pytest.approx(different_value, abs=1e-5)
+    both = fn(torch.cat([z1, z1]), torch.cat([z2, z2]), torch.tensor([True, False]), cfg)
+    assert both.item() == pytest.approx((same_value + different_value) / 2, abs=1e-5)
+    if name == "cosine":  # blind to the latents' length
+        assert fn(10 * z1, z2, same, cfg).item() == pytest.approx(same_value, abs=1e-5)
+
+
+def test_the_triplet_reference_by_hand(solutions_on):
+    fn, cfg = solution("triplet"), EXERCISES["triplet"].cfg  # margin 2
+    near = (_note([0.0], [0.0]), _note([1.0], [1.0]))  # D11 = D22 = 0, D12 = 1
+    z1, z2 = torch.cat([ONE_D[0], near[0]]), torch.cat([ONE_D[1], near[1]])
+    # gather: mean(D11 + D22) = (1 + 0) / 2; rank the same pair (D12 2.5) against the
+    # different one (D12 1): relu(2.5 - 1 + 2) = 3.5
+    assert fn(z1, z2, torch.tensor([True, False]), cfg).item() == pytest.approx(4.0, abs=1e-5)
+    # flags swapped: the same pair (D12 1) is closer, but by less than the margin 2:
+    # relu(1 - 2.5 + 2) = 0.5
+    assert fn(z1, z2, torch.tensor([False, True]), cfg).item() == pytest.approx(1.0, abs=1e-5)
+    # no different pair: nothing to rank
+    assert fn(z1, z2, torch.tensor([True, True]), cfg).item() == pytest.approx(0.5, abs=1e-5)
+
+
 def test_every_exercise_differs_from_the_posters_loss():
     # otherwise an exercise could be 'solved' by handing in the built-in loss
     for name in EXERCISES:

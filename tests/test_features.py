@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pitchtimbre.config import DataConfig, FeatureConfig
 from pitchtimbre.data import features as feat
 from pitchtimbre.data import load_dataset
 from pitchtimbre.data.nsynth import read_examples
+from pitchtimbre.errors import DataError
 
 
 def test_cqt_shape_and_pitch_shift_is_a_frequency_shift():
@@ -30,6 +32,13 @@ def test_mel_option():
     cfg = FeatureConfig(kind="mel", n_bins=64)
     f = feat.compute_features(harmonic_tone(60, 0.3)[None], cfg)
     assert f.shape == (1, 64, cfg.n_frames)
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")
+def test_notes_too_short_for_the_frames_are_refused():
+    cfg = FeatureConfig()  # 32 frames of hop 256 from 64 ms: 0.576 s of audio
+    with pytest.raises(DataError, match=r"features: notes are too short for 32 frames"):
+        feat.compute_features(harmonic_tone(60, 0.3, seconds=0.3)[None], cfg)
 
 
 def test_frames_come_from_the_held_part():
@@ -50,6 +59,22 @@ def test_feature_cache_is_reused(toy_folder, monkeypatch):
     assert path2 == path and np.array_equal(f1, f2) and np.array_equal(p1, p2)
     other = feat.feature_cache_path(records, FeatureConfig(n_frames=16))
     assert other != path  # the key depends on the settings
+    assert feat.load_feature_cache(path, [r.note_str for r in records][::-1]) is None
+
+
+def test_a_changed_wav_invalidates_the_feature_cache(toy_folder, monkeypatch):
+    records = read_examples(toy_folder)
+    cfg = FeatureConfig()
+    _, _, path = feat.note_features(records, cfg, progress=False)
+    wav = records[3].audio_path
+    st = wav.stat()
+    os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # re-rendered a second later
+    assert feat.feature_cache_path(records, cfg) != path
+    computed = []
+    real = feat.compute_features
+    monkeypatch.setattr(feat, "compute_features", lambda *a: computed.append(1) or real(*a))
+    _, _, again = feat.note_features(records, cfg, progress=False)
+    assert computed and again != path
 
 
 def test_a_killed_cache_write_leaves_the_previous_cache_intact(toy_folder):

@@ -81,6 +81,10 @@ def test_contrastive_terms_by_hand():
     assert hinge_contrastive(z1, z2, diff, far).item() == pytest.approx(
         1.0
     )  # past the margin: no push
+    # a batch is averaged over its pairs, not summed: lambda's scale depends on it
+    both = torch.tensor([True, False])
+    pair_of_pairs = paper_contrastive(torch.cat([z1, z1]), torch.cat([z2, z2]), both, cfg)
+    assert pair_of_pairs.item() == pytest.approx((3.5 + -1.5) / 2)
 
 
 @pytest.mark.parametrize("loss_fn", [paper_contrastive, hinge_contrastive])
@@ -118,22 +122,26 @@ def test_zero_distance_has_a_finite_gradient():
     assert torch.isfinite(z.grad).all()
 
 
-def test_distances_stay_float32_under_bf16_autocast():
-    """Large latents a small distance apart: bf16 would round the distance away."""
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_distances_stay_float32_under_bf16_autocast(distance):
+    """Large latents a small distance apart: bf16 would round the distance away. (CPU
+    autocast leaves cdist in float32 anyway; the cosine distance's matrix product is what
+    it would lower to bf16 without the guard in ``mean_frame_distance``.)"""
+    cfg = LossConfig(distance=distance)
     torch.manual_seed(0)
     z1 = (8 * torch.randn(4, 32, 16) / 4).requires_grad_()
     z2 = (z1.detach() + 0.05 * torch.randn(4, 32, 16)).requires_grad_()
     same = torch.tensor([True, False, True, False])
 
-    def loss_and_grads() -> tuple[torch.Tensor, ...]:
+    def loss_and_grads(bf16: bool) -> tuple[torch.Tensor, ...]:
         z1.grad = z2.grad = None
-        loss = paper_contrastive(z1, z2, same, CFG)
-        loss.backward()
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = paper_contrastive(z1, z2, same, cfg)
+        loss.backward()  # outside the autocast region, as in train_model
         return loss.detach(), z1.grad.clone(), z2.grad.clone()
 
-    exact = loss_and_grads()
-    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        mixed = loss_and_grads()
+    exact = loss_and_grads(bf16=False)
+    mixed = loss_and_grads(bf16=True)
     assert mixed[0].dtype == torch.float32
     for e, m in zip(exact, mixed, strict=True):
         assert torch.allclose(e, m, rtol=1e-5, atol=1e-6)
@@ -160,6 +168,74 @@ def test_elbo_terms_by_hand():
     mu = torch.full((1, 3, 4), 2.0)
     lv = torch.zeros(1, 3, 4)
     assert kl_to_standard_normal(mu, lv).item() == pytest.approx(4 * 0.5 * 4.0)
+
+
+def _tiny_model() -> PitchTimbreVAE:
+    torch.manual_seed(0)
+    return PitchTimbreVAE(10, ModelConfig(hidden=8, layers=2, kernel_size=3))
+
+
+def test_pair_loss_routes_each_flag_and_weight_to_its_own_latent():
+    model = _tiny_model().eval()  # eval: the reconstruction decodes the posterior means
+    x1, x2 = torch.randn(4, 10, 6), torch.randn(4, 10, 6)
+    same_pitch = torch.tensor([True, False, True, False])
+    same_timbre = torch.tensor([False, False, True, True])
+    calls = []
+
+    def spy(z1, z2, same, cfg):  # returns 1 on its first call, 2 on its second
+        calls.append((z1.detach(), z2.detach(), same))
+        return z1.sum() * 0 + float(len(calls))
+
+    cfg = LossConfig(lambda_pitch=3.0, lambda_timbre=5.0, beta=0.5)
+    terms = pair_loss(model, x1, x2, same_pitch, same_timbre, cfg, contrastive_fn=spy)
+    x = torch.cat([x1, x2])
+    post = model.encode(x)
+    (p1, p2, p_same), (t1, t2, t_same) = calls
+    assert torch.equal(p_same, same_pitch) and torch.equal(t_same, same_timbre)
+    torch.testing.assert_close(p1, post.pitch_mean[:4].detach())
+    torch.testing.assert_close(p2, post.pitch_mean[4:].detach())
+    torch.testing.assert_close(t1, post.timbre_mean[:4].detach())
+    torch.testing.assert_close(t2, post.timbre_mean[4:].detach())
+    assert terms.contrastive_pitch.item() == 1.0 and terms.contrastive_timbre.item() == 2.0
+    # recon and KL are summed over the two notes of a pair: twice the mean over all 8 notes
+    recon = 2 * gaussian_nll(x, model.decode(post.pitch_mean, post.timbre_mean), model.log_sigma)
+    kl_p = 2 * kl_to_standard_normal(post.pitch_mean, post.pitch_logvar)
+    kl_t = 2 * kl_to_standard_normal(post.timbre_mean, post.timbre_logvar)
+    assert terms.recon.item() == pytest.approx(recon.item(), rel=1e-6)
+    assert terms.kl_pitch.item() == pytest.approx(kl_p.item(), rel=1e-6)
+    assert terms.kl_timbre.item() == pytest.approx(kl_t.item(), rel=1e-6)
+    expected = recon + 0.5 * (kl_p + kl_t) + 3.0 * 1 + 5.0 * 2
+    assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_pair_loss_on_samples_compares_the_drawn_latents():
+    model = _tiny_model().train()
+    x1, x2 = torch.randn(3, 10, 6), torch.randn(3, 10, 6)
+    flags = torch.tensor([True, False, True])
+    seen = []
+
+    def spy(z1, z2, same, cfg):
+        seen.append(torch.cat([z1, z2]).detach())
+        return z1.sum() * 0
+
+    for on in ("mean", "sample"):
+        pair_loss(
+            model,
+            x1,
+            x2,
+            flags,
+            flags,
+            LossConfig(on=on),
+            contrastive_fn=spy,
+            generator=torch.Generator().manual_seed(7),
+        )
+    drawn = model(torch.cat([x1, x2]), generator=torch.Generator().manual_seed(7))
+    means = model.encode(torch.cat([x1, x2]))
+    torch.testing.assert_close(seen[0], means.pitch_mean.detach())
+    torch.testing.assert_close(seen[1], means.timbre_mean.detach())
+    torch.testing.assert_close(seen[2], drawn.z_pitch.detach())
+    torch.testing.assert_close(seen[3], drawn.z_timbre.detach())
+    assert not torch.allclose(seen[2], seen[0])
 
 
 def test_the_loss_is_pluggable():

@@ -13,6 +13,7 @@ from pitchtimbre.metrics import (
     denseness,
     divergence,
     encode_means,
+    evaluate_latents,
     input_probes,
     knn_accuracy,
     knn_predict,
@@ -110,6 +111,23 @@ def test_encode_means_gives_the_central_frames_and_leaves_the_mode_alone():
     model.train()
     encode_means(model, x)
     assert model.training, "evaluating a model in training must not switch it to eval mode"
+
+
+def test_evaluate_latents_labels_the_pitch_space_by_pitch_and_the_timbre_space_by_instrument():
+    torch.manual_seed(0)
+    model = PitchTimbreVAE(12, ModelConfig(hidden=8, layers=2, kernel_size=3))
+    x = torch.randn(12, 12, 16)
+    pitch = torch.arange(3).repeat(4) + 60  # 4 instruments x 3 pitches
+    instrument = torch.arange(4).repeat_interleave(3)
+    cfg = EvalConfig(frames=5, knn_k=3)
+    res = evaluate_latents(model, x, pitch, instrument, cfg)
+    zp, zt = encode_means(model, x, frames=5)  # the 5 central frames, not all 16
+    assert res["pitch"] == space_metrics(zp, pitch, pitch, instrument, k=3)
+    assert res["timbre"] == space_metrics(zt, instrument, pitch, instrument, k=3)
+    # the labels matter: swapped, the numbers change
+    assert res["pitch"]["denseness"] != denseness(zp, instrument)
+    assert res["timbre"]["denseness"] != denseness(zt, pitch)
+    assert res["pitch"]["denseness"] != denseness(encode_means(model, x)[0], pitch)
 
 
 def test_input_probes_read_only_the_central_frames():

@@ -13,6 +13,7 @@ from pitchtimbre.config import DataConfig, FeatureConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.data.features import load_audio
 from pitchtimbre.data.nsynth import (
+    REQUIRED_FIELDS,
     filter_notes,
     find_nsynth_splits,
     read_examples,
@@ -52,6 +53,19 @@ def test_malformed_examples_json(toy_folder):
     path.write_text(json.dumps({"x-060-100": {"pitch": 60}}))
     with pytest.raises(DataError, match=r"entry 'x-060-100' lacks field\(s\) \['velocity'"):
         read_examples(toy_folder)
+    for table in ({}, []):
+        path.write_text(json.dumps(table))
+        with pytest.raises(DataError, match=r"examples\.json: expected a non-empty mapping"):
+            read_examples(toy_folder)
+    path.write_text(json.dumps({"x-060-100": [60, 100]}))
+    with pytest.raises(DataError, match=r"examples\.json: entry 'x-060-100' is not a mapping"):
+        read_examples(toy_folder)
+    fields = {f: 0 for f in REQUIRED_FIELDS if f != "note_str"}
+    path.write_text(json.dumps({"x-060-100": {**fields, "pitch": "sixty"}}))
+    with pytest.raises(
+        DataError, match=r"examples\.json: entry 'x-060-100' has a field of the wrong type"
+    ):
+        read_examples(toy_folder, check_audio=False)
 
 
 def test_examples_naming_a_missing_wav(toy_folder):
@@ -128,6 +142,16 @@ def test_official_nsynth_splits_decide_the_unseen_instruments(tmp_path):
     assert train == {n for n, _, _ in TOY_INSTRUMENTS[:4]}
     assert held == {"flute_synthetic_004", "flute_synthetic_005", "bass_x_9"}
     assert ds.summary.source.startswith("nsynth")
+
+
+def test_an_instrument_in_two_official_splits_is_named(tmp_path):
+    # NSynth's splits never share an instrument; a hand-made root that does would leak it
+    root = tmp_path / "nsynth"
+    write_nsynth_folder(root / "nsynth-train", TOY_INSTRUMENTS[:4], pitches=(60, 61))
+    write_nsynth_folder(root / "nsynth-test", TOY_INSTRUMENTS[3:], pitches=(62, 63))
+    leaked = TOY_INSTRUMENTS[3][0]
+    with pytest.raises(DataError, match=rf"instruments \['{leaked}'\] are in both splits"):
+        load_dataset(DataConfig(source=str(root)), FeatureConfig(), progress=False)
 
 
 def _tar_with(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:

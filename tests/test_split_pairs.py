@@ -19,7 +19,9 @@ def test_split_is_stratified_seeded_and_keeps_a_training_instrument_per_family()
     assert per_family == {"a": 2, "b": 2, "c": 2}  # the lonely family keeps its only instrument
     assert split_instruments(dict(reversed(list(families.items()))), 2, 3) == held
     assert any(split_instruments(families, 2, s) != held for s in range(1, 6))
-    assert split_instruments({"x1": "x", "x2": "x"}, per_family=5, seed=0) != {"x1", "x2"}
+    # asked for more than the family has: all but one are held out
+    pair = split_instruments({"x1": "x", "x2": "x"}, per_family=5, seed=0)
+    assert len(pair) == 1 and pair < {"x1", "x2"}
 
 
 def test_kind_counts_follow_the_proportions():
@@ -52,20 +54,44 @@ def test_pairs_have_the_right_kind_and_flags():
     assert bool((b.first[b.kind == 0] != b.second[b.kind == 0]).all())  # another velocity
 
 
-def test_pairs_cover_their_candidates_uniformly():
+@pytest.mark.parametrize(
+    ("kind", "anchor"),
+    [
+        (1, 0),  # same pitch, another instrument; the anchor's block opens its pitch group
+        (1, 37),  # instrument 2, pitch 62: its block sits inside the group
+        (2, 0),  # same instrument, another pitch
+        (2, 37),
+    ],
+)
+def test_pairs_cover_their_candidates_uniformly(kind, anchor):
     pitch, inst = _labels()
-    sampler = PairSampler(pitch, inst, PairConfig(batch_size=4, proportions=(0, 1, 0, 0)), seed=1)
+    proportions = tuple(float(k == kind) for k in range(4))
+    sampler = PairSampler(pitch, inst, PairConfig(batch_size=64, proportions=proportions), seed=1)
     partners = Counter()
-    for _ in range(3000):
+    for _ in range(2000):
         b = sampler.sample()
-        keep = b.first == 0
-        partners.update(b.second[keep].tolist())
-    # note 0 (instrument 0, pitch 60) pairs with the 9 notes of pitch 60 on instruments 1-3
-    assert set(partners) == {i for i in range(60) if pitch[i] == 60 and inst[i] != 0}
+        partners.update(b.second[b.first == anchor].tolist())
+    same_pitch = kind == 1
+    candidates = {
+        i
+        for i in range(60)
+        if (pitch[i] == pitch[anchor]) == same_pitch and (inst[i] == inst[anchor]) != same_pitch
+    }
+    assert set(partners) == candidates  # 9 for kind 1, 12 for kind 2
+    mean = sum(partners.values()) / len(candidates)
+    assert mean > 150  # about 2,100 draws of this anchor: each count is within ~4 sigma below
+    assert all(abs(c - mean) < 0.3 * mean for c in partners.values()), partners
 
 
 def test_sampler_is_seeded_and_resumable():
     pitch, inst = _labels()
+
+    def first_batch(seed: int):
+        return PairSampler(pitch, inst, PairConfig(), seed=seed).sample()
+
+    a, again, other = first_batch(5), first_batch(5), first_batch(6)
+    assert torch.equal(a.first, again.first) and torch.equal(a.second, again.second)
+    assert not torch.equal(a.first, other.first)  # each training seed draws its own pairs
     a = PairSampler(pitch, inst, PairConfig(), seed=5)
     b = PairSampler(pitch, inst, PairConfig(), seed=5)
     a.sample()
@@ -74,6 +100,15 @@ def test_sampler_is_seeded_and_resumable():
     b.load_state_dict(state)
     next_b = b.sample()
     assert torch.equal(next_a.first, next_b.first) and torch.equal(next_a.second, next_b.second)
+
+
+def test_uneven_proportions_give_each_kind_its_share():
+    pitch, inst = _labels()
+    cfg = PairConfig(batch_size=50, proportions=(0.5, 0.2, 0.2, 0.1))
+    b = PairSampler(pitch, inst, cfg, seed=0).sample()
+    assert torch.bincount(b.kind, minlength=4).tolist() == [25, 10, 10, 5]
+    both = b.same_pitch.long() * 2 + b.same_timbre.long()  # 3 = kind 0, ..., 0 = kind 3
+    assert torch.equal(both, 3 - b.kind)
 
 
 def test_impossible_kind_is_a_clear_error():

@@ -107,20 +107,21 @@ class Killed(Exception):
     pass
 
 
-def killed_during_step(cfg, ds, folder, step: int) -> None:
-    """Train into ``folder`` and die during ``step`` (as a killed process would)."""
+def killed_during_step(cfg, ds, folder, step: int, error: type[BaseException] = Killed) -> None:
+    """Train into ``folder`` and die during ``step``: ``Killed`` as a killed process would
+    (nothing more is written), ``KeyboardInterrupt`` as Ctrl-C would."""
     real_sample = training.PairSampler.sample
     calls = {"n": 0}
 
     def dying_sample(self):
         calls["n"] += 1
         if calls["n"] == step:
-            raise Killed
+            raise error
         return real_sample(self)
 
     training.PairSampler.sample = dying_sample
     try:
-        with pytest.raises(Killed):
+        with pytest.raises(error):
             train_model(cfg, ds, folder, progress=False)
     finally:
         training.PairSampler.sample = real_sample
@@ -142,6 +143,24 @@ def test_resume_after_a_kill_gives_the_same_weights(toy_data, tmp_path):
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
     assert without_time(resumed.history) == without_time(whole.history)
+
+
+def test_ctrl_c_keeps_the_last_logged_step_and_resumes_exactly(toy_data, tmp_path):
+    cfg, ds = toy_data  # 40 steps, logged every 5, checkpointed every 10
+    whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
+    # Ctrl-C while drawing step 26: step 25 was just logged (its loss checked), so it is kept
+    killed_during_step(cfg, ds, tmp_path / "ctrl-c", 26, KeyboardInterrupt)
+    state = torch.load(tmp_path / "ctrl-c" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 25 and not state["complete"]
+    resumed = train_model(cfg, ds, tmp_path / "ctrl-c", resume=True, progress=False)
+    for (name, a), b in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    # Ctrl-C during step 24: step 23 was never logged, so the step-20 checkpoint stays
+    killed_during_step(cfg, ds, tmp_path / "unlogged", 24, KeyboardInterrupt)
+    state = torch.load(tmp_path / "unlogged" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 20 and not state["complete"]
 
 
 def test_checkpoints_come_every_checkpoint_every_steps_whatever_log_every(toy_data, tmp_path):
@@ -248,6 +267,44 @@ def test_bad_checkpoints_give_clear_errors(toy_data, tmp_path):
         )
 
 
+def _resaved(state: dict, folder, **changes) -> None:
+    """``state`` with ``changes``, saved as ``folder/checkpoint.pt``."""
+    folder.mkdir()
+    torch.save({**state, **changes}, folder / "checkpoint.pt")
+
+
+def test_checkpoints_of_another_version_shape_or_world_size_are_named(toy_data, tmp_path):
+    cfg, ds = toy_data
+    short = cfg.with_overrides({"train.steps": 5, "train.checkpoint_every": 5})
+    run = train_model(short, ds, tmp_path / "run", progress=False)
+    state = torch.load(run.checkpoint, weights_only=True)
+    _resaved(state, tmp_path / "old", version=state["version"] - 1)
+    with pytest.raises(
+        CheckpointError, match=r"old.checkpoint\.pt: checkpoint version \d+ but this package reads"
+    ):
+        load_checkpoint(tmp_path / "old" / "checkpoint.pt")
+    weights = dict(state["model"])
+    name = next(iter(weights))
+    _resaved(state, tmp_path / "lacking", model={k: v for k, v in weights.items() if k != name})
+    with pytest.raises(
+        CheckpointError,
+        match=rf"lacking.checkpoint\.pt: checkpoint lacks parameter '{name}': .*another architecture",
+    ):
+        load_checkpoint(tmp_path / "lacking" / "checkpoint.pt")
+    _resaved(state, tmp_path / "extra", model={**weights, "adapter.weight": torch.zeros(2)})
+    with pytest.raises(
+        CheckpointError,
+        match=r"extra.checkpoint\.pt: checkpoint has parameters \['adapter.weight'\]",
+    ):
+        load_checkpoint(tmp_path / "extra" / "checkpoint.pt")
+    # a run of two processes cannot be resumed by one: each drew its own share of a batch
+    _resaved(state, tmp_path / "two", world_size=2, step=5, complete=False)
+    with pytest.raises(
+        CheckpointError, match=r"two.checkpoint\.pt: was written by 2 processes, this run has 1"
+    ):
+        train_model(short, ds, tmp_path / "two", resume=True, progress=False)
+
+
 def test_trained_models_are_cached(toy_data, monkeypatch):
     cfg, ds = toy_data
     first = trained_model(cfg, ds, progress=False)
@@ -261,10 +318,43 @@ def test_trained_models_are_cached(toy_data, monkeypatch):
         assert torch.equal(a, b)
     other_seed = training.model_dir(cfg.with_overrides({"train.seed": 1}), ds)
     assert other_seed != first.checkpoint.parent
+    # other held-out instruments: another data fingerprint, another model
+    other_split = cfg.with_overrides({"data.split_seed": cfg.data.split_seed + 1})
+    other_ds = load_dataset(other_split.data, other_split.features, progress=False)
+    assert other_ds.fingerprint != ds.fingerprint
+    assert training.model_dir(cfg, other_ds) != first.checkpoint.parent
     assert (
         training.model_dir(cfg.with_overrides({"train.device": "cpu"}), ds)
         == first.checkpoint.parent
     )
+
+
+def _user_loss(folder, body: str):
+    """Import ``user_loss.contrastive`` from ``folder``: the same module and function name
+    wherever it lives, as a student's edited file would be."""
+    import importlib.util
+
+    folder.mkdir()
+    path = folder / "user_loss.py"
+    path.write_text(f"def contrastive(z1, z2, same, cfg):\n    return {body}\n")
+    spec = importlib.util.spec_from_file_location("user_loss", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.contrastive
+
+
+def test_editing_a_custom_loss_changes_the_model_key(toy_data, tmp_path):
+    cfg, ds = toy_data
+    first = _user_loss(tmp_path / "a", "(z1 - z2).abs().mean()")
+    copy = _user_loss(tmp_path / "b", "(z1 - z2).abs().mean()")
+    edited = _user_loss(tmp_path / "c", "(z1 - z2).square().mean()")
+    assert first.__qualname__ == edited.__qualname__ == "contrastive"
+    key = training.contrastive_identity
+    assert key(first, cfg) == key(copy, cfg)  # the same code: the cached model is reused
+    assert key(first, cfg) != key(edited, cfg)
+    assert key(None, cfg) == cfg.loss.contrastive
+    assert training.model_dir(cfg, ds, first) != training.model_dir(cfg, ds, edited)
+    assert training.model_dir(cfg, ds, first) != training.model_dir(cfg, ds)
 
 
 def test_device_choice(monkeypatch):
