@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 CACHE_ENV = "PITCHTIMBRE_CACHE"
 
 
@@ -29,10 +31,19 @@ def cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         root = Path(env).expanduser()
+        where = f"{CACHE_ENV}={env}"
+        fix = f"point {CACHE_ENV} at a folder you can write, or unset it"
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         root = Path(base) / "pitchtimbre"
-    root.mkdir(parents=True, exist_ok=True)
+        where = f"cache folder {root}"
+        fix = f"set {CACHE_ENV} to a folder you can write"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot use it as a folder ({exc.strerror}); {fix}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: not writable; {fix}")
     return root
 
 
@@ -57,6 +68,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it: restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
@@ -72,6 +90,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would, so a
+        # render or a results folder can be shared (a teacher's notes, read by students)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
     finally:

@@ -7,6 +7,7 @@ import pytest
 
 from pitchtimbre import cache
 from pitchtimbre.cache import atomic_path, atomic_write_bytes, atomic_write_json
+from pitchtimbre.errors import ConfigError
 
 
 def test_atomic_write_replaces_the_target_and_leaves_no_temporary(tmp_path):
@@ -44,3 +45,28 @@ def test_the_rename_is_flushed_to_the_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(cache.os, "replace", replace)
     atomic_write_bytes(tmp_path / "x.bin", b"data")
     assert events == ["fsync file", "rename", "fsync folder"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_written_files_get_the_mode_a_plain_open_gives(tmp_path):
+    """mkstemp's private 0600 would make a teacher's render unreadable to the class."""
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "shared.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o640
+
+
+def test_an_unusable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(a_file))
+    with pytest.raises(
+        ConfigError, match=rf"PITCHTIMBRE_CACHE={a_file}: cannot use it as a folder"
+    ):
+        cache.cache_dir()
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "fine"))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(ConfigError, match=r"fine: not writable; point PITCHTIMBRE_CACHE at"):
+        cache.cache_dir()
