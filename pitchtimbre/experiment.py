@@ -350,6 +350,23 @@ def load_results(path: Path | str) -> dict:
     return json.loads(path.read_text())
 
 
+def _refuse_reproduction_folder(out: Path) -> None:
+    """Refuse to overwrite the results.json of a reproduction (both models, every seed) with
+    one model's evaluation."""
+    path = out / "results.json"
+    if not path.is_file():
+        return
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # not ours, or unreadable: an evaluation may replace it
+    if isinstance(existing, dict) and "directions" in existing:
+        raise DataError(
+            f"{path}: holds a reproduction's results, which an evaluation would overwrite; "
+            "pass another --out folder"
+        )
+
+
 def evaluate_checkpoint(
     checkpoint: Path | str, source: str, out: Path | str | None = None, progress: bool = True
 ) -> dict:
@@ -360,7 +377,18 @@ def evaluate_checkpoint(
 
     Chapter: 07_results
     """
+    if out is not None:
+        _refuse_reproduction_folder(Path(out))
     trained: TrainResult = load_checkpoint(checkpoint)
+    step, steps = int(trained.meta["step"]), trained.config.train.steps
+    if not trained.meta["complete"]:
+        log.warning(
+            "%s: training stopped at step %d of %d (an interrupted run): these are the scores "
+            "of a half-trained model; rerun the same reproduce to finish it",
+            checkpoint,
+            step,
+            steps,
+        )
     cfg = trained.config.with_overrides({"data.source": source})
     dataset = load_dataset(
         cfg.data,
@@ -391,6 +419,8 @@ def evaluate_checkpoint(
         "poster": poster_table(),
         "input_probe": input_probes(dataset.features, dataset.pitch, dataset.instrument, cfg.eval),
         "checkpoints": {name: [str(checkpoint)]},
+        "trained_steps": {name: [step]},
+        "complete": bool(trained.meta["complete"]),
         "data": {
             "notes": len(dataset),
             "instruments": len(set(dataset.instrument.tolist())),

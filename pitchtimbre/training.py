@@ -163,17 +163,27 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     Chapter: 05_training
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; pass the {CHECKPOINT_FILE} inside it")
     if not path.is_file():
         raise CheckpointError(
             f"{path}: checkpoint not found; train one with `python -m pitchtimbre reproduce` "
             "or pass the checkpoints listed in results.json"
         )
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint file")
+    try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        why = " ".join(str(exc).split())[:120]
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {str(exc)[:200]}); "
-            "it may be truncated: retrain"
+            f"{path}: a damaged or truncated checkpoint ({exc.__class__.__name__}: {why}); "
+            "delete it and retrain (`reproduce --fresh` retrains every model)"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -235,11 +245,16 @@ def _result_from_state(
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     model.eval()
-    history = json.loads(state.get("history", "[]"))
-    meta = {
-        k: state[k]
-        for k in ("step", "seed", "mean", "std", "instruments", "contrastive", "complete")
-    }
+    try:
+        history = json.loads(state.get("history", "[]"))
+        meta = {
+            k: state[k]
+            for k in ("step", "seed", "mean", "std", "instruments", "contrastive", "complete")
+        }
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: a damaged checkpoint ({exc.__class__.__name__}: {exc}); delete it and retrain"
+        ) from None
     return TrainResult(model, cfg, history, path, float(state.get("seconds", 0.0)), True, meta)
 
 

@@ -142,6 +142,27 @@ def test_evaluate_on_another_source(reproduced, tmp_path):
     lonely = write_nsynth_folder(tmp_path / "lonely", [("reed_z", "reed", 0.3)])
     with pytest.raises(DataError, match="needs at least two instruments to evaluate"):
         evaluate_checkpoint(ckpt, str(lonely), None, progress=False)
+    assert ev["trained_steps"] == {"proposed": [20]} and ev["complete"] is True
+
+
+def test_evaluate_keeps_a_reproduction_and_flags_a_half_trained_model(reproduced, tmp_path, caplog):
+    results, out, _ = reproduced
+    other = write_nsynth_folder(
+        tmp_path / "other", [("reed_x", "reed", 0.3), ("reed_y", "reed", 0.8)]
+    )
+    ckpt = results["checkpoints"]["vanilla"][0]
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(DataError, match=r"results\.json: holds a reproduction's results"):
+        evaluate_checkpoint(ckpt, str(other), out, progress=False)
+    assert (out / "results.json").read_bytes() == before
+    # a checkpoint of an interrupted run: evaluated, but said so and recorded
+    state = torch.load(ckpt, weights_only=True)
+    (tmp_path / "half").mkdir()
+    torch.save({**state, "complete": False, "step": 10}, tmp_path / "half" / "checkpoint.pt")
+    with caplog.at_level("WARNING", logger="pitchtimbre.experiment"):
+        ev = evaluate_checkpoint(tmp_path / "half" / "checkpoint.pt", str(other), None, False)
+    assert "training stopped at step 10 of 20" in caplog.text
+    assert ev["trained_steps"] == {"vanilla": [10]} and ev["complete"] is False
 
 
 def test_evaluate_command_bad_input(tmp_path, reproduced):

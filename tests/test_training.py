@@ -240,13 +240,21 @@ def test_bad_checkpoints_give_clear_errors(toy_data, tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"junk\.pt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"junk\.pt: not a PyTorch checkpoint file"):
         load_checkpoint(junk)
+    with pytest.raises(CheckpointError, match=r"is a folder; pass the checkpoint\.pt inside it"):
+        load_checkpoint(tmp_path)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match=r"foreign\.pt: not a pitchtimbre checkpoint"):
         load_checkpoint(foreign)
     run = train_model(cfg.with_overrides({"train.steps": 5}), ds, tmp_path / "run", progress=False)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(run.checkpoint.read_bytes()[:5000])
+    with pytest.raises(
+        CheckpointError, match=r"cut\.pt: a damaged or truncated checkpoint .*reproduce --fresh"
+    ):
+        load_checkpoint(cut)
     state = torch.load(run.checkpoint, weights_only=True)
     other = json.loads(state["config"])
     other["model"]["hidden"] = 24  # the weights say 16
