@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def parse_int_list(text: str) -> tuple[int, ...]:
     for part in text.replace(",", " ").split():
         if ":" in part:
             lo, hi = part.split(":", 1)
+            if int(hi) < int(lo):
+                raise ValueError(f"the range {part} runs backwards; write {hi}:{lo}")
             out.extend(range(int(lo), int(hi) + 1))
         else:
             out.append(int(part))
@@ -46,11 +49,42 @@ def _arg(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
     def wrapped(text: str) -> object:
         try:
             return parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: cannot read {text!r}") from None
+        except ValueError as exc:
+            why = str(exc) if "runs backwards" in str(exc) else f"cannot read {text!r}"
+            raise argparse.ArgumentTypeError(f"{name}: {why}") from None
 
     wrapped.__name__ = name
     return wrapped
+
+
+def folder_arg(text: str) -> Path:
+    """An output folder's path as typed (argparse type): refuses an empty one, which an unset
+    shell variable gives and which would write into the current folder.
+
+    Chapter: 01_introduction
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; pass the folder to write into")
+    return Path(text).expanduser()
+
+
+def writable_folder(path: Path, option: str = "--out") -> Path:
+    """``path`` created if needed and checked writable, before any work is done, so a bad
+    ``--out`` fails in a second, not after the training.
+
+    Chapter: 01_introduction
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file, not a folder; pass a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {path}: cannot write into it ({exc.strerror}); pick a folder you can write"
+        ) from None
+    return path
 
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -94,7 +128,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.no_pitch_check:
         fields["pitch_check"] = False
     cfg = RenderConfig(**fields)  # type: ignore[arg-type]
-    summary = render_soundfont(cfg, args.out, progress=not args.quiet)
+    summary = render_soundfont(cfg, writable_folder(args.out), progress=not args.quiet)
     print(
         f"wrote {summary.written} of {summary.requested} notes to {args.out} ({summary.renderer}, {summary.seconds} s)"
     )
@@ -127,6 +161,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .experiment import markdown_table, reproduce
 
     cfg = build_config(args)
+    writable_folder(args.out)
     print(f"profile {cfg.profile}: seeds {list(cfg.seeds)}, {cfg.train.steps} steps per model")
     results = reproduce(cfg, args.out, progress=not args.quiet, fresh=args.fresh)
     if not results:  # another process of a torchrun group: rank 0 reports
@@ -147,7 +182,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """
     from .experiment import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.checkpoint, args.source, args.out, progress=not args.quiet)
+    out = writable_folder(args.out)
+    results = evaluate_checkpoint(args.checkpoint, args.source, out, progress=not args.quiet)
     ((name, metrics),) = results["models"].items()
     print(
         f"{name} model on {results['source']}: {results['data']['notes']} notes, {results['data']['instruments']} instruments"
@@ -180,7 +216,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--soundfont", type=Path, help="a .sf2/.sf3 file (default: TimGM6mb.sf2 from pretty_midi)"
     )
     r.add_argument(
-        "--out", type=Path, required=True, help="folder to write examples.json and audio/ into"
+        "--out",
+        type=folder_arg,
+        required=True,
+        help="folder to write examples.json and audio/ into",
     )
     r.add_argument(
         "--programs",
@@ -228,7 +267,10 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the profile's)")
     rp.add_argument("--steps", type=int, help="training steps per model (default: the profile's)")
     rp.add_argument(
-        "--out", type=Path, required=True, help="folder for results.json, results.md, figures/"
+        "--out",
+        type=folder_arg,
+        required=True,
+        help="folder for results.json, results.md, figures/",
     )
     again = rp.add_mutually_exclusive_group()
     again.add_argument(
@@ -247,7 +289,7 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--source", required=True, help="a .sf2/.sf3, an NSynth-layout folder or NSynth root"
     )
-    ev.add_argument("--out", type=Path, required=True, help="folder for results.json")
+    ev.add_argument("--out", type=folder_arg, required=True, help="folder for results.json")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
     return p
@@ -267,6 +309,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except PitchTimbreError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the package did not foresee: unreadable, unwritable, ...
+        if exc.filename is None:
+            raise
+        print(
+            f"error: {exc.filename}: {exc.strerror or exc}; check that it exists and that you "
+            "may read (or write) it",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

@@ -168,8 +168,9 @@ class RenderConfig(_Config):
             "programs",
             isinstance(self.programs, tuple)
             and len(self.programs) > 0
-            and all(_is_int(p) and 0 <= p <= 127 for p in self.programs),
-            "a non-empty tuple of GM programs in 0..127",
+            and all(_is_int(p) and 0 <= p <= 127 for p in self.programs)
+            and len(set(self.programs)) == len(self.programs),
+            "a non-empty tuple of GM programs in 0..127, none repeated",
         )
         _check(
             self,
@@ -186,8 +187,9 @@ class RenderConfig(_Config):
             "velocities",
             isinstance(self.velocities, tuple)
             and len(self.velocities) > 0
-            and all(_is_int(v) and 1 <= v <= 127 for v in self.velocities),
-            "a non-empty tuple of MIDI velocities in 1..127",
+            and all(_is_int(v) and 1 <= v <= 127 for v in self.velocities)
+            and len(set(self.velocities)) == len(self.velocities),
+            "a non-empty tuple of MIDI velocities in 1..127, none repeated",
         )
         _check(
             self,

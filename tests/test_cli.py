@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_parsers():
     assert parse_int_list("0 1,5 7:9") == (0, 1, 5, 7, 8, 9)
     assert parse_range("48:72") == (48, 72)
+    with pytest.raises(ValueError, match="the range 9:7 runs backwards; write 7:9"):
+        parse_int_list("9:7")
 
 
 def test_render_command_writes_a_folder(tmp_path):
@@ -64,17 +67,71 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
             "bad.sf2: is not a SoundFont",
         ),
         (["render", "--out", "{tmp}/o", "--programs", "0 300"], "RenderConfig.programs: must be"),
-        (["data", "--source", "{tmp}/nowhere", "--profile", "ci"], "nowhere: not a source"),
+        (["data", "--source", "{tmp}/nowhere", "--profile", "ci"], "nowhere: no such file"),
+        (
+            ["data", "--source", "{tmp}/examples.json", "--profile", "ci"],
+            "examples.json: pass the folder that holds it",
+        ),
         (["render", "--out", "{tmp}/o", "--pitches", "high"], "--pitches: cannot read 'high'"),
+        (
+            ["render", "--out", "{tmp}/o", "--programs", "5:2"],
+            "--programs: the range 5:2 runs backwards; write 2:5",
+        ),
+        (["render", "--out", "{tmp}/o", "--programs", "0 0"], "none repeated"),
+        (
+            ["render", "--out", "{tmp}/o", "--programs", "0", "--pitches", "10:60"],
+            "RenderConfig.pitch_range: the pitch check (pyin) needs MIDI >= 13 at 16000 Hz, got 10",
+        ),
         (
             ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--steps", "0"],
             "TrainConfig.steps: must be an int >= 1, got 0",
+        ),
+        # a bad --out fails at once, before any rendering or training
+        (["render", "--out", "{tmp}/bad.sf2"], "--out {tmp}/bad.sf2: is a file, not a folder"),
+        (["reproduce", "--out", "{tmp}/bad.sf2", "--profile", "ci"], "is a file, not a folder"),
+        (["render", "--out", "/proc/pitchtimbre/o"], "/proc/pitchtimbre/o: cannot write into it"),
+        (["render", "--out", ""], "--out: empty; pass the folder to write into"),
+        (
+            ["evaluate", "--checkpoint", "{tmp}", "--source", "soundfont", "--out", "{tmp}/e"],
+            "is a folder; pass the checkpoint.pt inside it",
+        ),
+        (
+            ["evaluate", "--checkpoint", "{tmp}/bad.sf2", "--source", "x", "--out", "{tmp}/e"],
+            "bad.sf2: not a PyTorch checkpoint file",
         ),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     (tmp_path / "bad.sf2").write_bytes(b"junk")
+    (tmp_path / "examples.json").write_text("{}")
     proc = run_cli(*[a.format(tmp=tmp_path) for a in args])
     assert proc.returncode == 2
-    assert message in proc.stderr
+    assert message.format(tmp=tmp_path) in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o" / "examples.json").exists()
+
+
+def test_an_unusable_cache_folder_is_named(tmp_path):
+    a_file = tmp_path / "cache"
+    a_file.write_text("not a folder")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pitchtimbre", "data", "--profile", "ci"],  # renders into it
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PITCHTIMBRE_CACHE": str(a_file)},
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"PITCHTIMBRE_CACHE={a_file}: cannot use it as a folder" in proc.stderr
+
+
+def test_an_unreadable_file_is_one_error_line(tmp_path, monkeypatch, capsys):
+    import pitchtimbre.cli as cli
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "examples.json"))
+
+    monkeypatch.setattr(cli, "cmd_data", denied)
+    assert main(["data"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'examples.json'}: Permission denied;")

@@ -66,6 +66,21 @@ def test_malformed_examples_json(toy_folder):
         DataError, match=r"examples\.json: entry 'x-060-100' has a field of the wrong type"
     ):
         read_examples(toy_folder, check_audio=False)
+    path.write_text(json.dumps({"x-060-100": {**fields, "pitch": 300}}))
+    with pytest.raises(DataError, match=r"entry 'x-060-100' has pitch 300, outside MIDI's 0..127"):
+        read_examples(toy_folder, check_audio=False)
+    path.write_text(json.dumps({"x-060-100": {**fields, "pitch": 60}}), encoding="utf-16")
+    with pytest.raises(DataError, match=r"examples\.json: not UTF-8 text; save it as UTF-8"):
+        read_examples(toy_folder, check_audio=False)
+    path.write_text("\ufeff" + json.dumps({"x-060-100": {**fields, "pitch": 60}}), "utf-8")
+    assert read_examples(toy_folder, check_audio=False)[0].pitch == 60  # a BOM is fine
+
+
+def test_a_wav_with_nan_samples_is_named(toy_folder):
+    rec = read_examples(toy_folder)[5]
+    soundfile.write(rec.audio_path, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(DataError, match=rf"{rec.audio_path.name}: holds NaN or infinite samples"):
+        load_audio(rec, 16000, 16000)
 
 
 def test_examples_naming_a_missing_wav(toy_folder):

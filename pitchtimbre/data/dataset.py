@@ -132,6 +132,18 @@ def _source_folders(data: DataConfig, progress: bool) -> tuple[dict[str, Path], 
         return {"train": splits["train"], "heldout": splits[data.heldout_split]}, f"nsynth {path}"
     if examples_path(path).is_file():
         return {"all": path}, f"folder {path}"
+    if not path.exists():
+        raise DataError(
+            f"{path}: no such file or folder; pass 'soundfont', a .sf2/.sf3 file, a folder "
+            "with examples.json or an NSynth root"
+        )
+    if path.name == "examples.json":
+        raise DataError(f"{path}: pass the folder that holds it ({path.parent}), not the file")
+    if "train" in splits:
+        raise DataError(
+            f"{path}: an NSynth root without nsynth-{data.heldout_split}/examples.json; extract "
+            f"that split too, or set data.heldout_split to one it has"
+        )
     raise DataError(
         f"{path}: not a source; pass 'soundfont', a .sf2/.sf3 file, a folder with examples.json, "
         f"or an NSynth root holding nsynth-train/ and nsynth-{data.heldout_split}/"
@@ -229,7 +241,8 @@ def load_dataset(
     if not all_heldout and (n_train_inst < 2 or n_held_inst < 2):
         raise DataError(
             f"{description}: needs at least two training and two held-out instruments, has "
-            f"{n_train_inst} and {n_held_inst}; add instruments or lower data.heldout_per_family"
+            f"{n_train_inst} and {n_held_inst}; add instruments (e.g. render more --programs: "
+            "4 of one GM family, or 2 in each of two families, at the least)"
         )
 
     if stats is None:

@@ -66,6 +66,10 @@ def load_audio(rec: NoteRecord, sample_rate: int, n_samples: int | None = None) 
             f"{rec.audio_path}: not a readable wav ({str(exc).splitlines()[0]}); re-render or re-extract it"
         ) from None
     mono = audio.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise DataError(
+            f"{rec.audio_path}: holds NaN or infinite samples; re-render or re-extract it"
+        )
     if sr != sample_rate:
         import librosa
 

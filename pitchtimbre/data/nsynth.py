@@ -109,7 +109,9 @@ def read_examples(folder: Path | str, check_audio: bool = True) -> list[NoteReco
             "or point --source at an NSynth folder (nsynth-*/examples.json)"
         )
     try:
-        table = json.loads(path.read_text())
+        table = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is tolerated
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); re-extract or re-render it"
@@ -144,6 +146,11 @@ def read_examples(folder: Path | str, check_audio: bool = True) -> list[NoteReco
             raise DataError(
                 f"{path}: entry {key!r} has a field of the wrong type ({exc})"
             ) from None
+        for name in ("pitch", "velocity"):
+            if not 0 <= getattr(rec, name) <= 127:
+                raise DataError(
+                    f"{path}: entry {key!r} has {name} {getattr(rec, name)}, outside MIDI's 0..127"
+                )
         records.append(rec)
     if check_audio:
         check_audio_exists(records, path)

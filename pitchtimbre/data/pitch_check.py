@@ -8,6 +8,7 @@ Chapter: 02_data
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -26,6 +27,21 @@ so on two cores the workers pay for themselves from about 1,500 notes
 (``benchmarks/bench_data.py``)."""
 
 
+def _frame_length(sample_rate: int) -> int:
+    return 2048 if sample_rate <= 24000 else 4096
+
+
+def lowest_checkable_pitch(sample_rate: int) -> int:
+    """The lowest MIDI pitch the check can search around: pyin needs a period that fits its
+    frame, so the search's lowest frequency must exceed sample_rate / (frame - 1).
+
+    Chapter: 02_data
+    """
+    floor_hz = sample_rate / (_frame_length(sample_rate) - 1)
+    low = 69 + 12 * math.log2(floor_hz / 440.0) + PYIN_SPAN_SEMITONES
+    return math.floor(low) + 1
+
+
 def estimate_midi(audio: np.ndarray, expected_midi: int, sample_rate: int) -> np.ndarray:
     """Median pyin pitch (fractional MIDI) of each row of ``audio`` [N, samples], searched
     within +/- 13 semitones of ``expected_midi``; NaN where no frame is voiced.
@@ -38,7 +54,7 @@ def estimate_midi(audio: np.ndarray, expected_midi: int, sample_rate: int) -> np
     n = min(audio.shape[1], round(PYIN_SECONDS * sample_rate))
     fmin = librosa.midi_to_hz(expected_midi - PYIN_SPAN_SEMITONES)
     fmax = min(librosa.midi_to_hz(expected_midi + PYIN_SPAN_SEMITONES), sample_rate / 2 * 0.9)
-    frame = 2048 if sample_rate <= 24000 else 4096
+    frame = _frame_length(sample_rate)
     f0, voiced, _ = librosa.pyin(
         audio[:, :n],
         fmin=float(fmin),

@@ -18,10 +18,10 @@ import numpy as np
 
 from ..cache import atomic_write_json, cache_dir, stable_hash
 from ..config import RenderConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .gm import GM_FAMILIES, gm_family, gm_program_name, slug
 from .nsynth import NoteRecord, examples_path, sha256_file, write_examples
-from .pitch_check import pitch_errors_by_pitch
+from .pitch_check import lowest_checkable_pitch, pitch_errors_by_pitch
 from .soundfont import default_soundfont, make_renderer, read_presets
 
 SOURCE_STR = "soundfont"
@@ -87,6 +87,13 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    lowest = lowest_checkable_pitch(cfg.sample_rate)
+    if cfg.pitch_check and cfg.pitch_range[0] < lowest:
+        raise ConfigError(
+            f"RenderConfig.pitch_range: the pitch check (pyin) needs MIDI >= {lowest} at "
+            f"{cfg.sample_rate} Hz, got {cfg.pitch_range[0]}; raise the lowest pitch or turn "
+            "the check off (pitch_check=False, --no-pitch-check)"
+        )
     sf_path = resolve_soundfont(cfg)
     presets = read_presets(sf_path)  # validates the file: clear error when missing/corrupt
     renderer = make_renderer(sf_path, cfg.sample_rate, cfg.renderer)
