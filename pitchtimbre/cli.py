@@ -68,6 +68,17 @@ def folder_arg(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def source_arg(text: str) -> str:
+    """A ``--source`` as typed (argparse type): refuses an empty one, which an unset shell
+    variable gives and which would quietly mean the default SoundFont.
+
+    Chapter: 01_introduction
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; leave --source out for the default SoundFont")
+    return text
+
+
 def writable_folder(path: Path, option: str = "--out") -> Path:
     """``path`` created if needed and checked writable, before any work is done, so a bad
     ``--out`` fails in a second, not after the training.
@@ -242,6 +253,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="build (or reuse) the feature cache and print a summary")
     d.add_argument(
         "--source",
+        type=source_arg,
         help="'soundfont' (default), a .sf2/.sf3, an NSynth-layout folder or NSynth root",
     )
     d.add_argument(
@@ -262,6 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--source",
+        type=source_arg,
         help="'soundfont' (default), a .sf2/.sf3, an NSynth-layout folder or NSynth root",
     )
     rp.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the profile's)")
@@ -287,7 +300,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--checkpoint", type=Path, required=True, help="a checkpoint.pt (see results.json)"
     )
     ev.add_argument(
-        "--source", required=True, help="a .sf2/.sf3, an NSynth-layout folder or NSynth root"
+        "--source",
+        type=source_arg,
+        required=True,
+        help="a .sf2/.sf3, an NSynth-layout folder or NSynth root",
     )
     ev.add_argument("--out", type=folder_arg, required=True, help="folder for results.json")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -219,8 +219,11 @@ def solution(name: str) -> ContrastiveLoss:
     if name not in EXERCISES:
         raise KeyError(f"no exercise {name!r}; exercises are {sorted(EXERCISES)}")
     if not solutions_enabled():
+        value = os.environ.get(SOLUTIONS_ENV)
+        why = "" if value is None else f" ({SOLUTIONS_ENV}={value!r} is not one of 1, true, yes)"
         raise PermissionError(
-            f"solutions are off: write your own, or set {SOLUTIONS_ENV}=1 to use the package's solution"
+            f"solutions are off{why}: write your own, or set {SOLUTIONS_ENV}=1 to use the "
+            "package's solution"
         )
     return EXERCISES[name].solution
 

@@ -91,6 +91,7 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
         (["reproduce", "--out", "{tmp}/bad.sf2", "--profile", "ci"], "is a file, not a folder"),
         (["render", "--out", "/proc/pitchtimbre/o"], "/proc/pitchtimbre/o: cannot write into it"),
         (["render", "--out", ""], "--out: empty; pass the folder to write into"),
+        (["data", "--source", " "], "--source: empty; leave --source out for the default"),
         (
             ["evaluate", "--checkpoint", "{tmp}", "--source", "soundfont", "--out", "{tmp}/e"],
             "is a folder; pass the checkpoint.pt inside it",

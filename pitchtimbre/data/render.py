@@ -168,8 +168,8 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     if not records:
         raise DataError(
             f"{sf_path}: no note survived rendering ({dict(excluded)}); check --programs, "
-            "--pitches and that the SoundFont has melodic presets in bank "
-            f"{cfg.bank}"
+            "--pitches, --velocities (very soft notes fall below silence_db) and that the "
+            f"SoundFont has melodic presets in bank {cfg.bank}"
         )
     summary.written = len(records)
     summary.excluded = dict(sorted(excluded.items()))
