@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import joblib
 import numpy as np
 from machine import describe_machine
 
@@ -20,8 +21,8 @@ from pitchtimbre.config import FeatureConfig, RenderConfig
 from pitchtimbre.data.features import compute_features, load_audio, samples_to_load
 from pitchtimbre.data.nsynth import read_examples
 from pitchtimbre.data.pitch_check import (
+    MAX_PROCESSES,
     MIN_NOTES_FOR_PROCESSES,
-    available_cpus,
     pitch_errors_by_pitch,
 )
 from pitchtimbre.data.soundfont import available_renderers, default_soundfont, make_renderer
@@ -63,7 +64,7 @@ def main() -> None:
     groups = {p: heads[idx] for p, idx in by_pitch.items()}
     _, dt = timed(pitch_errors_by_pitch, groups, 16000, 1)
     rows.append(("pitch check (pyin, one process)", dt))
-    workers = min(available_cpus(), len(groups))
+    workers = min(joblib.cpu_count(), MAX_PROCESSES, len(groups))  # as a render chooses
     for when in ("starting", "warm"):  # joblib keeps its workers for the next call
         _, dt = timed(
             lambda: pitch_errors_by_pitch(groups, 16000, workers, min_notes_for_processes=1)

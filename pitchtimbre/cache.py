@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,8 @@ def cache_dir() -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot use it as a folder ({exc.strerror}); {fix}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(f"{where}: not writable; {fix}")
+    # a read-only cache that already holds everything is fine: only a write can fail, and
+    # says where
     return root
 
 
@@ -68,11 +68,34 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it: restored at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_temporary(target: Path) -> Path:
+    """A new, empty file beside ``target`` with a unique name. Unlike ``mkstemp`` (always
+    0600) it gets the mode a plain ``open()`` would, the user's umask applied by the system,
+    so a render or a results folder can be shared (a teacher's notes, read by students)."""
+    for _ in range(100):
+        path = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{target.parent}: no free temporary name beside {target.name}")
+
+
+def new_staging_folder(parent: Path, prefix: str) -> Path:
+    """A new, empty folder in ``parent`` named ``prefix`` + a unique suffix, with the mode a
+    plain ``mkdir`` gives (``mkdtemp``'s would be 0700: a shared cache unreadable to others).
+
+    Chapter: 02_data
+    """
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent}: no free folder name starting {prefix}")
 
 
 @contextlib.contextmanager
@@ -83,16 +106,11 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temporary(target)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would, so a
-        # render or a results folder can be shared (a teacher's notes, read by students)
-        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
     finally:

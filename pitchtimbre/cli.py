@@ -9,6 +9,7 @@ Chapter: 01_introduction
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import tempfile
@@ -311,6 +312,26 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+_OS_ADVICE = {
+    errno.ENOENT: "it does not exist; check the path",
+    errno.EACCES: "you may not read or write it; check its permissions",
+    errno.EPERM: "you may not read or write it; check its permissions",
+    errno.ENOSPC: "the disk is full; free some space",
+    errno.EROFS: "it is on a read-only file system; write somewhere else",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError the package did not foresee: the file(s), the system's
+    reason and, for the common causes, what to do.
+
+    Chapter: 01_introduction
+    """
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 else "")
+    advice = _OS_ADVICE.get(exc.errno or -1)
+    return f"{where}: {exc.strerror or exc}" + (f"; {advice}" if advice else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input ends with one ``error:`` line and exit status 2.
 
@@ -327,13 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file the package did not foresee: unreadable, unwritable, ...
-        if exc.filename is None:
-            raise
-        print(
-            f"error: {exc.filename}: {exc.strerror or exc}; check that it exists and that you "
-            "may read (or write) it",
-            file=sys.stderr,
-        )
+        if exc.filename is None or args.verbose:
+            raise  # -v: the traceback, for a bug report
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -31,6 +31,7 @@ from .losses import (
 )
 
 SOLUTIONS_ENV = "PITCHTIMBRE_SOLUTIONS"
+_ON, _OFF = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
 def solutions_enabled() -> bool:
@@ -38,7 +39,7 @@ def solutions_enabled() -> bool:
 
     Chapter: 09_exercises
     """
-    return os.environ.get(SOLUTIONS_ENV, "0").strip().lower() in ("1", "true", "yes")
+    return os.environ.get(SOLUTIONS_ENV, "0").strip().lower() in _ON
 
 
 def _squared(z1, z2, same, cfg):
@@ -219,8 +220,9 @@ def solution(name: str) -> ContrastiveLoss:
     if name not in EXERCISES:
         raise KeyError(f"no exercise {name!r}; exercises are {sorted(EXERCISES)}")
     if not solutions_enabled():
-        value = os.environ.get(SOLUTIONS_ENV)
-        why = "" if value is None else f" ({SOLUTIONS_ENV}={value!r} is not one of 1, true, yes)"
+        value = os.environ.get(SOLUTIONS_ENV, "")
+        unknown = value.strip().lower() not in _OFF
+        why = f" ({SOLUTIONS_ENV}={value!r} is not one of {', '.join(_ON)})" if unknown else ""
         raise PermissionError(
             f"solutions are off{why}: write your own, or set {SOLUTIONS_ENV}=1 to use the "
             "package's solution"

@@ -242,19 +242,18 @@ def _result_from_state(
 ) -> TrainResult:
     try:
         model, cfg = build_model(state, device)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    model.eval()
-    try:
         history = json.loads(state.get("history", "[]"))
         meta = {
             k: state[k]
             for k in ("step", "seed", "mean", "std", "instruments", "contrastive", "complete")
         }
-    except (KeyError, ValueError) as exc:
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:  # a field lost or mangled
         raise CheckpointError(
             f"{path}: a damaged checkpoint ({exc.__class__.__name__}: {exc}); delete it and retrain"
         ) from None
+    model.eval()
     return TrainResult(model, cfg, history, path, float(state.get("seconds", 0.0)), True, meta)
 
 

@@ -48,7 +48,7 @@ def test_the_rename_is_flushed_to_the_folder(monkeypatch, tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
-def test_written_files_get_the_mode_a_plain_open_gives(tmp_path):
+def test_written_files_and_folders_get_the_mode_a_plain_open_gives(tmp_path):
     """mkstemp's private 0600 would make a teacher's render unreadable to the class."""
     old = os.umask(0o027)
     try:
@@ -56,6 +56,13 @@ def test_written_files_get_the_mode_a_plain_open_gives(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o640
+    old = os.umask(0o027)
+    try:
+        staging = [cache.new_staging_folder(tmp_path, "notes.partial-") for _ in range(2)]
+    finally:
+        os.umask(old)
+    assert staging[0] != staging[1] and all(p.name.startswith("notes.partial-") for p in staging)
+    assert stat.S_IMODE(staging[0].stat().st_mode) == 0o750  # not mkdtemp's 0700
 
 
 def test_an_unusable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
@@ -66,7 +73,5 @@ def test_an_unusable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
         ConfigError, match=rf"PITCHTIMBRE_CACHE={a_file}: cannot use it as a folder"
     ):
         cache.cache_dir()
-    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "fine"))
-    monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(ConfigError, match=r"fine: not writable; point PITCHTIMBRE_CACHE at"):
-        cache.cache_dir()
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "new" / "cache"))
+    assert cache.cache_dir().is_dir()  # created when missing

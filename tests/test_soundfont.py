@@ -134,8 +134,9 @@ def _tones(pitches: dict[int, float], notes: int = 3) -> dict[int, np.ndarray]:
     }
 
 
-def _spy_on_jobs(monkeypatch) -> list[int]:
-    """Record the number of processes each joblib.Parallel the pitch check makes asks for."""
+def _spy_on_jobs(monkeypatch, in_process: bool = False) -> list[int]:
+    """Record the number of processes each joblib.Parallel the pitch check makes asks for
+    (and with ``in_process``, run its jobs here instead of starting them)."""
     import joblib
 
     asked: list[int] = []
@@ -143,14 +144,15 @@ def _spy_on_jobs(monkeypatch) -> list[int]:
     class Recording(joblib.Parallel):
         def __init__(self, n_jobs=None, **kwargs):
             asked.append(n_jobs)
-            super().__init__(n_jobs=n_jobs, **kwargs)
+            super().__init__(n_jobs=1 if in_process else n_jobs, **kwargs)
 
     monkeypatch.setattr(joblib, "Parallel", Recording)
     return asked
 
 
 def test_pitch_check_in_worker_processes_matches_one_process(monkeypatch):
-    heads = _tones({60: 0.0, 64: 0.0, 67: 1.0, 70: -0.3})  # 67 is a semitone sharp
+    # 48 notes a pitch: 1.2 MB a group, over joblib's 1 MB, so the workers get memory maps
+    heads = _tones({60: 0.0, 64: 0.0, 67: 1.0, 70: -0.3}, notes=48)  # 67: a semitone sharp
     asked = _spy_on_jobs(monkeypatch)
     alone = pitch_errors_by_pitch(heads, 16000, workers=1)
     shared = pitch_errors_by_pitch(heads, 16000, workers=2, min_notes_for_processes=1)
@@ -164,11 +166,16 @@ def test_pitch_check_in_worker_processes_matches_one_process(monkeypatch):
 
 def test_pitch_check_stays_in_process_for_few_notes_and_validates_workers(monkeypatch):
     heads = _tones({60: 0.0, 62: 0.0}, notes=2)
-    asked = _spy_on_jobs(monkeypatch)
+    asked = _spy_on_jobs(monkeypatch, in_process=True)
     pitch_errors_by_pitch(heads, 16000)  # 4 notes: far below MIN_NOTES_FOR_PROCESSES
-    monkeypatch.setattr(pitch_check, "available_cpus", lambda: 8)
+    import joblib
+
+    monkeypatch.setattr(joblib, "cpu_count", lambda: 64)
     pitch_errors_by_pitch(heads, 16000, min_notes_for_processes=1)  # no more than pitches
-    assert asked == [1, 2]
+    many = _tones({p: 0.0 for p in range(40, 52)}, notes=1)
+    pitch_errors_by_pitch(many, 16000, min_notes_for_processes=1)  # at most MAX_PROCESSES
+    assert pitch_errors_by_pitch({}, 16000, min_notes_for_processes=0) == {}
+    assert asked == [1, 2, pitch_check.MAX_PROCESSES, 1]
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="workers: must be None or an int >= 1"):
             pitch_errors_by_pitch(heads, 16000, workers=bad)

@@ -241,8 +241,8 @@ def load_dataset(
     if not all_heldout and (n_train_inst < 2 or n_held_inst < 2):
         raise DataError(
             f"{description}: needs at least two training and two held-out instruments, has "
-            f"{n_train_inst} and {n_held_inst}; add instruments (e.g. render more --programs: "
-            "4 of one GM family, or 2 in each of two families, at the least)"
+            f"{n_train_inst} and {n_held_inst}; add instruments to the source (a render: "
+            "more --programs, e.g. two GM families of three)"
         )
 
     if stats is None:

@@ -9,7 +9,6 @@ Chapter: 02_data
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,6 +19,9 @@ PYIN_RESOLUTION = 0.25
 """Pitch-bin width in semitones: 25-cent bins, enough for a 50-cent check and fast."""
 PYIN_SECONDS = 0.4
 """Audio analysed per note, from the onset."""
+MAX_PROCESSES = 8
+"""At most this many worker processes: each imports the package (torch included), a few
+hundred MB, and eight already check the cpu profile's notes in a few seconds."""
 MIN_NOTES_FOR_PROCESSES = 2000
 """Fewer notes than this are checked in the calling process. Starting the workers costs
 about 3.5 s on two cores (each imports the package) and pyin about 5 ms a note on one core,
@@ -82,17 +84,6 @@ def pitch_error_cents(audio: np.ndarray, expected_midi: int, sample_rate: int) -
     return np.where(np.isnan(err), np.inf, err)
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity where the platform says, else the count).
-
-    Chapter: 02_data
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def pitch_errors_by_pitch(
     heads: Mapping[int, np.ndarray],
     sample_rate: int,
@@ -105,7 +96,8 @@ def pitch_errors_by_pitch(
 
     pyin is the slowest step of a SoundFont render (about 45 s for the cpu profile's 7,245
     notes on one core), and each pitch is independent, so the groups are shared among
-    ``workers`` processes (default: every available CPU) when there are at least
+    ``workers`` processes (default: joblib's count of usable CPUs, which honours affinity
+    and container limits, at most ``MAX_PROCESSES``) when there are at least
     ``min_notes_for_processes`` notes. The processes are joblib's (loky): unlike
     ``multiprocessing``'s spawn they do not run the caller's script again, so a script
     without an ``if __name__ == "__main__":`` guard is safe. The result does not depend on
@@ -113,7 +105,7 @@ def pitch_errors_by_pitch(
 
     Chapter: 02_data
     """
-    from joblib import Parallel, delayed
+    from joblib import Parallel, cpu_count, delayed
     from tqdm.auto import tqdm
 
     if workers is not None and (
@@ -122,7 +114,8 @@ def pitch_errors_by_pitch(
         raise ValueError(f"workers: must be None or an int >= 1, got {workers!r}")
     pitches = sorted(heads)
     n_notes = sum(len(heads[p]) for p in pitches)
-    n_workers = min(available_cpus() if workers is None else workers, len(pitches))
+    wanted = min(cpu_count(), MAX_PROCESSES) if workers is None else workers
+    n_workers = max(1, min(wanted, len(pitches)))
     if n_notes < min_notes_for_processes:
         n_workers = 1
     with tqdm(

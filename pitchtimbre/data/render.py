@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import atomic_write_json, cache_dir, stable_hash
+from ..cache import atomic_write_json, cache_dir, new_staging_folder, stable_hash
 from ..config import RenderConfig
 from ..errors import ConfigError, DataError
 from .gm import GM_FAMILIES, gm_family, gm_program_name, slug
@@ -92,7 +91,7 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
         raise ConfigError(
             f"RenderConfig.pitch_range: the pitch check (pyin) needs MIDI >= {lowest} at "
             f"{cfg.sample_rate} Hz, got {cfg.pitch_range[0]}; raise the lowest pitch or turn "
-            "the check off (pitch_check=False, --no-pitch-check)"
+            "the check off (RenderConfig.pitch_check=False; `render --no-pitch-check`)"
         )
     sf_path = resolve_soundfont(cfg)
     presets = read_presets(sf_path)  # validates the file: clear error when missing/corrupt
@@ -223,7 +222,7 @@ def rendered_folder(cfg: RenderConfig, progress: bool = True) -> Path:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     # a staging folder of this process's own: two kernels rendering at once never share one
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".partial-"))
+    staging = new_staging_folder(folder.parent, folder.name + ".partial-")
     try:
         render_soundfont(cfg, staging, progress=progress)
         try:
