@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from conftest import harmonic_tone
 
@@ -60,6 +61,18 @@ def test_feature_cache_is_reused(toy_folder, monkeypatch):
     other = feat.feature_cache_path(records, FeatureConfig(n_frames=16))
     assert other != path  # the key depends on the settings
     assert feat.load_feature_cache(path, [r.note_str for r in records][::-1]) is None
+
+
+def test_a_note_too_short_for_its_frames_is_reported(toy_folder, caplog):
+    records = read_examples(toy_folder)
+    cfg = FeatureConfig()  # needs 0.576 s; the toy notes last 1 s
+    victim = records[7].audio_path
+    soundfile.write(victim, harmonic_tone(60, 0.3, seconds=0.2), 16000, subtype="PCM_16")
+    with caplog.at_level("WARNING", logger="pitchtimbre.data.features"):
+        feats, _, _ = feat.note_features(records, cfg, progress=False)
+    assert "features: 1 note(s) shorter than the 0.576 s" in caplog.text
+    assert str(victim) in caplog.text
+    assert feats.shape[0] == len(records)
 
 
 def test_a_changed_wav_invalidates_the_feature_cache(toy_folder, monkeypatch):

@@ -41,9 +41,12 @@ def samples_to_load(cfg: FeatureConfig) -> int:
     return math.ceil((cfg.seconds_needed + 0.5) * cfg.sample_rate)
 
 
-def load_audio(rec: NoteRecord, sample_rate: int, n_samples: int | None = None) -> np.ndarray:
+def load_audio(
+    rec: NoteRecord, sample_rate: int, n_samples: int | None = None, pad: bool = True
+) -> np.ndarray:
     """A note as mono float32 at ``sample_rate`` (resampled when the wav has another rate),
-    trimmed or zero-padded to ``n_samples``. A corrupt wav raises :class:`DataError` naming it.
+    trimmed to ``n_samples`` and, with ``pad``, zero-padded to it. A corrupt wav raises
+    :class:`DataError` naming it.
 
     Chapter: 02_data
     """
@@ -76,7 +79,7 @@ def load_audio(rec: NoteRecord, sample_rate: int, n_samples: int | None = None) 
         mono = librosa.resample(mono, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
     if n_samples is not None:
         mono = mono[:n_samples]
-        if len(mono) < n_samples:
+        if pad and len(mono) < n_samples:
             mono = np.pad(mono, (0, n_samples - len(mono)))
     return mono.astype(np.float32)
 
@@ -231,6 +234,15 @@ def note_features(
     if cached is not None:
         return cached[0], cached[1], path
     n_samples = samples_to_load(cfg)
+    needed = math.ceil(cfg.seconds_needed * cfg.sample_rate)
+    short: list[Path] = []
+
+    def padded(rec: NoteRecord) -> np.ndarray:
+        audio = load_audio(rec, cfg.sample_rate, n_samples, pad=False)
+        if len(audio) < needed:
+            short.append(rec.audio_path)
+        return np.pad(audio, (0, n_samples - len(audio)))
+
     feats = np.empty((len(records), cfg.n_bins, cfg.n_frames), dtype=np.float32)
     peaks = np.empty(len(records), dtype=np.float32)
     with tqdm(
@@ -238,9 +250,17 @@ def note_features(
     ) as bar:
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
-            audio = np.stack([load_audio(r, cfg.sample_rate, n_samples) for r in chunk])
+            audio = np.stack([padded(r) for r in chunk])
             peaks[start : start + len(chunk)] = np.abs(audio).max(axis=1)
             feats[start : start + len(chunk)] = compute_features(audio, cfg)
             bar.update(len(chunk))
+    if short:
+        log.warning(
+            "features: %d note(s) shorter than the %.3f s the features need, padded with "
+            "silence (first: %s); re-render them or drop them from examples.json",
+            len(short),
+            cfg.seconds_needed,
+            short[0],
+        )
     save_feature_cache(path, feats, peaks, names)
     return feats, peaks, path
