@@ -60,11 +60,14 @@ def test_malformed_examples_json(toy_folder):
     path.write_text(json.dumps({"x-060-100": [60, 100]}))
     with pytest.raises(DataError, match=r"examples\.json: entry 'x-060-100' is not a mapping"):
         read_examples(toy_folder)
-    fields = {f: 0 for f in REQUIRED_FIELDS if f != "note_str"}
+    fields = {f: "x" if f.endswith("_str") else 0 for f in REQUIRED_FIELDS if f != "note_str"}
     path.write_text(json.dumps({"x-060-100": {**fields, "pitch": "sixty"}}))
     with pytest.raises(
         DataError, match=r"examples\.json: entry 'x-060-100' has a field of the wrong type"
     ):
+        read_examples(toy_folder, check_audio=False)
+    path.write_text(json.dumps({"x-060-100": {**fields, "instrument_str": None}}))
+    with pytest.raises(DataError, match=r"\['instrument_str'\] that are not text"):
         read_examples(toy_folder, check_audio=False)
     path.write_text(json.dumps({"x-060-100": {**fields, "pitch": 300}}))
     with pytest.raises(DataError, match=r"entry 'x-060-100' has pitch 300, outside MIDI's 0..127"):

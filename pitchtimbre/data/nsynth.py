@@ -128,6 +128,16 @@ def read_examples(folder: Path | str, check_audio: bool = True) -> list[NoteReco
             raise DataError(
                 f"{path}: entry {key!r} lacks field(s) {missing}; NSynth's layout needs them"
             )
+        not_text = [
+            f
+            for f in REQUIRED_FIELDS
+            if f.endswith("_str") and not isinstance(fields.get(f, ""), str)
+        ]
+        if not_text:
+            raise DataError(
+                f"{path}: entry {key!r} has field(s) {not_text} that are not text; NSynth's "
+                "layout has names there"
+            )
         try:
             rec = NoteRecord(
                 note_str=str(fields.get("note_str", key)),
