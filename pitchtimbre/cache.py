@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,34 +68,40 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _new_temporary(target: Path) -> Path:
-    """A new, empty file beside ``target`` with a unique name. Unlike ``mkstemp`` (always
-    0600) it gets the mode a plain ``open()`` would, the user's umask applied by the system,
-    so a render or a results folder can be shared (a teacher's notes, read by students)."""
+def _create_unique(
+    parent: Path, name: Callable[[str], str], create: Callable[[Path], None]
+) -> Path:
+    """``create`` a path in ``parent`` named ``name(random suffix)``, retrying on a clash.
+
+    Unlike ``mkstemp`` and ``mkdtemp`` (always 0600 and 0700), ``create`` gets the mode a
+    plain ``open()`` or ``mkdir`` would, the user's umask applied by the system, so a render
+    or a results folder can be shared (a teacher's notes, read by students)."""
     for _ in range(100):
-        path = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        path = parent / name(secrets.token_hex(4))
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            create(path)
         except FileExistsError:
             continue
         return path
-    raise FileExistsError(f"{target.parent}: no free temporary name beside {target.name}")
+    raise FileExistsError(f"{parent}: no free name like {name('*')}")
+
+
+def _new_temporary(target: Path) -> Path:
+    """A new, empty file beside ``target`` with a unique name."""
+    return _create_unique(
+        target.parent,
+        lambda suffix: f".{target.name}.{suffix}.tmp",
+        lambda path: os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)),
+    )
 
 
 def new_staging_folder(parent: Path, prefix: str) -> Path:
-    """A new, empty folder in ``parent`` named ``prefix`` + a unique suffix, with the mode a
-    plain ``mkdir`` gives (``mkdtemp``'s would be 0700: a shared cache unreadable to others).
+    """A new, empty folder in ``parent`` named ``prefix`` + a unique suffix, readable by
+    others where the umask allows (``mkdtemp``'s 0700 would hide a shared cache).
 
     Chapter: 02_data
     """
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(4)}"
-        try:
-            path.mkdir(mode=0o777)
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"{parent}: no free folder name starting {prefix}")
+    return _create_unique(parent, lambda suffix: prefix + suffix, lambda path: path.mkdir(0o777))
 
 
 @contextlib.contextmanager

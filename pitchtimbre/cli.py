@@ -20,6 +20,13 @@ from .config import PROFILES, ExperimentConfig, profile_config
 from .errors import ConfigError, PitchTimbreError
 
 
+class BackwardsRange(ValueError):
+    """A 'HI:LO' range: readable, but most likely a slip, so it is refused with the fix.
+
+    Chapter: 01_introduction
+    """
+
+
 def parse_int_list(text: str) -> tuple[int, ...]:
     """'0 1 5' or '0,1,5' or '0:7' (inclusive range) or a mix -> a tuple of ints.
 
@@ -30,7 +37,7 @@ def parse_int_list(text: str) -> tuple[int, ...]:
         if ":" in part:
             lo, hi = part.split(":", 1)
             if int(hi) < int(lo):
-                raise ValueError(f"the range {part} runs backwards; write {hi}:{lo}")
+                raise BackwardsRange(f"the range {part} runs backwards; write {hi}:{lo}")
             out.extend(range(int(lo), int(hi) + 1))
         else:
             out.append(int(part))
@@ -50,9 +57,10 @@ def _arg(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
     def wrapped(text: str) -> object:
         try:
             return parse(text)
-        except ValueError as exc:
-            why = str(exc) if "runs backwards" in str(exc) else f"cannot read {text!r}"
-            raise argparse.ArgumentTypeError(f"{name}: {why}") from None
+        except BackwardsRange as exc:
+            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: cannot read {text!r}") from None
 
     wrapped.__name__ = name
     return wrapped

@@ -132,11 +132,12 @@ def _source_folders(data: DataConfig, progress: bool) -> tuple[dict[str, Path], 
         return {"train": splits["train"], "heldout": splits[data.heldout_split]}, f"nsynth {path}"
     if examples_path(path).is_file():
         return {"all": path}, f"folder {path}"
+    sources = (
+        "pass 'soundfont', a .sf2/.sf3 file, a folder with examples.json, or an NSynth root "
+        f"holding nsynth-train/ and nsynth-{data.heldout_split}/"
+    )
     if not path.exists():
-        raise DataError(
-            f"{path}: no such file or folder; pass 'soundfont', a .sf2/.sf3 file, a folder "
-            "with examples.json or an NSynth root"
-        )
+        raise DataError(f"{path}: no such file or folder; {sources}")
     if path.name == "examples.json":
         raise DataError(f"{path}: pass the folder that holds it ({path.parent}), not the file")
     if "train" in splits:
@@ -144,10 +145,7 @@ def _source_folders(data: DataConfig, progress: bool) -> tuple[dict[str, Path], 
             f"{path}: an NSynth root without nsynth-{data.heldout_split}/examples.json; extract "
             f"that split too, or set data.heldout_split to one it has"
         )
-    raise DataError(
-        f"{path}: not a source; pass 'soundfont', a .sf2/.sf3 file, a folder with examples.json, "
-        f"or an NSynth root holding nsynth-train/ and nsynth-{data.heldout_split}/"
-    )
+    raise DataError(f"{path}: not a source; {sources}")
 
 
 def load_dataset(
