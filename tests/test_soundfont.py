@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -150,13 +152,43 @@ def _spy_on_jobs(monkeypatch, in_process: bool = False) -> list[int]:
     return asked
 
 
+def _checked_here(monkeypatch) -> list[int]:
+    """The pitches whose group the pitch check runs in this process."""
+    here: list[int] = []
+    parent, real = os.getpid(), pitch_check.pitch_error_cents
+
+    def recording(audio, midi, sample_rate):
+        if os.getpid() == parent:
+            here.append(midi)
+        return real(audio, midi, sample_rate)
+
+    monkeypatch.setattr(pitch_check, "pitch_error_cents", recording)
+    return here
+
+
+def test_a_crashed_pitch_check_worker_is_a_clear_error(monkeypatch):
+    heads = _tones({60: 0.0, 64: 0.0, 67: 0.0}, notes=2)
+    parent, real = os.getpid(), pitch_check.pitch_error_cents
+
+    def crashing(audio, midi, sample_rate):
+        if os.getpid() != parent:  # what a damaged numba cache does to a worker
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(audio, midi, sample_rate)
+
+    monkeypatch.setattr(pitch_check, "pitch_error_cents", crashing)
+    with pytest.raises(DataError, match=r"a worker process crashed .*numba issue #10128"):
+        pitch_errors_by_pitch(heads, 16000, workers=2, min_notes_for_processes=1)
+
+
 def test_pitch_check_in_worker_processes_matches_one_process(monkeypatch):
     # 48 notes a pitch: 1.2 MB a group, over joblib's 1 MB, so the workers get memory maps
     heads = _tones({60: 0.0, 64: 0.0, 67: 1.0, 70: -0.3}, notes=48)  # 67: a semitone sharp
     asked = _spy_on_jobs(monkeypatch)
     alone = pitch_errors_by_pitch(heads, 16000, workers=1)
+    here = _checked_here(monkeypatch)
     shared = pitch_errors_by_pitch(heads, 16000, workers=2, min_notes_for_processes=1)
     assert asked == [1, 2]
+    assert here == [60]  # the first group in this process, before the workers start
     assert list(shared) == [60, 64, 67, 70]
     for p in heads:
         np.testing.assert_array_equal(shared[p], alone[p])
@@ -175,7 +207,8 @@ def test_pitch_check_stays_in_process_for_few_notes_and_validates_workers(monkey
     many = _tones({p: 0.0 for p in range(40, 52)}, notes=1)
     pitch_errors_by_pitch(many, 16000, min_notes_for_processes=1)  # at most MAX_PROCESSES
     assert pitch_errors_by_pitch({}, 16000, min_notes_for_processes=0) == {}
-    assert asked == [1, 2, pitch_check.MAX_PROCESSES, 1]
+    # two pitches: the first is checked here, which leaves one for a single process
+    assert asked == [1, 1, pitch_check.MAX_PROCESSES, 1]
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="workers: must be None or an int >= 1"):
             pitch_errors_by_pitch(heads, 16000, workers=bad)

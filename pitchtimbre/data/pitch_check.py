@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..errors import DataError
+
 PYIN_SPAN_SEMITONES = 13
 """pyin searches this far either side of the requested pitch, so octave errors are caught."""
 PYIN_RESOLUTION = 0.25
@@ -100,12 +102,14 @@ def pitch_errors_by_pitch(
     and container limits, at most ``MAX_PROCESSES``) when there are at least
     ``min_notes_for_processes`` notes. The processes are joblib's (loky): unlike
     ``multiprocessing``'s spawn they do not run the caller's script again, so a script
-    without an ``if __name__ == "__main__":`` guard is safe. The result does not depend on
-    ``workers``.
+    without an ``if __name__ == "__main__":`` guard is safe. The first group is checked in
+    the calling process before the workers start, so that numba compiles librosa's code
+    once. The result does not depend on ``workers``.
 
     Chapter: 02_data
     """
     from joblib import Parallel, cpu_count, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
     from tqdm.auto import tqdm
 
     if workers is not None and (
@@ -118,16 +122,33 @@ def pitch_errors_by_pitch(
     n_workers = max(1, min(wanted, len(pitches)))
     if n_notes < min_notes_for_processes:
         n_workers = 1
+    out: dict[int, np.ndarray] = {}
     with tqdm(
         total=len(pitches), desc="pitch check (pyin)", unit="pitch", disable=not progress
     ) as bar:
         if n_workers > 1:
-            bar.set_postfix_str(f"{n_workers} processes")
-        errors = Parallel(n_jobs=n_workers, return_as="generator")(
-            delayed(pitch_error_cents)(heads[p], p, sample_rate) for p in pitches
-        )
-        out = {}
-        for p, err in zip(pitches, errors, strict=True):
-            out[p] = err
+            # The first group is checked here, before any worker starts: numba compiles
+            # librosa's pyin code (and writes its on-disk cache) once, in one process. Workers
+            # compiling it side by side can write a damaged cache whose next use segfaults
+            # (numba issue #10128, seen with 8 workers on a fresh 16-core machine).
+            first = pitches[0]
+            out[first] = pitch_error_cents(heads[first], first, sample_rate)
             bar.update()
+            pitches = pitches[1:]
+            n_workers = min(n_workers, len(pitches))
+            bar.set_postfix_str(f"{n_workers} processes")
+        try:
+            errors = Parallel(n_jobs=n_workers, return_as="generator")(
+                delayed(pitch_error_cents)(heads[p], p, sample_rate) for p in pitches
+            )
+            for p, err in zip(pitches, errors, strict=True):
+                out[p] = err
+                bar.update()
+        except TerminatedWorkerError as exc:
+            raise DataError(
+                f"pitch check: a worker process crashed ({exc.__class__.__name__}). If it "
+                "segfaulted, numba's on-disk cache of librosa's code may be damaged (numba "
+                "issue #10128): delete the *.nbi and *.nbc files under librosa's __pycache__ "
+                "folders (or point NUMBA_CACHE_DIR at an empty folder) and run again"
+            ) from exc
     return out
