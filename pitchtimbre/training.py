@@ -403,12 +403,16 @@ def train_model(
             )
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+        # the sampler handed out one batch a step, so `step` says where it is in its draw
         sampler.load_state_dict(
-            {"generator": state["sampler_rng"][rank].to(sampler.generator.device)}
+            {
+                "generator": state["sampler_rng"][rank].to(sampler.generator.device),
+                "position": step % cfg.pairs.draw_batches,
+            }
         )
         _set_rng(noise, state["noise_rng"][rank])
         torch.set_rng_state(state["torch_rng"].cpu())
-        step, seconds = int(state["step"]), float(state["seconds"])
         history = json.loads(state["history"])
         log.info("resuming %s from step %d", ckpt_path, step)
 

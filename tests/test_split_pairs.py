@@ -102,6 +102,46 @@ def test_sampler_is_seeded_and_resumable():
     assert torch.equal(next_a.first, next_b.first) and torch.equal(next_a.second, next_b.second)
 
 
+def test_drawing_several_batches_at_once_hands_them_out_one_by_one():
+    pitch, inst = _labels()
+    cfg = PairConfig(batch_size=40, draw_batches=3)
+    sampler = PairSampler(pitch, inst, cfg, seed=2)
+    calls = []
+    real_draw = sampler._draw
+    sampler._draw = lambda n: calls.append(n) or real_draw(n)  # type: ignore[method-assign]
+    batches = [sampler.sample() for _ in range(7)]
+    assert calls == [3, 3, 3]  # one pass for batches 1-3, one for 4-6, one for 7
+    for b in batches:  # each batch is a whole batch, kinds in order, flags right
+        assert torch.bincount(b.kind, minlength=4).tolist() == [10, 10, 10, 10]
+        assert torch.equal(b.same_pitch, pitch[b.first] == pitch[b.second])
+        assert torch.equal(b.same_timbre, inst[b.first] == inst[b.second])
+    assert not torch.equal(batches[0].first, batches[1].first)  # not one batch three times
+    # the same generator draws other pairs one batch at a time than three at a time
+    one_by_one = PairSampler(pitch, inst, PairConfig(batch_size=40), seed=2)
+    assert not torch.equal(one_by_one.sample().first, batches[0].first)
+    with pytest.raises(ConfigError, match="draw_batches"):
+        PairConfig(draw_batches=0)
+
+
+@pytest.mark.parametrize("handed_out", [0, 1, 2, 3, 4])
+def test_a_sampler_resumes_inside_a_draw(handed_out):
+    pitch, inst = _labels()
+    cfg = PairConfig(batch_size=40, draw_batches=3)
+    a = PairSampler(pitch, inst, cfg, seed=4)
+    for _ in range(handed_out):
+        a.sample()
+    state = a.state_dict()
+    assert state["position"] == handed_out % 3
+    b = PairSampler(pitch, inst, cfg, seed=99)  # another seed: everything comes from the state
+    b.load_state_dict(state)
+    for _ in range(5):
+        x, y = a.sample(), b.sample()
+        assert torch.equal(x.first, y.first) and torch.equal(x.second, y.second)
+        assert torch.equal(x.kind, y.kind)
+    with pytest.raises(ValueError, match="position 3 is outside a draw of 3 batches"):
+        b.load_state_dict({**state, "position": 3})
+
+
 def test_uneven_proportions_give_each_kind_its_share():
     pitch, inst = _labels()
     cfg = PairConfig(batch_size=50, proportions=(0.5, 0.2, 0.2, 0.1))

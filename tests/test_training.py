@@ -151,6 +151,17 @@ def test_resume_after_a_kill_gives_the_same_weights(toy_data, tmp_path):
     assert_same_run(resumed, whole)
 
 
+def test_resume_inside_a_draw_of_several_batches(toy_data, tmp_path):
+    cfg, ds = toy_data
+    cfg = cfg.with_overrides({"pairs.draw_batches": 3})  # checkpoint at step 20: 2 of 3 drawn
+    whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
+    killed_during_step(cfg, ds, tmp_path / "split", 26)
+    state = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 20 and 20 % 3 == 2
+    resumed = train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
+    assert_same_run(resumed, whole)
+
+
 def test_ctrl_c_keeps_the_last_logged_step_and_resumes_exactly(toy_data, tmp_path):
     cfg, ds = toy_data  # 40 steps, logged every 5, checkpointed every 10
     whole = train_model(cfg, ds, tmp_path / "whole", progress=False)

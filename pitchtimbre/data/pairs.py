@@ -117,6 +117,9 @@ class PairSampler:
                 )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self._drawn: PairBatch | None = None  # the current draw of ``cfg.draw_batches`` batches
+        self._next = 0  # its next row to hand out
+        self._draw_start = self.generator.get_state()  # the generator before that draw
 
     @staticmethod
     def _rank(groups: _Groups) -> torch.Tensor:
@@ -170,27 +173,63 @@ class PairSampler:
     def sample(self) -> PairBatch:
         """One batch of ``cfg.batch_size`` pairs.
 
+        Batches are drawn ``cfg.draw_batches`` at a time, in one pass over the four kinds;
+        each call hands out the next row of that draw (a view, so it costs no work).
+
         Chapter: 02_data
         """
+        if self._drawn is None or self._next == self.cfg.draw_batches:
+            self._draw_start = self.generator.get_state()
+            self._drawn = self._draw(self.cfg.draw_batches)
+            self._next = 0
+        d, i = self._drawn, self._next
+        self._next += 1
+        return PairBatch(d.first[i], d.second[i], d.same_pitch[i], d.same_timbre[i], d.kind[i])
+
+    def _draw(self, batches: int) -> PairBatch:
+        # every tensor is [batches, batch_size]; a row holds each kind's count in kind order
         firsts, seconds, kinds = [], [], []
         for kind, count in enumerate(self.counts):
             if count == 0:
                 continue
-            a = self._anchors(kind, count)
-            firsts.append(a)
-            seconds.append(self._partners(kind, a))
-            kinds.append(torch.full((count,), kind, device=self.device, dtype=torch.long))
-        first, second, kind_t = torch.cat(firsts), torch.cat(seconds), torch.cat(kinds)
+            a = self._anchors(kind, count * batches)
+            firsts.append(a.view(batches, count))
+            seconds.append(self._partners(kind, a).view(batches, count))
+            kinds.append(torch.full((batches, count), kind, device=self.device, dtype=torch.long))
+        first, second = torch.cat(firsts, dim=1), torch.cat(seconds, dim=1)
         return PairBatch(
             first=first,
             second=second,
             same_pitch=self.pitch[first] == self.pitch[second],
             same_timbre=self.instrument[first] == self.instrument[second],
-            kind=kind_t,
+            kind=torch.cat(kinds, dim=1),
         )
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        """Where the sampler stands: the generator's state before the current draw and how
+        many of that draw's batches were handed out (``position``), so that a sampler loading
+        it hands out the same batches next.
+
+        Chapter: 02_data
+        """
+        if self._drawn is not None and self._next < self.cfg.draw_batches:
+            return {"generator": self._draw_start.clone(), "position": self._next}
+        return {"generator": self.generator.get_state(), "position": 0}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict` (``position`` defaults to 0).
+
+        Chapter: 02_data
+        """
+        position = int(state.get("position", 0))
+        if not 0 <= position < self.cfg.draw_batches:
+            raise ValueError(
+                f"pair sampler state: position {position} is outside a draw of "
+                f"{self.cfg.draw_batches} batches"
+            )
         self.generator.set_state(state["generator"])
+        self._drawn = None
+        if position:
+            self._draw_start = self.generator.get_state()
+            self._drawn = self._draw(self.cfg.draw_batches)
+            self._next = position
