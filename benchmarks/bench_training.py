@@ -72,7 +72,7 @@ from pitchtimbre.data import NoteDataset, NoteRecord, PairSampler, load_dataset
 from pitchtimbre.data.dataset import DataSummary
 from pitchtimbre.losses import pair_loss
 from pitchtimbre.model import PitchTimbreVAE
-from pitchtimbre.training import FeatureStore, train_model
+from pitchtimbre.training import FeatureStore, make_optimiser, train_model
 
 MIB = 2**20
 
@@ -289,7 +289,7 @@ def new_training(
     reparameterisation noise, like those ``train_model`` makes."""
     torch.manual_seed(cfg.train.seed)
     model = PitchTimbreVAE(n_bins, cfg.model).to(device).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    optimiser = make_optimiser(model, cfg, device)
     noise = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
     return model, optimiser, noise
 

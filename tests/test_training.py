@@ -494,3 +494,12 @@ def test_the_compiled_model_trains_like_the_eager_one(toy_data, tmp_path, monkey
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)
     for a, b in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_optimiser_is_fused_on_cuda_only():
+    cfg = ExperimentConfig(model=ModelConfig(hidden=16, layers=2, kernel_size=3))
+    model = PitchTimbreVAE(80, cfg.model)
+    on_cpu = training.make_optimiser(model, cfg, torch.device("cpu"))
+    on_cuda = training.make_optimiser(model, cfg, torch.device("cuda"))  # CPU tensors: built only
+    assert not on_cpu.defaults["fused"] and on_cuda.defaults["fused"] is True
+    assert on_cpu.defaults["lr"] == on_cuda.defaults["lr"] == cfg.train.lr
