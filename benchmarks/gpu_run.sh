@@ -6,8 +6,10 @@
 #      it needs two GPUs or more (NCCL runs one process per GPU) and is skipped, saying so,
 #      on fewer;
 #   3. the `gpu` profile's reproduce, both models and every seed, from an emptied cache of
-#      its own (target: at most 5 minutes on one recent datacenter GPU);
-#   4. the training benchmark at the `gpu` profile's size and the feature benchmark.
+#      its own (target: at most 5 minutes on one recent datacenter GPU); its progress bars
+#      print a line every $TQDM_MININTERVAL seconds (30 unless set), each stage's time;
+#   4. the training benchmark at the `gpu` profile's size, the feature benchmark, and six
+#      gpu-profile models trained side by side against one after another.
 # A failing step is reported and the next one still runs; the exit status is the number of
 # failed steps. PART runs one group where a time limit per command calls for several calls
 # (same OUT: the log grows): checks (1, 2), reproduce (3) or benchmarks (4).
@@ -26,6 +28,7 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 export PITCHTIMBRE_CACHE="$OUT/cache"
 export PYTHONUNBUFFERED=1
+export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} # progress bars: a line every 30 s in the log
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" # this checkout's package, installed or not
 exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 tee_pid=$!
@@ -58,16 +61,19 @@ ddp_nccl() {
 reproduce_gpu() {
     rm -rf "$OUT/cache-gpu" # renders, featurises and trains everything inside the timing
     PITCHTIMBRE_CACHE="$OUT/cache-gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
-        --out "$OUT/results-gpu" --quiet
+        --out "$OUT/results-gpu"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+"$PY" -c 'import sys, torch; print("Python", sys.version.split()[0], "torch", torch.__version__, "CUDA", torch.version.cuda)'
 step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
 step checks "torchrun + NCCL, ci profile" ddp_nccl
 step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
 step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
     --profile gpu --device cuda
 step benchmarks "feature benchmark" "$PY" benchmarks/bench_features.py
+step benchmarks "six gpu-profile models side by side" "$PY" benchmarks/bench_parallel.py \
+    --profile gpu --models 6 --steps 1000 --device cuda
 printf '\n%d step(s) failed; log in %s\n' "$failed" "$OUT/gpu_run.log"
 exec >&- 2>&- # let tee see the end of its input and finish the log
 wait "$tee_pid"

@@ -22,7 +22,7 @@ import torch
 from .cache import cache_dir
 from .config import ExperimentConfig, profile_config
 from .data.dataset import NoteDataset, load_dataset
-from .training import TrainResult, pick_device, trained_model
+from .training import TrainResult, pick_device
 
 BOOK_CHAPTERS: dict[str, str] = {
     "01_introduction": "Introduction: what the poster claims and how to use this book",
@@ -89,13 +89,14 @@ class Chapter:
         """Vanilla and proposed for ``seed`` (default: the profile's first seed): loaded from
         the cache, or trained now with that seed and cached for the next chapter."""
         from .experiment import model_configs
+        from .parallel import trained_models
 
         seed = self.config.seeds[0] if seed is None else seed
-        ds = self.dataset()
-        return {
-            name: trained_model(cfg.with_overrides({"train.seed": seed}), ds)
+        jobs = {
+            name: (cfg.with_overrides({"train.seed": seed}), None)
             for name, cfg in model_configs(self.config).items()
         }
+        return trained_models(jobs, self.dataset())[0]
 
     def results(self) -> dict:
         """The reproduction of this profile (every seed), as ``reproduce`` writes it."""

@@ -189,6 +189,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(markdown_table(results))
     secs = results["train_seconds"]
     print(f"training seconds per seed: vanilla {secs['vanilla']}, proposed {secs['proposed']}")
+    if results["train_processes"] > 1:
+        print(f"({results['train_processes']} models trained at a time, in processes of their own)")
     if any(results["loaded_from_cache"]["vanilla"] + results["loaded_from_cache"]["proposed"]):
         print("(models loaded from the cache report the seconds their training took)")
     print(f"wrote {Path(args.out) / 'results.json'}, results.md and figures/")

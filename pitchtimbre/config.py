@@ -525,6 +525,17 @@ class TrainConfig(_Config):
     features_on: Literal["auto", "device", "host"] = "auto"
     """Where the training features live: 'auto' keeps them on the device when they take under
     half of its free memory, else streams batches from host memory (logged)."""
+    parallel_models: int = 1
+    """How many models ``reproduce`` (and a chapter's ``models()``) trains at once, each in a
+    worker process of its own with an equal share of the CPU threads; 1 trains them one
+    after another in this process, with a progress bar per step. Under ``torchrun`` models
+    are always trained one after another. Not part of the cache key: like ``amp``, it can
+    change the rounding but not what is learned (on a CPU, fewer threads per process may
+    split a reduction differently: the ci model's weights moved by up to 2e-3 after 60
+    steps, the cpu model's not at all). On two CPU cores (cpu profile, 300 steps each) two
+    models side by side took 55.0 s against 59.8 s one after another
+    (``benchmarks/bench_parallel.py``). On a GPU the processes time-slice one device; that
+    was not measured."""
 
     def __post_init__(self) -> None:
         _check(
@@ -555,6 +566,12 @@ class TrainConfig(_Config):
             "grad_clip",
             self.grad_clip is None or (_is_num(self.grad_clip) and self.grad_clip > 0),
             "None or > 0",
+        )
+        _check(
+            self,
+            "parallel_models",
+            _is_int(self.parallel_models) and self.parallel_models >= 1,
+            "an int >= 1",
         )
 
 

@@ -26,7 +26,8 @@ from .data.dataset import NoteDataset, load_dataset
 from .errors import DataError
 from .losses import ContrastiveLoss
 from .metrics import evaluate_latents, input_probes, pitch_leak_by_instrument, probe_by_instrument
-from .training import TrainResult, load_checkpoint, model_name, pick_device, trained_model
+from .parallel import trained_models
+from .training import TrainResult, load_checkpoint, model_name, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -279,17 +280,19 @@ def reproduce(
     checkpoints: dict[str, list[str]] = {m: [] for m in MODELS}
     seconds: dict[str, list[float]] = {m: [] for m in MODELS}
     cached: dict[str, list[bool]] = {m: [] for m in MODELS}
+    jobs = {
+        (seed, name): (
+            mcfg.with_overrides({"train.seed": seed}),
+            contrastive_fn if name == "proposed" else None,
+        )
+        for seed in cfg.seeds
+        for name, mcfg in model_configs(cfg).items()
+    }
+    models, processes = trained_models(jobs, dataset, progress=progress, retrain=fresh)
     for seed in cfg.seeds:
         row: dict[str, Any] = {"seed": seed}
-        for name, mcfg in model_configs(cfg).items():
-            mcfg = mcfg.with_overrides({"train.seed": seed})
-            result = trained_model(
-                mcfg,
-                dataset,
-                contrastive_fn if name == "proposed" else None,
-                progress=progress,
-                retrain=fresh,
-            )
+        for name in MODELS:
+            mcfg, result = jobs[seed, name][0], models[seed, name]
             if not main:
                 continue  # rank 0 evaluates and writes
             row[name] = evaluate_model(result.model, heldout, mcfg)
@@ -315,6 +318,7 @@ def reproduce(
         "directions": directions(means),
         "checkpoints": checkpoints,
         "train_seconds": seconds,
+        "train_processes": processes,
         "loaded_from_cache": cached,
         "data": {
             "notes": dataset.summary.notes,

@@ -93,7 +93,15 @@ def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> s
 
 
 # Settings that change how fast or where a model trains, not what it learns.
-_NOT_IN_KEY = ("device", "amp", "compile", "log_every", "checkpoint_every", "features_on")
+_NOT_IN_KEY = (
+    "device",
+    "amp",
+    "compile",
+    "log_every",
+    "checkpoint_every",
+    "features_on",
+    "parallel_models",
+)
 
 
 def training_settings(cfg: ExperimentConfig) -> dict[str, Any]:

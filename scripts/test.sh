@@ -34,3 +34,4 @@ step "benchmarks (small)"
 "$VENV/python" benchmarks/bench_data.py --small
 "$VENV/python" benchmarks/bench_features.py --small
 "$VENV/python" benchmarks/bench_training.py --small
+"$VENV/python" benchmarks/bench_parallel.py --small

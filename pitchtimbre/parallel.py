@@ -1,0 +1,169 @@
+"""Several models trained at once, each in a worker process of its own
+(``train.parallel_models``).
+
+Each process runs the same ``trained_model`` it would run alone, with the same seeds and an
+equal share of the CPU threads; what it learns lands in the package cache, where the caller
+then loads it. On a CPU fewer threads can round a reduction differently, so the weights may
+differ in the last bits from those of one process (see ``TrainConfig.parallel_models``). The processes are joblib's (loky),
+like the pitch check's: a script without an ``if __name__ == "__main__":`` guard is safe.
+
+Chapter: 05_training
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import as_completed
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from . import distributed
+from .config import ExperimentConfig
+from .data.dataset import NoteDataset
+from .errors import CheckpointError
+from .losses import ContrastiveLoss
+from .training import (
+    CHECKPOINT_FILE,
+    TrainResult,
+    model_dir,
+    read_checkpoint,
+    trained_model,
+)
+
+log = logging.getLogger(__name__)
+
+TrainJob = tuple[ExperimentConfig, ContrastiveLoss | None]
+"""One model to train: its settings (seed included) and its contrastive loss, if custom."""
+K = TypeVar("K")
+
+
+def is_trained(
+    cfg: ExperimentConfig, dataset: NoteDataset, contrastive_fn: ContrastiveLoss | None = None
+) -> bool:
+    """True when the package cache holds the finished model for these settings.
+
+    Chapter: 05_training
+    """
+    ckpt = model_dir(cfg, dataset, contrastive_fn) / CHECKPOINT_FILE
+    if not ckpt.is_file():
+        return False
+    try:
+        return bool(read_checkpoint(ckpt).get("complete"))
+    except CheckpointError:
+        return False  # training it says what is wrong with the file
+
+
+def processes_for(cfg: ExperimentConfig, jobs: int) -> int:
+    """How many processes train ``jobs`` models: ``train.parallel_models``, never more than
+    the models, and 1 (this process, one model after another) under ``torchrun``.
+
+    Chapter: 05_training
+    """
+    if distributed.world_size() > 1:
+        return 1
+    return max(1, min(cfg.train.parallel_models, jobs))
+
+
+def _train_in_worker(
+    cfg: ExperimentConfig,
+    dataset: NoteDataset,
+    contrastive_fn: ContrastiveLoss | None,
+    retrain: bool,
+    threads: int,
+) -> str:
+    """A worker's job: one model trained (or found) in the cache; returns its checkpoint."""
+    torch.set_num_threads(threads)  # the processes share the CPU cores
+    result = trained_model(cfg, dataset, contrastive_fn, progress=False, retrain=retrain)
+    return str(result.checkpoint)
+
+
+def train_in_processes(
+    jobs: Sequence[TrainJob],
+    dataset: NoteDataset,
+    processes: int,
+    retrain: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Train the model of each job into the package cache, ``processes`` at a time, and
+    return their checkpoints in the order of ``jobs``. ``retrain`` starts each from scratch;
+    otherwise a finished model is kept and an interrupted one continues.
+
+    The progress bar counts finished models (each worker trains without a bar of its own).
+    A worker's error is raised here once the other models have finished (and are cached);
+    Ctrl-C stops every worker at once, and each model continues later from its last
+    checkpoint.
+
+    Chapter: 05_training
+    """
+    from joblib.externals.loky import ProcessPoolExecutor
+    from tqdm.auto import tqdm
+
+    if not jobs:
+        return []
+    threads = max(1, torch.get_num_threads() // processes)
+    log.info("training %d models in %d processes", len(jobs), processes)
+    # an executor of its own, not loky's shared one: joblib (the pitch check) keeps that one
+    # with settings of its own, and these workers hold GPU memory until they exit
+    executor = ProcessPoolExecutor(max_workers=processes)
+    futures = [
+        executor.submit(_train_in_worker, cfg, dataset, fn, retrain, threads) for cfg, fn in jobs
+    ]
+    bar = tqdm(
+        total=len(jobs),
+        desc=f"train {len(jobs)} models, {processes} at a time",
+        unit="model",
+        disable=not progress,
+    )
+    errors: list[Exception] = []
+    try:
+        for future in as_completed(futures):
+            try:
+                future.result()
+            except Exception as exc:  # the other models still finish and are cached
+                errors.append(exc)
+            bar.update(1)
+    except BaseException:  # Ctrl-C: stop every worker now
+        for future in futures:
+            future.cancel()
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+    finally:
+        bar.close()
+    executor.shutdown(wait=True)
+    if errors:
+        raise errors[0]
+    return [Path(future.result()) for future in futures]
+
+
+def trained_models(
+    jobs: Mapping[K, TrainJob],
+    dataset: NoteDataset,
+    progress: bool = True,
+    retrain: bool = False,
+) -> tuple[dict[K, TrainResult], int]:
+    """The model of each job, like ``trained_model`` gives one: loaded from the cache, or
+    trained and cached. Those left to train are trained ``train.parallel_models`` at a time
+    (the first job's setting) in worker processes, else one after another here. Returns the
+    models, keyed like ``jobs``, and the number of processes that trained them;
+    ``from_cache`` is False for every model trained by this call.
+
+    Chapter: 05_training
+    """
+    pending: list[K] = []
+    if jobs and processes_for(next(iter(jobs.values()))[0], len(jobs)) > 1:
+        pending = [
+            k for k, (cfg, fn) in jobs.items() if retrain or not is_trained(cfg, dataset, fn)
+        ]
+    processes = processes_for(next(iter(jobs.values()))[0], len(pending)) if pending else 1
+    if processes > 1:
+        train_in_processes([jobs[k] for k in pending], dataset, processes, retrain, progress)
+    models: dict[K, TrainResult] = {}
+    for key, (cfg, fn) in jobs.items():
+        here = processes > 1 and key in pending
+        result = trained_model(cfg, dataset, fn, progress=progress, retrain=retrain and not here)
+        result.from_cache = result.from_cache and not here
+        models[key] = result
+    return models, processes

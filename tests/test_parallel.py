@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_nsynth_folder
+
+from pitchtimbre import distributed, parallel
+from pitchtimbre.book import Chapter
+from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from pitchtimbre.data import load_dataset
+from pitchtimbre.data.pitch_check import pitch_errors_by_pitch
+from pitchtimbre.errors import ConfigError, TrainingDiverged
+from pitchtimbre.experiment import reproduce
+from pitchtimbre.parallel import is_trained, processes_for, train_in_processes
+from pitchtimbre.training import load_checkpoint
+
+INSTRUMENTS = [
+    ("bass_a", "bass", 0.2),
+    ("bass_b", "bass", 0.4),
+    ("bass_c", "bass", 0.6),
+    ("flute_a", "flute", 0.5),
+    ("flute_b", "flute", 0.7),
+    ("flute_c", "flute", 0.9),
+]
+
+
+def experiment(source: str, parallel_models: int) -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="ci",
+        data=DataConfig(source=source, heldout_per_family=1),
+        model=ModelConfig(hidden=16, layers=2, kernel_size=3),
+        train=TrainConfig(
+            steps=20, log_every=5, checkpoint_every=10, parallel_models=parallel_models
+        ),
+        seeds=(0,),
+    )
+
+
+@pytest.fixture
+def one_thread():
+    """Processes sharing 2 cores train with 1 thread each: the reference does too, so the
+    weights can be compared bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_how_many_processes(monkeypatch):
+    def cfg(n: int) -> ExperimentConfig:
+        return ExperimentConfig(train=TrainConfig(parallel_models=n))
+
+    assert processes_for(cfg(1), 6) == 1
+    assert processes_for(cfg(3), 6) == 3
+    assert processes_for(cfg(3), 2) == 2  # never more than the models
+    assert processes_for(cfg(3), 1) == 1
+    assert processes_for(cfg(3), 0) == 1
+    with pytest.raises(ConfigError, match=r"TrainConfig\.parallel_models: must be an int >= 1"):
+        cfg(0)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert processes_for(cfg(3), 6) == 1  # under torchrun each rank trains one by one
+
+
+def test_a_chapter_trains_its_two_models_side_by_side(tmp_path, monkeypatch, one_thread):
+    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    started = []
+    real = parallel.train_in_processes
+    monkeypatch.setattr(
+        parallel,
+        "train_in_processes",
+        lambda jobs, *a, **k: started.append(len(jobs)) or real(jobs, *a, **k),
+    )
+    chapter = Chapter("05_training", experiment(source, 2), torch.device("cpu"))
+    models = chapter.models()
+    assert started == [2] and list(models) == ["vanilla", "proposed"]
+    assert not any(m.from_cache for m in models.values())
+    assert models["vanilla"].config.loss.lambda_pitch == 0.0
+    assert models["proposed"].config.loss.lambda_pitch > 0.0
+    again = chapter.models()  # both in the cache now: no process is started
+    assert started == [2] and all(m.from_cache for m in again.values())
+
+
+def test_reproduce_in_processes_trains_the_same_models(tmp_path, monkeypatch, one_thread):
+    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache-one"))
+    alone = reproduce(experiment(source, 1), tmp_path / "alone", progress=False, figures=False)
+    # a cache of its own: the workers must write where this process reads
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache-two"))
+    side = reproduce(experiment(source, 2), tmp_path / "side", progress=False, figures=False)
+    assert alone["train_processes"] == 1 and side["train_processes"] == 2
+    assert not any(side["loaded_from_cache"]["vanilla"] + side["loaded_from_cache"]["proposed"])
+    for name in ("vanilla", "proposed"):
+        (path,) = side["checkpoints"][name]
+        assert path.startswith(str(tmp_path / "cache-two"))
+        (reference,) = alone["checkpoints"][name]
+        a, b = load_checkpoint(reference), load_checkpoint(path)
+        for (key, x), y in zip(
+            a.model.state_dict().items(), b.model.state_dict().values(), strict=True
+        ):
+            assert torch.equal(x, y), (name, key)
+        assert [h["total"] for h in a.history] == [h["total"] for h in b.history]
+    assert side["models"] == alone["models"]
+    again = reproduce(experiment(source, 2), tmp_path / "again", progress=False, figures=False)
+    assert again["train_processes"] == 1  # nothing left to train
+    assert all(again["loaded_from_cache"]["vanilla"] + again["loaded_from_cache"]["proposed"])
+
+
+def test_a_worker_error_reaches_the_caller(tmp_path, one_thread):
+    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    cfg = experiment(source, 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+
+    def diverging(z1, z2, same, loss_cfg):
+        return (z1 - z2).sum() * float("nan")
+
+    jobs = [(cfg, None), (cfg.with_overrides({"train.seed": 1}), diverging)]
+    with pytest.raises(TrainingDiverged, match="training diverged before step 5"):
+        train_in_processes(jobs, ds, processes=2, progress=False)
+    assert is_trained(cfg, ds)  # the other model finished and is in the cache
+    assert not is_trained(jobs[1][0], ds, diverging)
+
+
+def test_the_pitch_check_still_starts_its_workers_after_training_in_processes(tmp_path, one_thread):
+    # joblib's pitch check and the trainer must not share one executor: joblib's needs
+    # settings that a plain loky executor lacks (a notebook may render after it trains)
+    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    cfg = experiment(source, 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    jobs = [(cfg.with_overrides({"train.seed": s}), None) for s in (3, 4)]
+    assert len(train_in_processes(jobs, ds, processes=2, progress=False)) == 2
+    t = np.arange(6400) / 16000
+    heads = {
+        p: np.stack([np.sin(2 * np.pi * 440 * 2 ** ((p - 69) / 12) * t)] * 2).astype(np.float32)
+        for p in (60, 64, 67)
+    }
+    errors = pitch_errors_by_pitch(heads, 16000, workers=2, min_notes_for_processes=1)
+    assert sorted(errors) == [60, 64, 67] and all((e < 10).all() for e in errors.values())
