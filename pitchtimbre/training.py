@@ -19,7 +19,10 @@ import inspect
 import json
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,12 +343,38 @@ def gather_pinned(features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.index_select(features, 0, rows, out=out)
 
 
+def _defer_ctrl_c(enabled: bool) -> tuple[dict[str, bool], Callable[[], None]]:
+    """While a model trains, the first Ctrl-C (SIGINT) only asks the loop to stop at its next
+    logged step, where the weights, the optimiser and every generator are those of one step;
+    a second Ctrl-C stops at once (the last periodic checkpoint stays). Returns the flag and
+    the function that puts the previous handler back. Off under torchrun, and outside the
+    main thread, where Python cannot install a handler."""
+    asked = {"stop": False}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        return asked, lambda: None
+
+    def handler(signum: int, frame: object) -> None:
+        if asked["stop"]:
+            raise KeyboardInterrupt
+        asked["stop"] = True
+        log.warning("Ctrl-C: stopping at the next logged step; press it again to stop at once")
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+    return asked, restore
+
+
 def make_optimiser(
     model: torch.nn.Module, cfg: ExperimentConfig, device: torch.device
 ) -> torch.optim.Adam:
     """Adam with ``train.lr``. On CUDA it is the fused implementation: one kernel updates
-    every parameter, where the default launches a dozen and loops over the parameters in
-    Python, which a small model's step notices. Elsewhere it is PyTorch's default.
+    every parameter, where the default (foreach) launches about a dozen multi-tensor kernels
+    and works out each parameter's bias correction in Python, which a small model's step
+    notices. Elsewhere it is PyTorch's default.
 
     Chapter: 05_training
     """
@@ -366,7 +395,9 @@ def train_model(
 
     ``resume`` continues from a checkpoint in ``out_dir`` written with the same settings.
     A NaN or infinite loss stops training with :class:`TrainingDiverged`, keeping the last
-    good checkpoint. Under ``torchrun`` every process trains its share of each batch with
+    good checkpoint. Ctrl-C lets training run on to its next logged step, writes a checkpoint
+    there and raises ``KeyboardInterrupt`` (a second Ctrl-C stops at once, keeping the last
+    periodic checkpoint), so that a resumed run trains the same weights. Under ``torchrun`` every process trains its share of each batch with
     DistributedDataParallel and rank 0 alone logs and writes (see
     :mod:`pitchtimbre.distributed`).
 
@@ -501,6 +532,7 @@ def train_model(
         disable=not (progress and main),
     )
     t_start = time.perf_counter() - seconds
+    ctrl_c, stop_deferring = _defer_ctrl_c(enabled=world == 1)
     try:
         while step < cfg.train.steps:
             batch = sampler.sample()
@@ -558,17 +590,20 @@ def train_model(
             if checkpoint_due:  # its loss was found finite just above
                 write(complete=False)
                 last_good = step
-    except KeyboardInterrupt:
-        bar.close()
-        if history and history[-1]["step"] == step and world == 1:
-            write(complete=False)
-        raise
+            logged = bool(history) and history[-1]["step"] == step
+            if ctrl_c["stop"] and logged and step < cfg.train.steps:  # all is whole here
+                write(complete=False)
+                log.warning("stopped at step %d; %s continues from there", step, ckpt_path)
+                raise KeyboardInterrupt
     finally:
         bar.close()
+        stop_deferring()
     seconds = time.perf_counter() - t_start
     write(complete=True)
     distributed.barrier()
     model.eval()
+    if ctrl_c["stop"]:  # asked during the last step: the model is finished and saved
+        raise KeyboardInterrupt
     return TrainResult(model, cfg, history, ckpt_path, seconds, False, {"step": step})
 
 

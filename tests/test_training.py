@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -162,19 +164,61 @@ def test_resume_inside_a_draw_of_several_batches(toy_data, tmp_path):
     assert_same_run(resumed, whole)
 
 
-def test_ctrl_c_keeps_the_last_logged_step_and_resumes_exactly(toy_data, tmp_path):
+def ctrl_c_during_step(cfg, ds, folder, step: int, presses: int = 1) -> None:
+    """Train into ``folder`` and press Ctrl-C (a real SIGINT) ``presses`` times inside the
+    loss of ``step``: after the step's pairs were drawn and before its update."""
+    real_loss, calls = training.pair_loss, {"n": 0}
+
+    def pressing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    training.pair_loss = pressing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_model(cfg, ds, folder, progress=False)
+    finally:
+        training.pair_loss = real_loss
+
+
+@pytest.mark.parametrize(("draws", "pressed", "kept"), [(1, 26, 30), (3, 26, 30), (3, 6, 10)])
+def test_ctrl_c_runs_on_to_the_next_logged_step_and_resumes_exactly(
+    toy_data, tmp_path, draws, pressed, kept
+):
     cfg, ds = toy_data  # 40 steps, logged every 5, checkpointed every 10
+    cfg = cfg.with_overrides({"pairs.draw_batches": draws})
     whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
-    # Ctrl-C while drawing step 26: step 25 was just logged (its loss checked), so it is kept
-    killed_during_step(cfg, ds, tmp_path / "ctrl-c", 26, KeyboardInterrupt)
+    ctrl_c_during_step(cfg, ds, tmp_path / "ctrl-c", pressed)
     state = torch.load(tmp_path / "ctrl-c" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 25 and not state["complete"]
+    assert state["step"] == kept and not state["complete"]
+    assert [h["step"] for h in json.loads(state["history"])][-1] == kept
     resumed = train_model(cfg, ds, tmp_path / "ctrl-c", resume=True, progress=False)
     assert_same_run(resumed, whole)
-    # Ctrl-C during step 24: step 23 was never logged, so the step-20 checkpoint stays
-    killed_during_step(cfg, ds, tmp_path / "unlogged", 24, KeyboardInterrupt)
-    state = torch.load(tmp_path / "unlogged" / "checkpoint.pt", weights_only=True)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(toy_data, tmp_path):
+    cfg, ds = toy_data
+    whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
+    ctrl_c_during_step(cfg, ds, tmp_path / "twice", 26, presses=2)
+    state = torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 20 and not state["complete"]  # step 26 was half done: not saved
+    resumed = train_model(cfg, ds, tmp_path / "twice", resume=True, progress=False)
+    assert_same_run(resumed, whole)
+    # a KeyboardInterrupt raised in the middle of a step writes nothing either
+    killed_during_step(cfg, ds, tmp_path / "raised", 26, KeyboardInterrupt)
+    state = torch.load(tmp_path / "raised" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 20 and not state["complete"]
+
+
+def test_ctrl_c_in_the_last_step_finishes_the_model(toy_data, tmp_path):
+    cfg, ds = toy_data
+    ctrl_c_during_step(cfg, ds, tmp_path / "last", 40)
+    state = torch.load(tmp_path / "last" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 40 and state["complete"]
 
 
 def test_checkpoints_come_every_checkpoint_every_steps_whatever_log_every(toy_data, tmp_path):
