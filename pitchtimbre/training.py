@@ -113,10 +113,13 @@ def training_settings(cfg: ExperimentConfig) -> dict[str, Any]:
 
     Chapter: 05_training
     """
+    pairs = cfg.pairs.to_dict()
+    if pairs["draw_batches"] == 1:  # batch by batch, as before the setting existed: same keys
+        del pairs["draw_batches"]
     return {
         "model": cfg.model.to_dict(),
         "loss": cfg.loss.to_dict(),
-        "pairs": cfg.pairs.to_dict(),
+        "pairs": pairs,
         "features": cfg.features.to_dict(),
         "train": {k: v for k, v in cfg.train.to_dict().items() if k not in _NOT_IN_KEY},
     }

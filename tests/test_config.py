@@ -103,3 +103,14 @@ def test_an_int_given_to_a_float_field_is_the_same_setting():
     assert ModelConfig(sigma=1).to_dict()["sigma"] == 1.0  # optional floats too
     assert ModelConfig(sigma=None).to_dict()["sigma"] is None
     assert isinstance(TrainConfig(steps=3000).to_dict()["steps"], int)  # int fields stay ints
+
+
+def test_drawing_batch_by_batch_keeps_the_keys_of_earlier_models():
+    from pitchtimbre.training import training_settings
+
+    base = ExperimentConfig()
+    assert "draw_batches" not in training_settings(base)["pairs"]  # the pairs drawn as before
+    at_once = base.with_overrides({"pairs.draw_batches": 25})  # other pairs: another model
+    assert training_settings(at_once)["pairs"]["draw_batches"] == 25
+    side_by_side = base.with_overrides({"train.parallel_models": 2})  # the same model
+    assert training_settings(side_by_side) == training_settings(base)
