@@ -39,3 +39,11 @@ class TrainingDiverged(PitchTimbreError):
 
     Chapter: 05_training
     """
+
+
+class WorkerCrashed(PitchTimbreError):
+    """A worker process died (a segfault, or the system ran out of memory) instead of
+    raising an error.
+
+    Chapter: 05_training
+    """

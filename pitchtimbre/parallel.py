@@ -2,10 +2,11 @@
 (``train.parallel_models``).
 
 Each process runs the same ``trained_model`` it would run alone, with the same seeds and an
-equal share of the CPU threads; what it learns lands in the package cache, where the caller
-then loads it. On a CPU fewer threads can round a reduction differently, so the weights may
-differ in the last bits from those of one process (see ``TrainConfig.parallel_models``). The processes are joblib's (loky),
-like the pitch check's: a script without an ``if __name__ == "__main__":`` guard is safe.
+equal share of the CPU threads, into the cache folder the caller chose; the caller then
+loads the model from there. On a CPU fewer threads can round a reduction differently, so
+the weights may differ in the last bits from those of one process (see
+``TrainConfig.parallel_models``). The processes are loky's (the library joblib uses): a
+script without an ``if __name__ == "__main__":`` guard is safe.
 
 Chapter: 05_training
 """
@@ -13,6 +14,7 @@ Chapter: 05_training
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
@@ -23,7 +25,7 @@ import torch
 from . import distributed
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset
-from .errors import CheckpointError
+from .errors import CheckpointError, WorkerCrashed
 from .losses import ContrastiveLoss
 from .training import (
     CHECKPOINT_FILE,
@@ -67,16 +69,24 @@ def processes_for(cfg: ExperimentConfig, jobs: int) -> int:
     return max(1, min(cfg.train.parallel_models, jobs))
 
 
+_dataset: NoteDataset | None = None  # a worker's copy of the notes, sent once per worker
+
+
+def _receive_dataset(dataset: NoteDataset, threads: int) -> None:
+    """A worker's start: keep the notes and take its share of the CPU threads."""
+    global _dataset
+    _dataset = dataset
+    torch.set_num_threads(threads)
+
+
 def _train_in_worker(
-    cfg: ExperimentConfig,
-    dataset: NoteDataset,
-    contrastive_fn: ContrastiveLoss | None,
-    retrain: bool,
-    threads: int,
+    cfg: ExperimentConfig, contrastive_fn: ContrastiveLoss | None, retrain: bool, folder: str
 ) -> str:
-    """A worker's job: one model trained (or found) in the cache; returns its checkpoint."""
-    torch.set_num_threads(threads)  # the processes share the CPU cores
-    result = trained_model(cfg, dataset, contrastive_fn, progress=False, retrain=retrain)
+    """A worker's job: one model trained (or found) in ``folder``; returns its checkpoint."""
+    assert _dataset is not None, "the worker was started without its notes"
+    result = trained_model(
+        cfg, _dataset, contrastive_fn, progress=False, retrain=retrain, folder=Path(folder)
+    )
     return str(result.checkpoint)
 
 
@@ -91,25 +101,34 @@ def train_in_processes(
     return their checkpoints in the order of ``jobs``. ``retrain`` starts each from scratch;
     otherwise a finished model is kept and an interrupted one continues.
 
-    The progress bar counts finished models (each worker trains without a bar of its own).
-    A worker's error is raised here once the other models have finished (and are cached);
-    Ctrl-C stops every worker at once, and each model continues later from its last
-    checkpoint.
+    The cache folders are chosen here (a loss written in a notebook has no source a worker
+    could hash) and the notes go to each worker once. The progress bar counts finished
+    models (a worker trains without a bar of its own). An error raised in a worker is
+    raised here once the other models have finished (and are cached); a worker that dies
+    (a segfault, no memory left) takes the others down with it, which raises
+    :class:`WorkerCrashed`. Ctrl-C stops every worker at once, and each model continues
+    later from its last checkpoint.
 
     Chapter: 05_training
     """
+    from concurrent.futures import BrokenExecutor
+
     from joblib.externals.loky import ProcessPoolExecutor
     from tqdm.auto import tqdm
 
     if not jobs:
         return []
     threads = max(1, torch.get_num_threads() // processes)
+    folders = [str(model_dir(cfg, dataset, fn)) for cfg, fn in jobs]
     log.info("training %d models in %d processes", len(jobs), processes)
     # an executor of its own, not loky's shared one: joblib (the pitch check) keeps that one
     # with settings of its own, and these workers hold GPU memory until they exit
-    executor = ProcessPoolExecutor(max_workers=processes)
+    executor = ProcessPoolExecutor(
+        max_workers=processes, initializer=_receive_dataset, initargs=(dataset, threads)
+    )
     futures = [
-        executor.submit(_train_in_worker, cfg, dataset, fn, retrain, threads) for cfg, fn in jobs
+        executor.submit(_train_in_worker, cfg, fn, retrain, folder)
+        for (cfg, fn), folder in zip(jobs, folders, strict=True)
     ]
     bar = tqdm(
         total=len(jobs),
@@ -134,6 +153,14 @@ def train_in_processes(
         bar.close()
     executor.shutdown(wait=True)
     if errors:
+        if isinstance(errors[0], BrokenExecutor):
+            codes = re.search(r"exit codes of the workers are (\{.*?\})", str(errors[0]))
+            how = f"exit {codes.group(1)}" if codes else "a segfault, or no memory left"
+            raise WorkerCrashed(
+                f"a training worker process died ({how}); run again to continue every model "
+                "from its last checkpoint, or set train.parallel_models to 1 to train in this "
+                "process and see the error here"
+            ) from errors[0]
         raise errors[0]
     return [Path(future.result()) for future in futures]
 

@@ -630,15 +630,17 @@ def trained_model(
     contrastive_fn: ContrastiveLoss | None = None,
     progress: bool = True,
     retrain: bool = False,
+    folder: Path | None = None,
 ) -> TrainResult:
     """The model for ``cfg`` (seed ``cfg.train.seed``): loaded from the package cache when
     it was trained before, else trained (continuing an interrupted run) and cached.
+    ``folder`` overrides where it lives (default: :func:`model_dir`).
 
     Chapter: 05_training
     """
     distributed.init(pick_device(cfg.train.device).type)  # under torchrun: join the group first
     distributed.barrier()  # every process sees the same cache state
-    folder = model_dir(cfg, dataset, contrastive_fn)
+    folder = model_dir(cfg, dataset, contrastive_fn) if folder is None else Path(folder)
     ckpt = folder / CHECKPOINT_FILE
     if ckpt.is_file() and not retrain:
         state = read_checkpoint(ckpt)

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
 from conftest import write_nsynth_folder
 
-from pitchtimbre import distributed, parallel
+from pitchtimbre import distributed, parallel, training
 from pitchtimbre.book import Chapter
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.data.pitch_check import pitch_errors_by_pitch
-from pitchtimbre.errors import ConfigError, TrainingDiverged
+from pitchtimbre.errors import ConfigError, TrainingDiverged, WorkerCrashed
 from pitchtimbre.experiment import reproduce
-from pitchtimbre.parallel import is_trained, processes_for, train_in_processes
+from pitchtimbre.parallel import is_trained, processes_for, train_in_processes, trained_models
 from pitchtimbre.training import load_checkpoint
 
 INSTRUMENTS = [
@@ -137,3 +140,41 @@ def test_the_pitch_check_still_starts_its_workers_after_training_in_processes(tm
     }
     errors = pitch_errors_by_pitch(heads, 16000, workers=2, min_notes_for_processes=1)
     assert sorted(errors) == [60, 64, 67] and all((e < 10).all() for e in errors.values())
+
+
+def test_a_loss_without_source_is_trained_where_the_caller_looks(tmp_path, monkeypatch, one_thread):
+    # a loss defined where inspect finds no source (as exec does here, and a notebook cell
+    # does in a worker) is hashed by its repr, which differs between processes
+    namespace: dict = {}
+    exec("def no_source(z1, z2, same, cfg):\n    return (z1 - z2).norm(dim=-1).mean()", namespace)
+    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = experiment(source, 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    jobs = {s: (cfg.with_overrides({"train.seed": s}), namespace["no_source"]) for s in (0, 1)}
+
+    def no_training_here(*args, **kwargs):
+        raise AssertionError("the caller trained a model the workers had trained")
+
+    monkeypatch.setattr(training, "train_model", no_training_here)
+    models, processes = trained_models(jobs, ds, progress=False)
+    assert processes == 2 and not any(m.from_cache for m in models.values())
+
+
+def test_a_dead_worker_is_a_clear_error(tmp_path, one_thread):
+    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    cfg = experiment(source, 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    parent = os.getpid()
+
+    def dying(z1, z2, same, loss_cfg):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the system does when memory runs out
+        return (z1 - z2).norm(dim=-1).mean()
+
+    jobs = [(cfg.with_overrides({"train.seed": 5}), dying), (cfg, None)]
+    with pytest.raises(
+        WorkerCrashed,
+        match=r"worker process died \(exit \{SIGKILL\(-9\)\}\); run again.*parallel_models",
+    ):
+        train_in_processes(jobs, ds, processes=2, progress=False)

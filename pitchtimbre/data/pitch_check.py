@@ -136,7 +136,8 @@ def pitch_errors_by_pitch(
             bar.update()
             pitches = pitches[1:]
             n_workers = min(n_workers, len(pitches))
-            bar.set_postfix_str(f"{n_workers} processes")
+            if n_workers > 1:
+                bar.set_postfix_str(f"{n_workers} processes")
         try:
             errors = Parallel(n_jobs=n_workers, return_as="generator")(
                 delayed(pitch_error_cents)(heads[p], p, sample_rate) for p in pitches
