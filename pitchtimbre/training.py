@@ -350,10 +350,13 @@ def _defer_ctrl_c(enabled: bool) -> tuple[dict[str, bool], Callable[[], None]]:
     """While a model trains, the first Ctrl-C (SIGINT) only asks the loop to stop at its next
     logged step, where the weights, the optimiser and every generator are those of one step;
     a second Ctrl-C stops at once (the last periodic checkpoint stays). Returns the flag and
-    the function that puts the previous handler back. Off under torchrun, and outside the
-    main thread, where Python cannot install a handler."""
+    the function that puts the previous handler back. Off under torchrun, outside the main
+    thread (where Python cannot install a handler) and where SIGINT is ignored."""
     asked = {"stop": False}
     if not enabled or threading.current_thread() is not threading.main_thread():
+        return asked, lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # a process that ignores Ctrl-C (a background job) still does
         return asked, lambda: None
 
     def handler(signum: int, frame: object) -> None:
@@ -362,7 +365,6 @@ def _defer_ctrl_c(enabled: bool) -> tuple[dict[str, bool], Callable[[], None]]:
         asked["stop"] = True
         log.warning("Ctrl-C: stopping at the next logged step; press it again to stop at once")
 
-    previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, handler)
 
     def restore() -> None:

@@ -164,6 +164,14 @@ def test_resume_inside_a_draw_of_several_batches(toy_data, tmp_path):
     assert_same_run(resumed, whole)
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT as in an interactive session (a background job, as CI runs, ignores it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def ctrl_c_during_step(cfg, ds, folder, step: int, presses: int = 1) -> None:
     """Train into ``folder`` and press Ctrl-C (a real SIGINT) ``presses`` times inside the
     loss of ``step``: after the step's pairs were drawn and before its update."""
@@ -186,7 +194,7 @@ def ctrl_c_during_step(cfg, ds, folder, step: int, presses: int = 1) -> None:
 
 @pytest.mark.parametrize(("draws", "pressed", "kept"), [(1, 26, 30), (3, 26, 30), (3, 6, 10)])
 def test_ctrl_c_runs_on_to_the_next_logged_step_and_resumes_exactly(
-    toy_data, tmp_path, draws, pressed, kept
+    toy_data, tmp_path, draws, pressed, kept, ctrl_c_raises
 ):
     cfg, ds = toy_data  # 40 steps, logged every 5, checkpointed every 10
     cfg = cfg.with_overrides({"pairs.draw_batches": draws})
@@ -200,7 +208,9 @@ def test_ctrl_c_runs_on_to_the_next_logged_step_and_resumes_exactly(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
 
 
-def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(toy_data, tmp_path):
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(
+    toy_data, tmp_path, ctrl_c_raises
+):
     cfg, ds = toy_data
     whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
     ctrl_c_during_step(cfg, ds, tmp_path / "twice", 26, presses=2)
@@ -214,11 +224,29 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(toy_data, t
     assert state["step"] == 20 and not state["complete"]
 
 
-def test_ctrl_c_in_the_last_step_finishes_the_model(toy_data, tmp_path):
+def test_ctrl_c_in_the_last_step_finishes_the_model(toy_data, tmp_path, ctrl_c_raises):
     cfg, ds = toy_data
     ctrl_c_during_step(cfg, ds, tmp_path / "last", 40)
     state = torch.load(tmp_path / "last" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 40 and state["complete"]
+
+
+def test_an_ignored_ctrl_c_stays_ignored(toy_data, tmp_path, monkeypatch):
+    cfg, ds = toy_data
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job
+    real_loss = training.pair_loss
+
+    def pressing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(training, "pair_loss", pressing)
+    try:
+        result = train_model(cfg.with_overrides({"train.steps": 10}), ds, tmp_path, progress=False)
+        assert result.history[-1]["step"] == 10  # trained to the end, never stopped
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_checkpoints_come_every_checkpoint_every_steps_whatever_log_every(toy_data, tmp_path):
