@@ -180,11 +180,12 @@ def trained_models(
     Chapter: 05_training
     """
     pending: list[K] = []
-    if jobs and processes_for(next(iter(jobs.values()))[0], len(jobs)) > 1:
+    first = next(iter(jobs.values()), None)
+    if first is not None and processes_for(first[0], len(jobs)) > 1:  # else: skip the reads
         pending = [
             k for k, (cfg, fn) in jobs.items() if retrain or not is_trained(cfg, dataset, fn)
         ]
-    processes = processes_for(next(iter(jobs.values()))[0], len(pending)) if pending else 1
+    processes = processes_for(first[0], len(pending)) if pending else 1
     if processes > 1:
         train_in_processes([jobs[k] for k in pending], dataset, processes, retrain, progress)
     models: dict[K, TrainResult] = {}

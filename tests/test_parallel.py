@@ -6,7 +6,6 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import write_nsynth_folder
 
 from pitchtimbre import distributed, parallel, training
 from pitchtimbre.book import Chapter
@@ -17,15 +16,6 @@ from pitchtimbre.errors import ConfigError, TrainingDiverged, WorkerCrashed
 from pitchtimbre.experiment import reproduce
 from pitchtimbre.parallel import is_trained, processes_for, train_in_processes, trained_models
 from pitchtimbre.training import load_checkpoint
-
-INSTRUMENTS = [
-    ("bass_a", "bass", 0.2),
-    ("bass_b", "bass", 0.4),
-    ("bass_c", "bass", 0.6),
-    ("flute_a", "flute", 0.5),
-    ("flute_b", "flute", 0.7),
-    ("flute_c", "flute", 0.9),
-]
 
 
 def experiment(source: str, parallel_models: int) -> ExperimentConfig:
@@ -65,8 +55,10 @@ def test_how_many_processes(monkeypatch):
     assert processes_for(cfg(3), 6) == 1  # under torchrun each rank trains one by one
 
 
-def test_a_chapter_trains_its_two_models_side_by_side(tmp_path, monkeypatch, one_thread):
-    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+def test_a_chapter_trains_its_two_models_side_by_side(
+    toy_folder, tmp_path, monkeypatch, one_thread
+):
+    source = str(toy_folder)
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
     started = []
     real = parallel.train_in_processes
@@ -85,8 +77,10 @@ def test_a_chapter_trains_its_two_models_side_by_side(tmp_path, monkeypatch, one
     assert started == [2] and all(m.from_cache for m in again.values())
 
 
-def test_reproduce_in_processes_trains_the_same_models(tmp_path, monkeypatch, one_thread):
-    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+def test_reproduce_in_processes_trains_the_same_models(
+    toy_folder, tmp_path, monkeypatch, one_thread
+):
+    source = str(toy_folder)
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache-one"))
     alone = reproduce(experiment(source, 1), tmp_path / "alone", progress=False, figures=False)
     # a cache of its own: the workers must write where this process reads
@@ -110,8 +104,9 @@ def test_reproduce_in_processes_trains_the_same_models(tmp_path, monkeypatch, on
     assert all(again["loaded_from_cache"]["vanilla"] + again["loaded_from_cache"]["proposed"])
 
 
-def test_a_worker_error_reaches_the_caller(tmp_path, one_thread):
-    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+def test_a_worker_error_reaches_the_caller(toy_folder, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))  # nothing trained yet
+    source = str(toy_folder)
     cfg = experiment(source, 2)
     ds = load_dataset(cfg.data, cfg.features, progress=False)
 
@@ -125,10 +120,12 @@ def test_a_worker_error_reaches_the_caller(tmp_path, one_thread):
     assert not is_trained(jobs[1][0], ds, diverging)
 
 
-def test_the_pitch_check_still_starts_its_workers_after_training_in_processes(tmp_path, one_thread):
+def test_the_pitch_check_still_starts_its_workers_after_training_in_processes(
+    toy_folder, one_thread
+):
     # joblib's pitch check and the trainer must not share one executor: joblib's needs
     # settings that a plain loky executor lacks (a notebook may render after it trains)
-    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    source = str(toy_folder)
     cfg = experiment(source, 2)
     ds = load_dataset(cfg.data, cfg.features, progress=False)
     jobs = [(cfg.with_overrides({"train.seed": s}), None) for s in (3, 4)]
@@ -142,12 +139,14 @@ def test_the_pitch_check_still_starts_its_workers_after_training_in_processes(tm
     assert sorted(errors) == [60, 64, 67] and all((e < 10).all() for e in errors.values())
 
 
-def test_a_loss_without_source_is_trained_where_the_caller_looks(tmp_path, monkeypatch, one_thread):
+def test_a_loss_without_source_is_trained_where_the_caller_looks(
+    toy_folder, tmp_path, monkeypatch, one_thread
+):
     # a loss defined where inspect finds no source (as exec does here, and a notebook cell
     # does in a worker) is hashed by its repr, which differs between processes
     namespace: dict = {}
     exec("def no_source(z1, z2, same, cfg):\n    return (z1 - z2).norm(dim=-1).mean()", namespace)
-    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+    source = str(toy_folder)
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
     cfg = experiment(source, 2)
     ds = load_dataset(cfg.data, cfg.features, progress=False)
@@ -161,8 +160,8 @@ def test_a_loss_without_source_is_trained_where_the_caller_looks(tmp_path, monke
     assert processes == 2 and not any(m.from_cache for m in models.values())
 
 
-def test_a_dead_worker_is_a_clear_error(tmp_path, one_thread):
-    source = str(write_nsynth_folder(tmp_path / "toy", INSTRUMENTS))
+def test_a_dead_worker_is_a_clear_error(toy_folder, one_thread):
+    source = str(toy_folder)
     cfg = experiment(source, 2)
     ds = load_dataset(cfg.data, cfg.features, progress=False)
     parent = os.getpid()

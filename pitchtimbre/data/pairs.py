@@ -179,12 +179,15 @@ class PairSampler:
         Chapter: 02_data
         """
         if self._drawn is None or self._next == self.cfg.draw_batches:
-            self._draw_start = self.generator.get_state()
-            self._drawn = self._draw(self.cfg.draw_batches)
-            self._next = 0
+            self._new_draw()
         d, i = self._drawn, self._next
         self._next += 1
         return PairBatch(d.first[i], d.second[i], d.same_pitch[i], d.same_timbre[i], d.kind[i])
+
+    def _new_draw(self) -> None:
+        self._draw_start = self.generator.get_state()
+        self._drawn = self._draw(self.cfg.draw_batches)
+        self._next = 0
 
     def _draw(self, batches: int) -> PairBatch:
         # every tensor is [batches, batch_size]; a row holds each kind's count in kind order
@@ -230,6 +233,5 @@ class PairSampler:
         self.generator.set_state(state["generator"])
         self._drawn = None
         if position:
-            self._draw_start = self.generator.get_state()
-            self._drawn = self._draw(self.cfg.draw_batches)
+            self._new_draw()
             self._next = position
