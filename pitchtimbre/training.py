@@ -14,17 +14,20 @@ Chapter: 05_training
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import logging
 import math
+import re
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import torch
@@ -80,19 +83,55 @@ def model_name(cfg: ExperimentConfig) -> str:
     return "vanilla" if cfg.loss.is_vanilla else "proposed"
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _code_text(code: CodeType) -> str:
+    """A function's compiled code as text: bytecode, constants (nested code too), names."""
+    consts = [_code_text(c) if inspect.iscode(c) else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()}|{consts}|{code.co_names}"
+
+
+def loss_source(fn: object) -> str:
+    """The text that identifies a loss function's code across runs: its source where Python
+    has it; for a ``functools.partial``, its function's and its arguments; for a callable
+    object, its class's source and its attributes (a bound method: its object's too); else
+    its compiled code. Memory addresses,
+    which change every run, are left out.
+
+    Chapter: 05_training
+    """
+    if isinstance(fn, functools.partial):
+        keywords = sorted(fn.keywords.items())
+        text = f"partial({loss_source(fn.func)}, args={fn.args!r}, keywords={keywords!r})"
+        return _ADDRESS.sub("", text)
+    if inspect.ismethod(fn):  # a bound method: its code and the object it is bound to
+        return f"{loss_source(fn.__func__)}|{loss_source(fn.__self__)}"
+    if inspect.isroutine(fn) or inspect.isclass(fn):
+        try:
+            return inspect.getsource(fn)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            code = getattr(fn, "__code__", None)
+            return _code_text(code) if code is not None else _ADDRESS.sub("", repr(fn))
+    try:
+        attributes = sorted(vars(fn).items())
+    except TypeError:  # __slots__
+        attributes = []
+    return _ADDRESS.sub("", f"{loss_source(type(fn))}|{attributes!r}")
+
+
 def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> str:
     """What the cache key records of the contrastive loss: its name, or a custom function's
-    qualified name and a hash of its source (so editing it retrains).
+    qualified name and a hash of :func:`loss_source` (so editing it retrains, and the same
+    code finds its cached model again in a new session).
 
     Chapter: 05_training
     """
     if fn is None:
         return cfg.loss.contrastive
-    try:
-        src = inspect.getsource(fn)
-    except (OSError, TypeError):
-        src = repr(fn)
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}:{hashlib.sha256(src.encode()).hexdigest()[:12]}"
+    name = getattr(fn, "__qualname__", type(fn).__qualname__)
+    digest = hashlib.sha256(loss_source(fn).encode()).hexdigest()[:12]
+    return f"{getattr(fn, '__module__', '?')}.{name}:{digest}"
 
 
 # Settings that change how fast or where a model trains, not what it learns.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -575,3 +576,55 @@ def test_the_optimiser_is_fused_on_cuda_only():
     on_cuda = training.make_optimiser(model, cfg, torch.device("cuda"))  # CPU tensors: built only
     assert not on_cpu.defaults["fused"] and on_cuda.defaults["fused"] is True
     assert on_cpu.defaults["lr"] == on_cuda.defaults["lr"] == cfg.train.lr
+
+
+class _ScaledL1:
+    """A callable loss object, as a student might write one."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def __call__(self, z1, z2, same, cfg):
+        return self.scale * (z1 - z2).abs().mean()
+
+    def loss(self, z1, z2, same, cfg):
+        return self(z1, z2, same, cfg)
+
+
+def test_loss_identity_is_stable_for_partials_objects_and_code_without_source(toy_data):
+    """Partials, callable objects, bound methods and functions whose source Python cannot
+    find (made with exec) must key the same code the same way in every session (no memory
+    addresses) and other arguments, attributes or code another way."""
+    import functools
+
+    from pitchtimbre.losses import hinge_contrastive
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+
+    def fresh(make):  # two separately made objects: other addresses, same code
+        first, second = make(), make()
+        assert first is not second
+        return key(first, cfg), key(second, cfg)
+
+    a, b = fresh(lambda: functools.partial(hinge_contrastive, cfg=cfg.loss))
+    assert a == b and "0x" not in a
+    bound = functools.partial(hinge_contrastive, cfg=cfg.loss)
+    assert key(bound, cfg) != key(hinge_contrastive, cfg)
+
+    a, b = fresh(lambda: _ScaledL1(2.0))
+    assert a == b and "0x" not in a
+    assert key(_ScaledL1(2.0), cfg) != key(_ScaledL1(3.0), cfg)
+    assert key(_ScaledL1(2.0).loss, cfg) == key(_ScaledL1(2.0).loss, cfg)
+    assert key(_ScaledL1(2.0).loss, cfg) != key(_ScaledL1(3.0).loss, cfg)
+
+    def from_exec(body: str):
+        scope: dict = {}
+        exec(f"def contrastive(z1, z2, same, cfg):\n    return {body}\n", scope)
+        return scope["contrastive"]
+
+    with pytest.raises(OSError):  # the case under test: no source to read
+        inspect.getsource(from_exec("(z1 - z2).abs().mean()"))
+    a, b = fresh(lambda: from_exec("(z1 - z2).abs().mean()"))
+    assert a == b and "0x" not in a
+    assert key(from_exec("(z1 - z2).square().mean()"), cfg) != a
