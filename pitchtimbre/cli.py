@@ -13,6 +13,7 @@ import errno
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -183,12 +184,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     writable_folder(args.out)
     print(f"profile {cfg.profile}: seeds {list(cfg.seeds)}, {cfg.train.steps} steps per model")
+    start = time.perf_counter()
     results = reproduce(cfg, args.out, progress=not args.quiet, fresh=args.fresh)
     if not results:  # another process of a torchrun group: rank 0 reports
         return 0
     print(markdown_table(results))
-    secs = results["train_seconds"]
+    secs, step_ms = results["train_seconds"], results["train_step_ms"]
     print(f"training seconds per seed: vanilla {secs['vanilla']}, proposed {secs['proposed']}")
+    print(f"ms a step after warm-up: vanilla {step_ms['vanilla']}, proposed {step_ms['proposed']}")
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
+    print(f"reproduce took {time.perf_counter() - start:.0f} s ({phases}, then figures)")
     if results["train_processes"] > 1:
         print(f"({results['train_processes']} models trained at a time, in processes of their own)")
     if any(results["loaded_from_cache"]["vanilla"] + results["loaded_from_cache"]["proposed"]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .errors import DataError
 from .losses import ContrastiveLoss
 from .metrics import evaluate_latents, input_probes, pitch_leak_by_instrument, probe_by_instrument
 from .parallel import trained_models
-from .training import TrainResult, load_checkpoint, model_name, pick_device
+from .training import TrainResult, load_checkpoint, model_name, pick_device, steady_step_seconds
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +273,16 @@ def reproduce(
     main = distributed.is_main()
     if main:
         out.mkdir(parents=True, exist_ok=True)
+    clock = {"start": time.perf_counter()}
     with distributed.main_first():  # under torchrun, rank 0 renders and caches the data
         dataset = load_dataset(cfg.data, cfg.features, progress=progress and main)
+    clock["data"] = time.perf_counter()
     heldout = dataset.heldout()
     per_seed: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
     checkpoints: dict[str, list[str]] = {m: [] for m in MODELS}
     seconds: dict[str, list[float]] = {m: [] for m in MODELS}
+    step_ms: dict[str, list[float | None]] = {m: [] for m in MODELS}
     cached: dict[str, list[bool]] = {m: [] for m in MODELS}
     jobs = {
         (seed, name): (
@@ -289,6 +293,7 @@ def reproduce(
         for name, mcfg in model_configs(cfg).items()
     }
     models, processes = trained_models(jobs, dataset, progress=progress, retrain=fresh)
+    clock["training"] = time.perf_counter()
     for seed in cfg.seeds:
         row: dict[str, Any] = {"seed": seed}
         for name in MODELS:
@@ -298,6 +303,8 @@ def reproduce(
             row[name] = evaluate_model(result.model, heldout, mcfg)
             checkpoints[name].append(str(result.checkpoint))
             seconds[name].append(round(result.seconds, 1))
+            steady = steady_step_seconds(result.history)
+            step_ms[name].append(None if steady is None else round(1000 * steady, 2))
             cached[name].append(result.from_cache)
             histories.setdefault(name, result.history)
         per_seed.append(row)
@@ -306,6 +313,8 @@ def reproduce(
     means, spreads = {}, {}
     for name in MODELS:
         means[name], spreads[name] = aggregate([r[name] for r in per_seed])
+    probe = input_probes(heldout.features, heldout.pitch, heldout.instrument, cfg.eval)
+    clock["evaluation"] = time.perf_counter()
     results = {
         "profile": cfg.profile,
         "source": dataset.summary.source,
@@ -314,10 +323,16 @@ def reproduce(
         "spread": spreads,
         "per_seed": per_seed,
         "poster": poster_table(),
-        "input_probe": input_probes(heldout.features, heldout.pitch, heldout.instrument, cfg.eval),
+        "input_probe": probe,
         "directions": directions(means),
         "checkpoints": checkpoints,
         "train_seconds": seconds,
+        "train_step_ms": step_ms,
+        "seconds": {
+            "data": round(clock["data"] - clock["start"], 1),
+            "training": round(clock["training"] - clock["data"], 1),
+            "evaluation": round(clock["evaluation"] - clock["training"], 1),
+        },
         "train_processes": processes,
         "loaded_from_cache": cached,
         "data": {

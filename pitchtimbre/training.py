@@ -651,6 +651,18 @@ def train_model(
     return TrainResult(model, cfg, history, ckpt_path, seconds, False, {"step": step})
 
 
+def steady_step_seconds(history: list[dict[str, float]]) -> float | None:
+    """Seconds a step after the first logging window (the warm-up: the first kernels, the
+    allocator), read from a training history; None with fewer than two logged steps.
+
+    Chapter: 05_training
+    """
+    if len(history) < 2:
+        return None
+    first, last = history[0], history[-1]
+    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
+
+
 def model_dir(
     cfg: ExperimentConfig, dataset: NoteDataset, contrastive_fn: ContrastiveLoss | None = None
 ) -> Path:

@@ -78,6 +78,16 @@ def test_results_json_schema(reproduced):
     ) / 2
     assert on_disk["models"]["proposed"]["pitch"]["denseness"] == pytest.approx(mean)
     assert (out / "results.md").read_text().startswith("| run |")
+    assert set(on_disk["seconds"]) == {"data", "training", "evaluation"}
+    assert all(v >= 0 for v in on_disk["seconds"].values())
+    for name in ("vanilla", "proposed"):
+        assert len(on_disk["train_step_ms"][name]) == 2
+        assert all(ms > 0 for ms in on_disk["train_step_ms"][name])
+        # the steps after the first logging window are a part of the whole training time
+        train = small_experiment("x").train
+        timed = zip(on_disk["train_step_ms"][name], on_disk["train_seconds"][name], strict=True)
+        for ms, secs in timed:
+            assert ms / 1000 * (train.steps - train.log_every) <= secs + 0.1  # both rounded
     assert (out / "figures" / "metrics.png").stat().st_size > 10_000
     assert (out / "figures" / "loss_curves.png").stat().st_size > 10_000
 

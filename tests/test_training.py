@@ -628,3 +628,14 @@ def test_loss_identity_is_stable_for_partials_objects_and_code_without_source(to
     a, b = fresh(lambda: from_exec("(z1 - z2).abs().mean()"))
     assert a == b and "0x" not in a
     assert key(from_exec("(z1 - z2).square().mean()"), cfg) != a
+
+
+def test_steady_step_seconds_leaves_out_the_first_logging_window():
+    history = [
+        {"step": 25, "seconds": 4.0},  # the warm-up window: slow first steps
+        {"step": 50, "seconds": 5.0},
+        {"step": 100, "seconds": 7.0},
+    ]
+    assert training.steady_step_seconds(history) == pytest.approx(3.0 / 75)
+    assert training.steady_step_seconds(history[:1]) is None
+    assert training.steady_step_seconds([]) is None
