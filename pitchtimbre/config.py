@@ -527,8 +527,9 @@ class TrainConfig(_Config):
     half of its free memory, else streams batches from host memory (logged)."""
     parallel_models: int = 1
     """How many models ``reproduce`` (and a chapter's ``models()``) trains at once, each in a
-    worker process of its own with an equal share of the CPU threads; 1 trains them one
-    after another in this process, with a progress bar per step. Under ``torchrun`` models
+    worker process of its own with an equal share of the CPU threads (each model's progress
+    bar then moves at its logged steps); 1 trains them one after another in this process,
+    with a progress bar that moves every step. Under ``torchrun`` models
     are always trained one after another. Not part of the cache key: like ``amp``, it can
     change the rounding but not what is learned (on a CPU, fewer threads per process may
     split a reduction differently: the ci model's weights moved by up to 2e-3 after 60

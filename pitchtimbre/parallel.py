@@ -14,9 +14,12 @@ Chapter: 05_training
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import Mapping, Sequence
-from concurrent.futures import as_completed
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,11 +34,15 @@ from .training import (
     CHECKPOINT_FILE,
     TrainResult,
     model_dir,
+    model_name,
     read_checkpoint,
     trained_model,
 )
 
 log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+"""How often the caller reads the workers' progress files to move their bars."""
 
 TrainJob = tuple[ExperimentConfig, ContrastiveLoss | None]
 """One model to train: its settings (seed included) and its contrastive loss, if custom."""
@@ -79,13 +86,46 @@ def _receive_dataset(dataset: NoteDataset, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _step_writer(path: str) -> Callable[[int], None]:
+    """A worker's progress report: the last logged step, written whole into ``path``."""
+
+    def write(step: int) -> None:
+        part = f"{path}.part"
+        try:
+            with open(part, "w") as f:
+                f.write(str(step))
+            os.replace(part, path)  # the caller never reads half a number
+        except OSError as exc:  # a bar that stops moving is no reason to stop training
+            log.debug("progress report %s not written: %s", path, exc)
+
+    return write
+
+
+def _read_step(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):  # not written yet
+        return None
+
+
 def _train_in_worker(
-    cfg: ExperimentConfig, contrastive_fn: ContrastiveLoss | None, retrain: bool, folder: str
+    cfg: ExperimentConfig,
+    contrastive_fn: ContrastiveLoss | None,
+    retrain: bool,
+    folder: str,
+    progress_file: str | None,
 ) -> str:
-    """A worker's job: one model trained (or found) in ``folder``; returns its checkpoint."""
+    """A worker's job: one model trained (or found) in ``folder``, its logged steps written
+    to ``progress_file``; returns its checkpoint."""
     assert _dataset is not None, "the worker was started without its notes"
     result = trained_model(
-        cfg, _dataset, contrastive_fn, progress=False, retrain=retrain, folder=Path(folder)
+        cfg,
+        _dataset,
+        contrastive_fn,
+        progress=False,
+        retrain=retrain,
+        folder=Path(folder),
+        on_log=None if progress_file is None else _step_writer(progress_file),
     )
     return str(result.checkpoint)
 
@@ -102,8 +142,9 @@ def train_in_processes(
     otherwise a finished model is kept and an interrupted one continues.
 
     The cache folders are chosen here (a loss written in a notebook has no source a worker
-    could hash) and the notes go to each worker once. The progress bar counts finished
-    models (a worker trains without a bar of its own). An error raised in a worker is
+    could hash) and the notes go to each worker once. Each model has a progress bar here,
+    moved at its logged steps: a worker writes its last logged step into a file that this
+    process reads every ``POLL_SECONDS``. An error raised in a worker is
     raised here once the other models have finished (and are cached); a worker that dies
     (a segfault, no memory left) takes the others down with it, which raises
     :class:`WorkerCrashed`. Ctrl-C stops every worker at once, and each model continues
@@ -126,31 +167,61 @@ def train_in_processes(
     executor = ProcessPoolExecutor(
         max_workers=processes, initializer=_receive_dataset, initargs=(dataset, threads)
     )
+    reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-")) if progress else None
+    steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
     futures = [
-        executor.submit(_train_in_worker, cfg, fn, retrain, folder)
-        for (cfg, fn), folder in zip(jobs, folders, strict=True)
+        executor.submit(_train_in_worker, cfg, fn, retrain, folder, str(steps) if steps else None)
+        for (cfg, fn), folder, steps in zip(jobs, folders, steps_of, strict=True)
     ]
-    bar = tqdm(
-        total=len(jobs),
-        desc=f"train {len(jobs)} models, {processes} at a time",
-        unit="model",
-        disable=not progress,
-    )
+    bars = [
+        tqdm(
+            total=cfg.train.steps,
+            desc=f"train {model_name(cfg)} (seed {cfg.train.seed}, {processes} at a time)",
+            unit="step",
+            position=i,
+            disable=not progress,
+        )
+        for i, (cfg, _) in enumerate(jobs)
+    ]
+
+    started = [False] * len(jobs)
+
+    def move_bars() -> None:
+        for i, (bar, steps) in enumerate(zip(bars, steps_of, strict=True)):
+            step = None if steps is None else _read_step(steps)
+            if step is None:
+                continue
+            if not started[i]:  # its clock starts when its worker does, not in the queue
+                started[i] = True
+                bar.reset()
+            if step > bar.n:
+                bar.update(step - bar.n)
+
     errors: list[Exception] = []
+    running = set(futures)
     try:
-        for future in as_completed(futures):
-            try:
-                future.result()
-            except Exception as exc:  # the other models still finish and are cached
-                errors.append(exc)
-            bar.update(1)
+        while running:
+            finished, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            move_bars()
+            for future in sorted(finished, key=futures.index):
+                try:
+                    future.result()
+                except Exception as exc:  # the other models still finish and are cached
+                    errors.append(exc)
+                    continue
+                bar = bars[futures.index(future)]
+                bar.update(bar.total - bar.n)  # also a model that was in the cache already
+                bar.close()
     except BaseException:  # Ctrl-C: stop every worker now
         for future in futures:
             future.cancel()
         executor.shutdown(wait=False, kill_workers=True)
         raise
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
+        if reports is not None:
+            shutil.rmtree(reports, ignore_errors=True)
     executor.shutdown(wait=True)
     if errors:
         if isinstance(errors[0], BrokenExecutor):

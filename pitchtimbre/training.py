@@ -433,6 +433,7 @@ def train_model(
     contrastive_fn: ContrastiveLoss | None = None,
     resume: bool = True,
     progress: bool = True,
+    on_log: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train one model on the training instruments of ``dataset`` (held-out instruments are
     never sampled) and write ``checkpoint.pt`` and ``history.json`` into ``out_dir``.
@@ -443,7 +444,9 @@ def train_model(
     there and raises ``KeyboardInterrupt`` (a second Ctrl-C stops at once, keeping the last
     periodic checkpoint), so that a resumed run trains the same weights. Under ``torchrun``
     every process trains its share of each batch with DistributedDataParallel and rank 0
-    alone logs and writes (see :mod:`pitchtimbre.distributed`).
+    alone logs and writes (see :mod:`pitchtimbre.distributed`). ``on_log`` is called with
+    the step where training starts and at every logged step (how a worker process reports
+    its progress, see :mod:`pitchtimbre.parallel`).
 
     Chapter: 05_training
     """
@@ -576,6 +579,8 @@ def train_model(
         disable=not (progress and main),
     )
     t_start = time.perf_counter() - seconds
+    if on_log is not None and main:
+        on_log(step)
     ctrl_c, stop_deferring = _defer_ctrl_c(enabled=world == 1)
     try:
         while step < cfg.train.steps:
@@ -630,6 +635,8 @@ def train_model(
                         for k in ("recon", "kl_pitch", "contrastive_pitch", "contrastive_timbre")
                     }
                 )
+                if on_log is not None and main:
+                    on_log(step)
             bar.update(1)
             if checkpoint_due:  # its loss was found finite just above
                 write(complete=False)
@@ -684,10 +691,12 @@ def trained_model(
     progress: bool = True,
     retrain: bool = False,
     folder: Path | None = None,
+    on_log: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """The model for ``cfg`` (seed ``cfg.train.seed``): loaded from the package cache when
     it was trained before, else trained (continuing an interrupted run) and cached.
-    ``folder`` overrides where it lives (default: :func:`model_dir`).
+    ``folder`` overrides where it lives (default: :func:`model_dir`); ``on_log`` goes to
+    :func:`train_model`.
 
     Chapter: 05_training
     """
@@ -701,4 +710,6 @@ def trained_model(
             result = _result_from_state(ckpt, state, device=pick_device(cfg.train.device))
             result.config = cfg
             return result
-    return train_model(cfg, dataset, folder, contrastive_fn, resume=not retrain, progress=progress)
+    return train_model(
+        cfg, dataset, folder, contrastive_fn, resume=not retrain, progress=progress, on_log=on_log
+    )

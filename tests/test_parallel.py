@@ -143,7 +143,8 @@ def test_a_loss_without_source_is_trained_where_the_caller_looks(
     toy_folder, tmp_path, monkeypatch, one_thread
 ):
     # a loss defined where inspect finds no source (as exec does here, and a notebook cell
-    # does in a worker) is hashed by its repr, which differs between processes
+    # does in a worker, while its caller has the cell's source) must be trained into the
+    # folder its caller reads: the caller picks it
     namespace: dict = {}
     exec("def no_source(z1, z2, same, cfg):\n    return (z1 - z2).norm(dim=-1).mean()", namespace)
     source = str(toy_folder)
@@ -177,3 +178,44 @@ def test_a_dead_worker_is_a_clear_error(toy_folder, one_thread):
         match=r"worker process died \(exit \{SIGKILL\(-9\)\}\); run again.*parallel_models",
     ):
         train_in_processes(jobs, ds, processes=2, progress=False)
+
+
+def test_each_model_has_a_progress_bar_that_reaches_its_end(
+    toy_folder, tmp_path, monkeypatch, capsys, one_thread
+):
+    import tempfile
+
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the reports go
+    (tmp_path / "tmp").mkdir()
+    cfg = experiment(str(toy_folder), 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    jobs = [(cfg, None), (cfg.with_overrides({"train.seed": 1, "loss.lambda_pitch": 0.0}), None)]
+    capsys.readouterr()
+    train_in_processes(jobs, ds, processes=2, progress=True)
+    err = capsys.readouterr().err
+    assert "train proposed (seed 0, 2 at a time)" in err
+    assert "train proposed (seed 1, 2 at a time)" in err  # lambda_timbre is still > 0
+    assert err.count("20/20") >= 2  # both bars end full
+    assert list((tmp_path / "tmp").iterdir()) == []  # the progress reports are removed
+
+
+def test_a_worker_reports_its_logged_steps_in_its_progress_file(toy_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = experiment(str(toy_folder), 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    seen = []
+    writer = parallel._step_writer(str(tmp_path / "steps"))
+
+    def record(step: int) -> None:
+        writer(step)
+        seen.append(parallel._read_step(tmp_path / "steps"))
+
+    training.trained_model(cfg, ds, progress=False, on_log=record)
+    assert seen == [0, 5, 10, 15, 20]  # the start, then every logged step, read back whole
+    assert not (tmp_path / "steps.part").exists()
+    monkeypatch.setattr(parallel, "_dataset", ds)  # as the worker's initializer leaves it
+    path = parallel._train_in_worker(cfg, None, False, str(tmp_path / "m"), str(tmp_path / "w"))
+    assert path == str(tmp_path / "m" / training.CHECKPOINT_FILE)
+    assert parallel._read_step(tmp_path / "w") == 20
+    assert parallel._read_step(tmp_path / "missing") is None

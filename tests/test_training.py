@@ -639,3 +639,18 @@ def test_steady_step_seconds_leaves_out_the_first_logging_window():
     assert training.steady_step_seconds(history) == pytest.approx(3.0 / 75)
     assert training.steady_step_seconds(history[:1]) is None
     assert training.steady_step_seconds([]) is None
+
+
+def test_on_log_hears_the_start_and_every_logged_step_also_after_a_resume(toy_data, tmp_path):
+    cfg, ds = toy_data
+    cfg = cfg.with_overrides({"train.steps": 12, "train.log_every": 4, "train.checkpoint_every": 6})
+    heard: list[int] = []
+    train_model(cfg, ds, tmp_path / "run", progress=False, on_log=heard.append)
+    assert heard == [0, 4, 6, 8, 12]  # a checkpoint step is logged too
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    # a checkpoint that says step 6 (its weights are step 12's: only the calls are checked)
+    state["step"], state["complete"] = 6, False
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    heard.clear()
+    train_model(cfg, ds, tmp_path / "run", progress=False, on_log=heard.append)
+    assert heard == [6, 8, 12]
