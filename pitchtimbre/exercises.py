@@ -309,10 +309,17 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
     return CheckResult(name, passed, lines)
 
 
-def try_loss(chapter, fn: ContrastiveLoss | None, label: str, lam: float | None = None) -> dict:
+def try_loss(
+    chapter,
+    fn: ContrastiveLoss | None,
+    label: str,
+    lam: float | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the proposed model with contrastive loss ``fn`` (None: the poster's) for the
-    profile's ``exercise_steps`` and evaluate it on the held-out instruments. A diverging
-    run is reported, not raised. Cached like every trained model (keyed by ``fn``'s source).
+    profile's ``exercise_steps``, with a progress bar unless ``progress`` is False, and
+    evaluate it on the held-out instruments. A diverging run is reported, not raised.
+    Cached like every trained model (keyed by ``fn``'s source).
 
     Chapter: 09_exercises
     """
@@ -325,7 +332,7 @@ def try_loss(chapter, fn: ContrastiveLoss | None, label: str, lam: float | None 
         cfg = cfg.with_overrides({"loss.lambda_pitch": lam, "loss.lambda_timbre": lam})
     ds = chapter.dataset()
     try:
-        result = trained_model(cfg, ds, contrastive_fn=fn, progress=False)
+        result = trained_model(cfg, ds, contrastive_fn=fn, progress=progress)
     except TrainingDiverged as exc:
         return {"label": label, "diverged": str(exc)}
     metrics = evaluate_model(result.model, ds.heldout(), cfg)

@@ -125,7 +125,7 @@ def test_check_explains_what_is_wrong():
     assert "scalar" in str(check("hinge", per_pair))
 
 
-def test_try_loss_and_table(toy_folder):
+def test_try_loss_and_table(toy_folder, tmp_path, monkeypatch, capsys):
     from pitchtimbre.book import Chapter
     from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig
 
@@ -136,13 +136,18 @@ def test_try_loss_and_table(toy_folder):
         exercise_steps=10,
     )
     chapter = Chapter("09_exercises", cfg, torch.device("cpu"))
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))  # nothing trained yet
+    capsys.readouterr()
     row = try_loss(chapter, None, "poster")
     assert set(row) == {"label", "metrics", "history"} and row["history"][-1]["step"] == 10
+    assert "train proposed (seed 0)" in capsys.readouterr().err  # a bar while it trains
+    assert try_loss(chapter, None, "poster")["history"] == row["history"]  # now cached
+    assert "train proposed" not in capsys.readouterr().err
 
     def poisoned(z1, z2, same, cfg):
         return z1.sum() * float("nan")
 
-    blown = try_loss(chapter, poisoned, "poisoned")
+    blown = try_loss(chapter, poisoned, "poisoned", progress=False)
     assert set(blown) == {"label", "diverged"} and "training diverged" in blown["diverged"]
     table = comparison_table([row, blown])
     assert table.count("\n") == 3 and "| poisoned | diverged |" in table
