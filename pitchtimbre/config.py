@@ -533,10 +533,11 @@ class TrainConfig(_Config):
     are always trained one after another. Not part of the cache key: like ``amp``, it can
     change the rounding but not what is learned (on a CPU, fewer threads per process may
     split a reduction differently: the ci model's weights moved by up to 2e-3 after 60
-    steps, the cpu model's not at all). On two CPU cores (cpu profile, 300 steps each) two
-    models side by side took 55.0 s against 59.8 s one after another
-    (``benchmarks/bench_parallel.py``). On a GPU the processes time-slice one device; that
-    was not measured."""
+    steps, the cpu model's not at all, after 3,000). On two CPU cores two cpu-profile models
+    side by side took 55.0 s against 59.8 s one after another over 300 steps each
+    (``benchmarks/bench_parallel.py``), but 550 s against 557 s over the full 3,000
+    (``benchmarks/RESULTS.md``). On a GPU the processes time-slice one device; that was not
+    measured."""
 
     def __post_init__(self) -> None:
         _check(
