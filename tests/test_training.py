@@ -591,6 +591,18 @@ class _ScaledL1:
         return self(z1, z2, same, cfg)
 
 
+class _SlottedL1:
+    """A callable loss object with __slots__ (no __dict__)."""
+
+    __slots__ = ("scale",)
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def __call__(self, z1, z2, same, cfg):
+        return self.scale * (z1 - z2).abs().mean()
+
+
 def test_loss_identity_is_stable_for_partials_objects_and_code_without_source(toy_data):
     """Partials, callable objects, bound methods and functions whose source Python cannot
     find (made with exec) must key the same code the same way in every session (no memory
@@ -628,6 +640,27 @@ def test_loss_identity_is_stable_for_partials_objects_and_code_without_source(to
     a, b = fresh(lambda: from_exec("(z1 - z2).abs().mean()"))
     assert a == b and "0x" not in a
     assert key(from_exec("(z1 - z2).square().mean()"), cfg) != a
+
+    # slots are attributes too
+    assert key(_SlottedL1(2.0), cfg) == key(_SlottedL1(2.0), cfg)
+    assert key(_SlottedL1(2.0), cfg) != key(_SlottedL1(3.0), cfg)
+
+    def class_from_exec(body: str):  # as a class in a notebook cell is, before Python 3.13
+        scope: dict = {}
+        exec(
+            "class Loss:\n"
+            "    def __init__(self, scale):\n"
+            "        self.scale = scale\n"
+            "    def __call__(self, z1, z2, same, cfg):\n"
+            f"        return self.scale * {body}\n",
+            scope,
+        )
+        return scope["Loss"]
+
+    a, b = fresh(lambda: class_from_exec("(z1 - z2).abs().mean()")(2.0))
+    assert a == b and "0x" not in a
+    assert key(class_from_exec("(z1 - z2).square().mean()")(2.0), cfg) != a  # edited code
+    assert key(class_from_exec("(z1 - z2).abs().mean()")(3.0), cfg) != a  # other attributes
 
 
 def test_steady_step_seconds_leaves_out_the_first_logging_window():
