@@ -219,3 +219,20 @@ def test_a_worker_reports_its_logged_steps_in_its_progress_file(toy_folder, tmp_
     assert path == str(tmp_path / "m" / training.CHECKPOINT_FILE)
     assert parallel._read_step(tmp_path / "w") == 20
     assert parallel._read_step(tmp_path / "missing") is None
+
+
+def test_workers_leave_ctrl_c_to_the_caller(toy_folder, tmp_path, monkeypatch, one_thread):
+    # the caller stops every worker on Ctrl-C; a worker's trainer must not install its own
+    # "run on to the next logged step" handler, which would promise what does not happen
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = experiment(str(toy_folder), 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    parent = os.getpid()
+
+    def checks_sigint(z1, z2, same, loss_cfg):
+        if os.getpid() != parent and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            raise RuntimeError("a worker handles Ctrl-C itself")
+        return (z1 - z2).norm(dim=-1).mean()
+
+    jobs = [(cfg.with_overrides({"train.seed": s}), checks_sigint) for s in (0, 1)]
+    assert len(train_in_processes(jobs, ds, processes=2, progress=False)) == 2
