@@ -361,8 +361,9 @@ class PairConfig(_Config):
     draw_batches: int = 1
     """Batches the sampler draws in one pass, handed out one per step. 1 draws batch by
     batch. On a GPU, where each of the sampler's few dozen small kernels costs about as much
-    to launch as a convolution, 25 spreads that cost (and the one synchronisation of a pass)
-    over 25 steps. The pairs follow the same distribution either way, but they are other
+    to launch as a convolution, 25 spreads that cost over 25 steps, and with it the
+    synchronisations of the rejection rounds for the fourth kind of pair (two or three a
+    pass). The pairs follow the same distribution either way, but they are other
     pairs, so the setting is part of a model's cache key."""
 
     def __post_init__(self) -> None:
@@ -532,7 +533,7 @@ class TrainConfig(_Config):
     with a progress bar that moves every step. Under ``torchrun`` models
     are always trained one after another. Not part of the cache key: like ``amp``, it can
     change the rounding but not what is learned (on a CPU, fewer threads per process may
-    split a reduction differently: the ci model's weights moved by up to 2e-3 after 60
+    split a reduction differently: the ci model's weights moved by up to 1.7e-3 after 60
     steps, the cpu model's not at all, after 3,000). On two CPU cores two cpu-profile models
     side by side took 55.0 s against 59.8 s one after another over 300 steps each
     (``benchmarks/bench_parallel.py``), but 550 s against 557 s over the full 3,000

@@ -3,8 +3,9 @@
 Each exercise asks for a function with the package's contrastive-loss signature
 ``fn(z1, z2, same, cfg) -> scalar`` (see :mod:`pitchtimbre.losses`). :func:`check` compares a
 student's function with the solution on hand-picked situations and says which one is wrong
-and why; :func:`try_loss` trains the proposed model with it on a short budget and compares
-it with the poster's loss.
+and why; :func:`try_loss` trains the proposed model with it on a short budget and evaluates
+it, and :func:`comparison_table` sets such runs side by side (the chapter's first row is the
+poster's loss).
 
 The solutions live here, behind a flag: :func:`solution` refuses to hand one out unless
 ``PITCHTIMBRE_SOLUTIONS=1`` is set (CI sets it, so every notebook runs end to end; students
@@ -319,7 +320,8 @@ def try_loss(
     """Train the proposed model with contrastive loss ``fn`` (None: the poster's) for the
     profile's ``exercise_steps``, with a progress bar unless ``progress`` is False, and
     evaluate it on the held-out instruments. A diverging run is reported, not raised.
-    Cached like every trained model (keyed by ``fn``'s source).
+    Cached like every trained model: the key holds ``fn``'s module, name and code (see
+    :func:`pitchtimbre.training.contrastive_identity`), so renaming or editing it retrains.
 
     Chapter: 09_exercises
     """

@@ -263,8 +263,18 @@ def reproduce(
     """Train (or load from the cache) vanilla and proposed for every seed, evaluate both on
     the held-out instruments, and write ``results.json``, ``results.md`` and figures to
     ``out``. An interrupted training continues from its last checkpoint; ``fresh`` retrains
-    every model from scratch instead. Returns the results dict (under ``torchrun``: on rank 0; the others train their
-    share and return an empty dict).
+    every model from scratch instead. Returns the results dict (under ``torchrun``: on rank 0;
+    the others train their share and return an empty dict).
+
+    ``results.json`` holds: ``profile``, ``source``, ``seeds``; ``models`` and ``spread``
+    (mean and standard deviation over seeds of each model's metrics: per space ``denseness``,
+    ``divergence``, ``ratio`` and the kNN ``probe`` accuracies), ``per_seed`` (the same per
+    seed), ``poster`` (the poster's figures), ``input_probe`` (kNN on the spectrograms
+    themselves), ``directions`` (which of the poster's four directions hold); ``checkpoints``,
+    ``train_seconds`` and ``train_step_ms`` (per model, one per seed; milliseconds a step
+    after the first logging window), ``loaded_from_cache``, ``train_processes``;
+    ``seconds`` (the data, training and evaluation phases of this call); ``data`` (note and
+    instrument counts, exclusions) and ``config``.
 
     Chapter: 07_results
     """
@@ -391,8 +401,12 @@ def evaluate_checkpoint(
 ) -> dict:
     """Evaluate one trained model on another source (a SoundFont, an NSynth-layout folder or
     NSynth root). Every instrument of the source counts as unseen, except any the model was
-    trained on, which are left out and listed. Writes ``out/results.json`` (the schema of
-    :func:`reproduce`, one model) when ``out`` is given.
+    trained on, which are left out and listed. Writes ``out/results.json`` when ``out`` is
+    given: :func:`reproduce`'s keys for one model and one seed (``profile``, ``source``,
+    ``seeds``, ``models``, ``spread``, ``per_seed``, ``poster``, ``input_probe``,
+    ``checkpoints``), its own ``data`` (``notes``, ``instruments``,
+    ``left_out_seen_instruments``), and ``trained_steps`` and ``complete`` (whether training
+    had finished); no ``directions``, which need both models.
 
     Chapter: 07_results
     """

@@ -160,7 +160,9 @@ class PairSampler:
             pos = self._randint(groups.count[a] - block)
             pos = pos + block * (pos >= offset[a]).long()
             return groups.order[groups.start[a] + pos]
-        partner = self._randint(torch.full_like(a, self.n))  # kind 3: rejection, rarely repeated
+        # kind 3: rejection; a round re-draws only the partners sharing the anchor's pitch or
+        # instrument (a few percent), and each round's check is one device synchronisation
+        partner = self._randint(torch.full_like(a, self.n))
         for _ in range(1000):
             bad = (self.pitch[partner] == self.pitch[a]) | (
                 self.instrument[partner] == self.instrument[a]
