@@ -9,6 +9,8 @@ Chapter: 08_latent_explorer
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -48,15 +50,21 @@ def features_to_audio(
     mag = features_to_magnitude(features, mean, std, cfg)
     rng = np.random.default_rng(seed)
     if cfg.kind == "cqt":
-        y = librosa.griffinlim_cqt(
-            mag,
-            sr=cfg.sample_rate,
-            hop_length=cfg.hop_length,
-            fmin=float(librosa.midi_to_hz(cfg.fmin_midi)),
-            bins_per_octave=cfg.bins_per_octave,
-            n_iter=n_iter,
-            random_state=rng,
-        )
+        with warnings.catch_warnings():
+            # The CQT halves the signal once per octave; of a clip this short (32 frames)
+            # about 124 samples reach the lowest octave, fewer than its FFT length. librosa's
+            # STFT pads them at both ends as it pads every signal (centred frames), and
+            # warns at every call; the frames are computed all the same.
+            warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large for input signal")
+            y = librosa.griffinlim_cqt(
+                mag,
+                sr=cfg.sample_rate,
+                hop_length=cfg.hop_length,
+                fmin=float(librosa.midi_to_hz(cfg.fmin_midi)),
+                bins_per_octave=cfg.bins_per_octave,
+                n_iter=n_iter,
+                random_state=rng,
+            )
     else:
         y = librosa.feature.inverse.mel_to_audio(
             mag,

@@ -161,3 +161,20 @@ def test_torch_backend_matches_librosa_through_compute_features():
     loud = ref > np.log(10 * FeatureConfig().log_floor)
     # tests/test_frontend.py states and checks the front end's tolerances in detail
     assert np.abs(fast - ref)[loud].max() < 1e-3
+
+
+def test_features_to_audio_of_a_short_cqt_clip_shows_no_warning():
+    """The latent explorer's clips are 32 frames: librosa's warning about its lowest
+    octave's short signal must not reach the chapter's output."""
+    import warnings
+
+    from pitchtimbre.audio import features_to_audio
+    from pitchtimbre.config import FeatureConfig
+
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(cfg.n_bins, cfg.n_frames)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = features_to_audio(features, mean=-4.0, std=2.0, cfg=cfg, n_iter=2)
+    assert y.dtype == np.float32 and np.isfinite(y).all() and 0 < np.abs(y).max() <= 0.5
