@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -112,6 +113,19 @@ def test_figures_exist_where_the_chapters_draw_them():
         "08_latent_explorer",
     ):
         assert figures_in_notebook(name) >= 1, name
+
+
+WARNING_LINE = re.compile(r"\b[A-Z]\w*Warning: ")
+
+
+@pytest.mark.parametrize("name", list(BOOK_CHAPTERS))
+def test_no_python_warning_reaches_a_chapter(name):
+    # cell outputs and the saved state of widgets (whose output areas are not cells: the
+    # browser check above cannot see a warning printed there)
+    nb = json.loads((EXECUTED / f"{name}.ipynb").read_text())
+    outputs = [out for cell in nb["cells"] for out in cell.get("outputs", [])]
+    text = json.dumps([outputs, nb["metadata"].get("widgets", {})])
+    assert WARNING_LINE.findall(text) == []
 
 
 def test_the_explorer_has_its_static_fallback(site, browser):
