@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -135,6 +135,27 @@ def _train_in_worker(
     return str(result.checkpoint)
 
 
+def move_bars(bars: Sequence[Any], reports: Sequence[Path | None], started: list[bool]) -> None:
+    """Move each model's progress bar to the step its worker last reported. A bar's clock
+    starts at its first report (not while its model waits for a worker), and a model that
+    resumes at step S starts its bar at S, so that its rate and time left count only the
+    steps trained now.
+
+    Chapter: 05_training
+    """
+    for i, (bar, report) in enumerate(zip(bars, reports, strict=True)):
+        step = None if report is None else _read_step(report)
+        if step is None:
+            continue
+        if not started[i]:
+            started[i] = True
+            bar.reset()
+            bar.initial = bar.n = bar.last_print_n = step
+            bar.refresh()
+        elif step > bar.n:
+            bar.update(step - bar.n)
+
+
 def train_in_processes(
     jobs: Sequence[TrainJob],
     dataset: NoteDataset,
@@ -172,42 +193,33 @@ def train_in_processes(
     executor = ProcessPoolExecutor(
         max_workers=processes, initializer=_receive_dataset, initargs=(dataset, threads)
     )
-    reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-")) if progress else None
-    steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
-    futures = [
-        executor.submit(_train_in_worker, cfg, fn, retrain, folder, str(steps) if steps else None)
-        for (cfg, fn), folder, steps in zip(jobs, folders, steps_of, strict=True)
-    ]
-    bars = [
-        tqdm(
-            total=cfg.train.steps,
-            desc=f"train {model_name(cfg)} (seed {cfg.train.seed}, {processes} at a time)",
-            unit="step",
-            position=i,
-            disable=not progress,
-        )
-        for i, (cfg, _) in enumerate(jobs)
-    ]
-
-    started = [False] * len(jobs)
-
-    def move_bars() -> None:
-        for i, (bar, steps) in enumerate(zip(bars, steps_of, strict=True)):
-            step = None if steps is None else _read_step(steps)
-            if step is None:
-                continue
-            if not started[i]:  # its clock starts when its worker does, not in the queue
-                started[i] = True
-                bar.reset()
-            if step > bar.n:
-                bar.update(step - bar.n)
-
+    reports: Path | None = None
+    futures: list = []
+    bars: list = []
     errors: list[Exception] = []
-    running = set(futures)
-    try:
+    try:  # from here on, Ctrl-C stops the workers (they ignore it themselves)
+        if progress:
+            reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
+        steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
+        futures = [
+            executor.submit(_train_in_worker, cfg, fn, retrain, folder, str(at) if at else None)
+            for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True)
+        ]
+        bars = [
+            tqdm(
+                total=cfg.train.steps,
+                desc=f"train {model_name(cfg)} (seed {cfg.train.seed}, {processes} at a time)",
+                unit="step",
+                position=i,
+                disable=not progress,
+            )
+            for i, (cfg, _) in enumerate(jobs)
+        ]
+        started = [False] * len(jobs)
+        running = set(futures)
         while running:
             finished, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-            move_bars()
+            move_bars(bars, steps_of, started)
             for future in sorted(finished, key=futures.index):
                 try:
                     future.result()
@@ -228,15 +240,16 @@ def train_in_processes(
         if reports is not None:
             shutil.rmtree(reports, ignore_errors=True)
     executor.shutdown(wait=True)
+    crashed = [e for e in errors if isinstance(e, BrokenExecutor)]
+    if crashed:  # before any other error: the others may be its consequence
+        codes = re.search(r"exit codes of the workers are (\{.*?\})", str(crashed[0]))
+        how = f"exit {codes.group(1)}" if codes else "a segfault, or no memory left"
+        raise WorkerCrashed(
+            f"a training worker process died ({how}); run again to continue every model "
+            "from its last checkpoint, or set train.parallel_models to 1 to train in this "
+            "process and see the error here"
+        ) from crashed[0]
     if errors:
-        if isinstance(errors[0], BrokenExecutor):
-            codes = re.search(r"exit codes of the workers are (\{.*?\})", str(errors[0]))
-            how = f"exit {codes.group(1)}" if codes else "a segfault, or no memory left"
-            raise WorkerCrashed(
-                f"a training worker process died ({how}); run again to continue every model "
-                "from its last checkpoint, or set train.parallel_models to 1 to train in this "
-                "process and see the error here"
-            ) from errors[0]
         raise errors[0]
     return [Path(future.result()) for future in futures]
 

@@ -236,3 +236,28 @@ def test_workers_leave_ctrl_c_to_the_caller(toy_folder, tmp_path, monkeypatch, o
 
     jobs = [(cfg.with_overrides({"train.seed": s}), checks_sigint) for s in (0, 1)]
     assert len(train_in_processes(jobs, ds, processes=2, progress=False)) == 2
+
+
+def test_move_bars_follows_the_reports_and_starts_a_resumed_bar_where_it_resumes(tmp_path):
+    import io
+
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    bars = [tqdm(total=100, file=out, mininterval=0) for _ in range(3)]
+    reports = [tmp_path / "a", tmp_path / "b", None]  # the third: progress off
+    started = [False, False, False]
+    parallel.move_bars(bars, reports, started)
+    assert [b.n for b in bars] == [0, 0, 0] and started == [False, False, False]
+    write_a, write_b = (parallel._step_writer(str(r)) for r in reports[:2])
+    write_a(0)  # a fresh model
+    write_b(40)  # a model resuming at step 40
+    parallel.move_bars(bars, reports, started)
+    assert [b.n for b in bars] == [0, 40, 0] and started == [True, True, False]
+    assert bars[1].initial == 40  # its rate counts only the steps trained now
+    write_a(25)
+    write_b(65)
+    parallel.move_bars(bars, reports, started)
+    assert [b.n for b in bars] == [25, 65, 0]
+    for bar in bars:
+        bar.close()
