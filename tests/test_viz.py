@@ -31,9 +31,33 @@ def test_pca_projection_keeps_clusters_apart_and_fixes_its_signs():
     assert nearest_label_accuracy(a, labels) == 1.0
 
 
+def test_umap_of_small_data_is_given_exact_distances(monkeypatch):
+    import umap
+    from scipy.spatial.distance import cdist
+
+    seen = {}
+    real = umap.UMAP
+
+    class Spy(real):
+        def fit_transform(self, X, *args, **kwargs):
+            seen["metric"], seen["X"] = self.metric, X
+            return np.zeros((len(X), 2))
+
+    monkeypatch.setattr(umap, "UMAP", Spy)
+    x, _ = blobs(n_per=20)
+    x[1] = x[0]  # a duplicate note: distance 0, as the exact path gives it
+    viz.project_2d(x, "umap", seed=0)
+    assert seen["metric"] == "precomputed"
+    assert np.allclose(seen["X"], cdist(x, x), atol=1e-12)
+    assert seen["X"][0, 1] == 0.0 and np.array_equal(seen["X"], seen["X"].T)
+    monkeypatch.setattr(viz, "UMAP_EXACT_BELOW", 10)  # more points: UMAP's own search
+    viz.project_2d(x, "umap", seed=0)
+    assert seen["metric"] == "euclidean" and seen["X"].shape == x.shape
+
+
 def test_umap_projection_of_small_data_is_seeded_and_keeps_clusters_apart():
     x, labels = blobs()
-    assert len(x) < viz.UMAP_EXACT_BELOW  # the exact path, with numpy's distances
+    assert len(x) < viz.UMAP_EXACT_BELOW  # the exact path, with scipy's distances
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a chapter's output shows no warning
         a = viz.project_2d(x, "umap", seed=0)
