@@ -14,26 +14,23 @@ Chapter: 05_training
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import json
 import logging
 import math
-import re
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import CodeType
 from typing import Any
 
 import torch
 
 from . import distributed
 from .cache import atomic_path, atomic_write_json, cache_dir, stable_hash
+from .code_identity import loss_source
 from .config import ExperimentConfig, TrainConfig
 from .data.dataset import NoteDataset
 from .data.pairs import PairSampler
@@ -81,61 +78,6 @@ def model_name(cfg: ExperimentConfig) -> str:
     Chapter: 05_training
     """
     return "vanilla" if cfg.loss.is_vanilla else "proposed"
-
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def _code_text(code: CodeType) -> str:
-    """A function's compiled code as text: bytecode, constants (nested code too), names."""
-    consts = [_code_text(c) if inspect.iscode(c) else repr(c) for c in code.co_consts]
-    return f"{code.co_code.hex()}|{consts}|{code.co_names}"
-
-
-def _attributes(obj: object) -> list[tuple[str, Any]]:
-    """An object's attributes, from its ``__dict__`` and its ``__slots__``, sorted by name."""
-    found = dict(getattr(obj, "__dict__", {}))
-    for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for name in [slots] if isinstance(slots, str) else slots:
-            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
-                found[name] = getattr(obj, name)
-    return sorted(found.items())
-
-
-def _class_text(cls: type) -> str:
-    """A class's source, else (a class defined in a notebook, before Python 3.13) the code of
-    each function it defines."""
-    try:
-        return inspect.getsource(cls)
-    except (OSError, TypeError):
-        members = sorted(vars(cls).items())
-        return "|".join(f"{k}:{loss_source(v)}" for k, v in members if inspect.isfunction(v))
-
-
-def loss_source(fn: object) -> str:
-    """The text that identifies a loss function's code across runs: its source where Python
-    has it; for a ``functools.partial``, its function's and its arguments; for a callable
-    object, its class's code and its attributes (a bound method: its object's too); else
-    its compiled code. Memory addresses, which change every run, are left out.
-
-    Chapter: 05_training
-    """
-    if isinstance(fn, functools.partial):
-        keywords = sorted(fn.keywords.items())
-        text = f"partial({loss_source(fn.func)}, args={fn.args!r}, keywords={keywords!r})"
-        return _ADDRESS.sub("", text)
-    if inspect.ismethod(fn):  # a bound method: its code and the object it is bound to
-        return f"{loss_source(fn.__func__)}|{loss_source(fn.__self__)}"
-    if inspect.isclass(fn):
-        return _class_text(fn)
-    if inspect.isroutine(fn):
-        try:
-            return inspect.getsource(fn)
-        except (OSError, TypeError):
-            code = getattr(fn, "__code__", None)
-            return _code_text(code) if code is not None else _ADDRESS.sub("", repr(fn))
-    return _ADDRESS.sub("", f"{_class_text(type(fn))}|{_attributes(fn)!r}")
 
 
 def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> str:

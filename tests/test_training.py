@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -687,3 +688,89 @@ def test_on_log_hears_the_start_and_every_logged_step_also_after_a_resume(toy_da
     heard.clear()
     train_model(cfg, ds, tmp_path / "run", progress=False, on_log=heard.append)
     assert heard == [6, 8, 12]
+
+
+def test_loss_identity_counts_closures_defaults_class_members_and_whole_tensors(toy_data):
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+
+    def make(margin: float):
+        def loss(z1, z2, same, cfg):
+            return margin * (z1 - z2).abs().mean()
+
+        return loss
+
+    assert key(make(0.1), cfg) == key(make(0.1), cfg)
+    assert key(make(0.1), cfg) != key(make(0.5), cfg)  # same source, other closure value
+
+    def with_default(z1, z2, same, cfg, p=1):
+        return (z1 - z2).norm(p=p, dim=-1).mean()
+
+    other = functools.partial(with_default, p=2)
+    assert key(with_default, cfg) != key(other, cfg)
+
+    def notebook_class(attribute: str, helper: str):  # no source, as in a notebook cell
+        scope: dict = {}
+        exec(
+            "class Loss:\n"
+            f"    {attribute}\n"
+            "    @staticmethod\n"
+            f"    def helper(x):\n        return {helper}\n"
+            "    def __call__(self, z1, z2, same, cfg):\n"
+            "        return self.helper(z1 - z2) * self.T\n",
+            scope,
+        )
+        return scope["Loss"]()
+
+    base = key(notebook_class("T = 1", "x.abs().mean()"), cfg)
+    assert base == key(notebook_class("T = 1", "x.abs().mean()"), cfg)
+    assert base != key(notebook_class("T = 9", "x.abs().mean()"), cfg)  # a class attribute
+    assert base != key(notebook_class("T = 1", "x.square().mean()"), cfg)  # a staticmethod
+
+    weights = torch.ones(5000)
+    heavy = _ScaledL1(2.0)
+    heavy.weights = weights
+    before = key(heavy, cfg)
+    weights[2500] = 3.0  # a value a printout of the tensor would leave out
+    assert key(heavy, cfg) != before
+
+
+class _Mangled:
+    __slots__ = ("__scale",)
+
+    def __init__(self, scale: float) -> None:
+        self.__scale = scale
+
+    def __call__(self, z1, z2, same, cfg):
+        return self.__scale * (z1 - z2).abs().mean()
+
+
+def test_loss_identity_of_a_private_slot_and_of_sets_across_hash_seeds(toy_data, tmp_path):
+    import subprocess
+    import sys
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+    assert key(_Mangled(1.0), cfg) != key(_Mangled(2.0), cfg)
+    # a set constant (no source to read): its order depends on the hash seed, the key must not
+    program = (
+        "import json\n"
+        "from pitchtimbre.config import ExperimentConfig\n"
+        "from pitchtimbre.training import contrastive_identity\n"
+        "scope = {}\n"
+        "exec('def loss(z1, z2, same, cfg):\\n"
+        '    return (z1 - z2).abs().mean() if cfg.distance in {"alpha", "beta", "gamma",'
+        ' "delta"} else 0\', scope)\n'
+        "print(contrastive_identity(scope['loss'], ExperimentConfig()))\n"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", program],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(keys) == 1, keys

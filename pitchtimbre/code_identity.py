@@ -1,0 +1,149 @@
+"""What identifies a custom loss's code from one session to the next, for the model cache.
+
+A trained model is cached under a key that includes the contrastive loss it was trained
+with. For a function written by a reader that key must change whenever what the function
+computes may change (its code, its default arguments, the values it closes over, the
+attributes of a callable object) and must stay the same for the same code in a new session
+or another process: no memory addresses, no set or dict order that depends on the hash
+seed, no printout that shortens a large tensor.
+
+Chapter: 05_training
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import re
+from types import CodeType
+from typing import Any
+
+import numpy as np
+import torch
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
+    """A value as text that is the same in every session: sets and dicts sorted, arrays and
+    tensors by dtype, shape and a hash of their bytes, callables by :func:`loss_source`.
+
+    Chapter: 05_training
+    """
+    if id(value) in seen:
+        return "<recursion>"
+    inner = seen | {id(value)}
+    if isinstance(value, (set, frozenset)):
+        return "{" + ",".join(sorted(value_text(v, inner) for v in value)) + "}"
+    if isinstance(value, dict):
+        items = sorted(f"{value_text(k, inner)}:{value_text(v, inner)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}(" + ",".join(value_text(v, inner) for v in value) + ")"
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        return f"tensor({t.dtype},{tuple(t.shape)},{_bytes_digest(raw)})"
+    if isinstance(value, np.ndarray):
+        a = np.ascontiguousarray(value)
+        return f"array({a.dtype},{a.shape},{_bytes_digest(a.tobytes())})"
+    if inspect.iscode(value):
+        return _code_text(value, inner)
+    if callable(value):
+        return loss_source(value, inner)
+    return _ADDRESS.sub("", repr(value))
+
+
+def _code_text(code: CodeType, seen: frozenset[int]) -> str:
+    """Compiled code as text: bytecode, constants (nested code too), names."""
+    consts = ",".join(value_text(c, seen) for c in code.co_consts)
+    return f"{code.co_code.hex()}|{consts}|{code.co_names}"
+
+
+def _function_text(fn: Any, seen: frozenset[int]) -> str:
+    """A Python function: its source (else its compiled code), and the defaults and closure
+    values it computes with."""
+    try:
+        parts = [inspect.getsource(fn)]
+    except (OSError, TypeError):
+        parts = [_code_text(fn.__code__, seen)]
+    if fn.__defaults__:
+        parts.append("defaults=" + value_text(fn.__defaults__, seen))
+    if fn.__kwdefaults__:
+        parts.append("kwdefaults=" + value_text(fn.__kwdefaults__, seen))
+    if fn.__closure__:
+        cells = []
+        for cell in fn.__closure__:
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:  # a cell not filled yet
+                cells.append("<empty>")
+        parts.append("closure=" + value_text(tuple(cells), seen))
+    return "|".join(parts)
+
+
+def _class_text(cls: type, seen: frozenset[int]) -> str:
+    """A class's source, else (a class defined in a notebook, before Python 3.13) what each
+    of its own classes in the MRO defines: functions, static and class methods, properties
+    and plain values."""
+    try:
+        return inspect.getsource(cls)
+    except (OSError, TypeError):
+        pass
+    parts = []
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        for name, member in sorted(vars(klass).items()):
+            if name.startswith("__") and name.endswith("__") and not inspect.isfunction(member):
+                continue  # __dict__, __module__, __doc__, __weakref__ ...
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            elif isinstance(member, property):
+                member = (member.fget, member.fset, member.fdel)
+            parts.append(f"{klass.__qualname__}.{name}={value_text(member, seen)}")
+    return "|".join(parts)
+
+
+def _attributes(obj: object) -> dict[str, Any]:
+    """An object's attributes, from its ``__dict__`` and its ``__slots__``."""
+    found = dict(getattr(obj, "__dict__", {}))
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for name in [slots] if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            stored = f"_{cls.__name__.lstrip('_')}{name}" if name.startswith("__") else name
+            if hasattr(obj, stored):
+                found[name] = getattr(obj, stored)
+    return found
+
+
+def loss_source(fn: object, seen: frozenset[int] = frozenset()) -> str:
+    """The text that identifies a loss function's code across sessions: a function's source
+    (else its compiled code) with its defaults and closure values; for a
+    ``functools.partial``, its function's and its arguments; for a callable object, its
+    class's code and its attributes (a bound method: its object's too).
+
+    Chapter: 05_training
+    """
+    inner = seen | {id(fn)}
+    if isinstance(fn, functools.partial):
+        return (
+            f"partial({value_text(fn.func, inner)}, args={value_text(fn.args, inner)}, "
+            f"keywords={value_text(fn.keywords, inner)})"
+        )
+    if inspect.ismethod(fn):  # a bound method: its code and the object it is bound to
+        return f"{value_text(fn.__func__, inner)}|{value_text(fn.__self__, inner)}"
+    if inspect.isclass(fn):
+        return _class_text(fn, inner)
+    if inspect.isfunction(fn):
+        return _function_text(fn, inner)
+    if inspect.isroutine(fn):  # a builtin: torch.abs, a numpy ufunc
+        return _ADDRESS.sub("", repr(fn))
+    return f"{_class_text(type(fn), inner)}|{value_text(_attributes(fn), inner)}"
