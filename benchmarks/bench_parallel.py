@@ -9,8 +9,8 @@ Both rows train the same models (seeds 0, 1, ...) on synthetic notes of the prof
 temporary cache: *one after another* in this process with all its threads, *side by side*
 through ``train_in_processes``, one worker per model with an equal share of the threads,
 starting the workers included. The last line is the largest difference between the weights
-the two ways trained (on a CPU, fewer threads can round differently). Prints a table; makes no assertions. One round each, so on a shared machine the
-ratio is noisy.
+the two ways trained (on a CPU, fewer threads can round differently). Prints a table; makes
+no assertions. One round each, so on a shared machine the ratio is noisy.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ from pitchtimbre.data import NoteDataset, NoteRecord, PairSampler, load_dataset
 from pitchtimbre.data.dataset import DataSummary
 from pitchtimbre.losses import pair_loss
 from pitchtimbre.model import PitchTimbreVAE
-from pitchtimbre.training import FeatureStore, make_optimiser, train_model
+from pitchtimbre.training import FeatureStore, make_optimiser, steady_step_seconds, train_model
 
 MIB = 2**20
 
@@ -278,8 +278,8 @@ def time_ours(
         start = time.perf_counter()
         result = train_model(cfg, dataset, folder, resume=False, progress=False)
         whole = time.perf_counter() - start
-    first, last = result.history[0], result.history[-1]  # at steps `warmup` and the last
-    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"]), whole
+    # the history's first entry is at step `warmup`, the end of the warm-up window
+    return steady_step_seconds(result.history), whole
 
 
 def new_training(

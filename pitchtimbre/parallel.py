@@ -92,7 +92,9 @@ def _receive_dataset(dataset: NoteDataset, threads: int) -> None:
 
 
 def _step_writer(path: str) -> Callable[[int], None]:
-    """A worker's progress report: the last logged step, written whole into ``path``."""
+    """A worker's progress report: the last logged step, written whole into ``path``. Not
+    :func:`~pitchtimbre.cache.atomic_write_bytes`, which also syncs to disk: a report need
+    not survive a crash, and the training loop should not wait for the disk."""
 
     def write(step: int) -> None:
         part = f"{path}.part"

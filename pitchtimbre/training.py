@@ -404,9 +404,9 @@ def train_model(
     there and raises ``KeyboardInterrupt`` (a second Ctrl-C stops at once, keeping the last
     periodic checkpoint), so that a resumed run trains the same weights; in a process where
     SIGINT is ignored (a background job, a worker of :mod:`pitchtimbre.parallel`) it stays
-    ignored. Under ``torchrun``
-    every process trains its share of each batch with DistributedDataParallel and rank 0
-    alone logs and writes (see :mod:`pitchtimbre.distributed`). ``on_log`` is called with
+    ignored. Under ``torchrun`` every process trains its share of each batch with
+    DistributedDataParallel and rank 0 alone logs and writes (see
+    :mod:`pitchtimbre.distributed`). ``on_log`` is called with
     the step where training starts and at every logged step (how a worker process reports
     its progress, see :mod:`pitchtimbre.parallel`).
 
@@ -541,8 +541,8 @@ def train_model(
         disable=not (progress and main),
     )
     t_start = time.perf_counter() - seconds
-    if on_log is not None and main:
-        on_log(step)
+    report = on_log if on_log is not None and main else (lambda step: None)
+    report(step)
     ctrl_c, stop_deferring = _defer_ctrl_c(enabled=world == 1)
     try:
         while step < cfg.train.steps:
@@ -597,14 +597,14 @@ def train_model(
                         for k in ("recon", "kl_pitch", "contrastive_pitch", "contrastive_timbre")
                     }
                 )
-                if on_log is not None and main:
-                    on_log(step)
+                report(step)
             bar.update(1)
             if checkpoint_due:  # its loss was found finite just above
                 write(complete=False)
                 last_good = step
-            logged = bool(history) and history[-1]["step"] == step
-            if ctrl_c["stop"] and logged and step < cfg.train.steps:  # all is whole here
+            stop_here = ctrl_c["stop"] and bool(history) and history[-1]["step"] == step
+            if stop_here and step < cfg.train.steps:
+                # a logged step: the weights, optimiser and generators are all of this step
                 write(complete=False)
                 log.warning("stopped at step %d; %s continues from there", step, ckpt_path)
                 raise KeyboardInterrupt
