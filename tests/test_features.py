@@ -51,13 +51,14 @@ def test_frames_come_from_the_held_part():
 def test_feature_cache_is_reused(toy_folder, monkeypatch):
     records = read_examples(toy_folder)
     cfg = FeatureConfig()
-    f1, p1, path = feat.note_features(records, cfg, progress=False)
+    f1, p1, path, sha = feat.note_features(records, cfg, progress=False)
     assert path.is_file()
     monkeypatch.setattr(
         feat, "compute_features", lambda *a: pytest.fail("recomputed despite a valid cache")
     )
-    f2, p2, path2 = feat.note_features(records, cfg, progress=False)
+    f2, p2, path2, sha2 = feat.note_features(records, cfg, progress=False)
     assert path2 == path and np.array_equal(f1, f2) and np.array_equal(p1, p2)
+    assert sha2 == sha and len(sha) == 64
     other = feat.feature_cache_path(records, FeatureConfig(n_frames=16))
     assert other != path  # the key depends on the settings
     assert feat.load_feature_cache(path, [r.note_str for r in records][::-1]) is None
@@ -69,7 +70,7 @@ def test_a_note_too_short_for_its_frames_is_reported(toy_folder, caplog):
     victim = records[7].audio_path
     soundfile.write(victim, harmonic_tone(60, 0.3, seconds=0.2), 16000, subtype="PCM_16")
     with caplog.at_level("WARNING", logger="pitchtimbre.data.features"):
-        feats, _, _ = feat.note_features(records, cfg, progress=False)
+        feats = feat.note_features(records, cfg, progress=False).features
     assert "features: 1 note(s) shorter than the 0.576 s" in caplog.text
     assert str(victim) in caplog.text
     assert feats.shape[0] == len(records)
@@ -78,7 +79,7 @@ def test_a_note_too_short_for_its_frames_is_reported(toy_folder, caplog):
 def test_a_changed_wav_invalidates_the_feature_cache(toy_folder, monkeypatch):
     records = read_examples(toy_folder)
     cfg = FeatureConfig()
-    _, _, path = feat.note_features(records, cfg, progress=False)
+    path = feat.note_features(records, cfg, progress=False).path
     wav = records[3].audio_path
     st = wav.stat()
     os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # re-rendered a second later
@@ -86,14 +87,14 @@ def test_a_changed_wav_invalidates_the_feature_cache(toy_folder, monkeypatch):
     computed = []
     real = feat.compute_features
     monkeypatch.setattr(feat, "compute_features", lambda *a: computed.append(1) or real(*a))
-    _, _, again = feat.note_features(records, cfg, progress=False)
+    again = feat.note_features(records, cfg, progress=False).path
     assert computed and again != path
 
 
 def test_a_killed_cache_write_leaves_the_previous_cache_intact(toy_folder):
     records = read_examples(toy_folder)
     cfg = FeatureConfig()
-    f1, _, path = feat.note_features(records, cfg, progress=False)
+    f1, _, path, _ = feat.note_features(records, cfg, progress=False)
     before = path.read_bytes()
     # a second process starts overwriting the cache and is killed halfway through
     script = textwrap.dedent(
@@ -110,23 +111,23 @@ def test_a_killed_cache_write_leaves_the_previous_cache_intact(toy_folder):
     proc = subprocess.run([sys.executable, "-c", script], check=False)
     assert proc.returncode == 9
     assert path.read_bytes() == before
-    f2, _, _ = feat.note_features(records, cfg, progress=False)
+    f2 = feat.note_features(records, cfg, progress=False).features
     assert np.array_equal(f1, f2)
 
 
 def test_a_damaged_cache_is_detected_and_recomputed(toy_folder, caplog):
     records = read_examples(toy_folder)
     cfg = FeatureConfig()
-    f1, _, path = feat.note_features(records, cfg, progress=False)
+    f1, _, path, _ = feat.note_features(records, cfg, progress=False)
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[: len(data) // 2]))  # e.g. a disk that filled up
     with caplog.at_level(logging.WARNING):
-        f2, _, _ = feat.note_features(records, cfg, progress=False)
+        f2 = feat.note_features(records, cfg, progress=False).features
     assert "recomputing" in caplog.text
     assert np.array_equal(f1, f2)
     # flipped bytes inside the arrays: the checksum catches what the zip container may not
     names = [r.note_str for r in records]
-    feats, peaks = feat.load_feature_cache(path, names)
+    feats, peaks, _ = feat.load_feature_cache(path, names)
     feat.save_feature_cache(path, feats, peaks, names)
     import zipfile
 
@@ -151,6 +152,46 @@ def test_normalisation_uses_training_instruments_only(toy_folder):
     assert abs(float(held.mean())) > 1e-3  # held-out notes are normalised, not standardised
     raw = ds.denormalise(ds.features)
     assert torch.allclose(raw[ds.is_train].mean(), torch.tensor(ds.mean), atol=1e-3)
+
+
+def test_a_copied_source_keeps_its_data_fingerprint(toy_folder, tmp_path):
+    """A trained model's key holds the data's fingerprint: copying or moving the notes (new
+    file times, so new feature cache files) must not make every model train again, and
+    anything that changes what a model is trained on must change it."""
+    import json
+    import shutil
+
+    def fingerprint(folder, features=None, **data) -> tuple[str, list[str]]:
+        ds = load_dataset(
+            DataConfig(source=str(folder), heldout_per_family=1, **data),
+            features or FeatureConfig(),
+            progress=False,
+        )
+        return ds.fingerprint, ds.summary.cache_paths
+
+    first, first_cache = fingerprint(toy_folder)
+    copy = shutil.copytree(toy_folder, tmp_path / "copy", copy_function=shutil.copy)
+    for wav in (copy / "audio").iterdir():  # copied later: other modification times
+        st = wav.stat()
+        os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again, again_cache = fingerprint(copy)
+    assert again_cache != first_cache  # the features were computed again from the copy
+    assert again == first
+
+    assert fingerprint(copy, FeatureConfig(n_frames=16))[0] != first
+    assert fingerprint(copy, split_seed=1)[0] != first  # other held-out instruments
+    assert fingerprint(copy, velocities=(75,))[0] != first  # fewer notes
+    table = json.loads((copy / "examples.json").read_text())
+    for row in table.values():
+        if row["instrument_str"] == "bass_synthetic_000":
+            row["instrument_family_str"] = "flute"  # a label changes, the audio does not
+    (copy / "examples.json").write_text(json.dumps(table))
+    assert fingerprint(copy)[0] != first
+    (copy / "examples.json").write_text((toy_folder / "examples.json").read_text())
+    assert fingerprint(copy)[0] == first
+    victim = copy / "audio" / "flute_synthetic_004-062-100.wav"
+    soundfile.write(victim, harmonic_tone(62, 0.1), 16000, subtype="PCM_16")  # other audio
+    assert fingerprint(copy)[0] != first
 
 
 def test_torch_backend_matches_librosa_through_compute_features():

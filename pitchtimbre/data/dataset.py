@@ -5,6 +5,8 @@ Chapter: 02_data
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +84,9 @@ class NoteDataset:
     std: float
     summary: DataSummary
     fingerprint: str = ""
-    """A hash of the notes, features and data settings: part of a trained model's cache key."""
+    """A hash of what a model trained on this data sees: the features' checksums, the notes
+    kept with their labels and split, and the normalisation (not file names or times). Part
+    of a trained model's cache key."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -176,7 +180,7 @@ def load_dataset(
     excluded: Counter[str] = Counter()
     records: list[NoteRecord] = []
     split_of: list[str] = []
-    feats_parts, peak_parts, cache_paths = [], [], []
+    feats_parts, peak_parts, cache_paths, checksums = [], [], [], []
     for part, folder in folders.items():
         summary_file = folder / SUMMARY_FILE
         if summary_file.is_file():
@@ -190,12 +194,13 @@ def load_dataset(
             where=str(examples_path(folder)),
         )
         check_audio_exists(recs, examples_path(folder))
-        f, peaks, cache = note_features(recs, features, progress=progress)
+        computed = note_features(recs, features, progress=progress)
         records += recs
         split_of += [part] * len(recs)
-        feats_parts.append(f)
-        peak_parts.append(peaks)
-        cache_paths.append(str(cache))
+        feats_parts.append(computed.features)
+        peak_parts.append(computed.peaks)
+        cache_paths.append(str(computed.path))
+        checksums.append(computed.sha256)
     feats = np.concatenate(feats_parts)
     peaks = np.concatenate(peak_parts)
 
@@ -263,12 +268,16 @@ def load_dataset(
         excluded=dict(sorted(excluded.items())),
         cache_paths=cache_paths,
     )
+    # What the model is trained on, not where its files came from: the features' checksums,
+    # the notes kept with their labels and split, and the normalisation. A copied cache
+    # (other file times, so other feature cache files), a moved source folder or a
+    # re-render that gives the same audio keeps its trained models.
+    notes = hashlib.sha256()
+    for r, train in zip(records, is_train.tolist(), strict=True):
+        row = (r.note_str, r.pitch, r.velocity, r.instrument_str, r.instrument_family_str, train)
+        notes.update(json.dumps(row).encode())
     fingerprint = stable_hash(
-        {
-            "caches": [Path(c).name for c in cache_paths],
-            "data": data.to_dict(),
-            "all_heldout": all_heldout,
-        }
+        {"features": checksums, "notes": notes.hexdigest(), "normalisation": [mean, std]}
     )
     return NoteDataset(
         features=torch.from_numpy((feats - mean) / std).float(),

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +31,23 @@ log = logging.getLogger(__name__)
 CHUNK = 256
 """Notes per librosa call: librosa's front ends are vectorised over a leading axis."""
 FEATURE_CACHE_VERSION = 1
+
+
+class NoteFeatures(NamedTuple):
+    """What :func:`note_features` returns.
+
+    Chapter: 02_data
+    """
+
+    features: np.ndarray
+    """[N, F, T] float32."""
+    peaks: np.ndarray
+    """[N] peak amplitude of each note's audio."""
+    path: Path
+    """The cache file they were read from or written to."""
+    sha256: str
+    """Checksum of ``features`` and ``peaks``: it names what they hold, whichever file or
+    machine they came from (a trained model's key uses it, see ``load_dataset``)."""
 
 
 def samples_to_load(cfg: FeatureConfig) -> int:
@@ -183,21 +201,27 @@ def _checksum(features: np.ndarray, peaks: np.ndarray) -> str:
 
 def save_feature_cache(
     path: Path, features: np.ndarray, peaks: np.ndarray, names: Sequence[str]
-) -> None:
-    """Write features, per-note peaks and names atomically, with a checksum inside.
+) -> str:
+    """Write features, per-note peaks and names atomically, with a checksum inside; returns
+    the checksum.
 
     Chapter: 02_data
     """
-    meta = json.dumps({"names": list(names), "sha256": _checksum(features, peaks)})
+    checksum = _checksum(features, peaks)
+    meta = json.dumps({"names": list(names), "sha256": checksum})
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh, features=features, peaks=peaks, meta=np.frombuffer(meta.encode(), dtype=np.uint8)
         )
+    return checksum
 
 
-def load_feature_cache(path: Path, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Features and peaks from a cache file, or None when it is absent, unreadable, for
-    other notes, or fails its checksum (then a warning says it will be recomputed).
+def load_feature_cache(
+    path: Path, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Features, peaks and their checksum from a cache file, or None when it is absent,
+    unreadable, for other notes, or fails its checksum (then a warning says it will be
+    recomputed).
 
     Chapter: 02_data
     """
@@ -212,17 +236,18 @@ def load_feature_cache(path: Path, names: Sequence[str]) -> tuple[np.ndarray, np
             "feature cache %s is unreadable (%s); recomputing", path, exc.__class__.__name__
         )
         return None
-    if meta.get("names") != list(names) or meta.get("sha256") != _checksum(features, peaks):
+    checksum = _checksum(features, peaks)
+    if meta.get("names") != list(names) or meta.get("sha256") != checksum:
         log.warning("feature cache %s does not match its checksum or notes; recomputing", path)
         return None
-    return features, peaks
+    return features, peaks, checksum
 
 
 def note_features(
     records: Sequence[NoteRecord], cfg: FeatureConfig, progress: bool = True
-) -> tuple[np.ndarray, np.ndarray, Path]:
+) -> NoteFeatures:
     """Features [N, F, T] and peak amplitudes [N] of ``records``, from the cache or computed
-    (and cached). Returns (features, peaks, cache_path).
+    (and cached), with the cache file and their checksum.
 
     Chapter: 02_data
     """
@@ -232,7 +257,7 @@ def note_features(
     names = [r.note_str for r in records]
     cached = load_feature_cache(path, names)
     if cached is not None:
-        return cached[0], cached[1], path
+        return NoteFeatures(cached[0], cached[1], path, cached[2])
     n_samples = samples_to_load(cfg)
     needed = math.ceil(cfg.seconds_needed * cfg.sample_rate)
     short: list[Path] = []
@@ -262,5 +287,5 @@ def note_features(
             cfg.seconds_needed,
             short[0],
         )
-    save_feature_cache(path, feats, peaks, names)
-    return feats, peaks, path
+    checksum = save_feature_cache(path, feats, peaks, names)
+    return NoteFeatures(feats, peaks, path, checksum)
