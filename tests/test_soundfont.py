@@ -15,6 +15,7 @@ from pitchtimbre.data import pitch_check
 from pitchtimbre.data.nsynth import REQUIRED_FIELDS, read_examples
 from pitchtimbre.data.pitch_check import estimate_midi, pitch_errors_by_pitch
 from pitchtimbre.data.render import RenderSummary, render_soundfont
+from pitchtimbre.data.sf2_structure import GEN_SAMPLE_ID, RECORDS, riff_lists
 from pitchtimbre.data.soundfont import (
     available_renderers,
     default_soundfont,
@@ -44,6 +45,50 @@ def test_missing_truncated_and_garbage_soundfonts_are_named(tmp_path):
     with pytest.raises(DataError, match=r"cut\.sf2"):
         render_soundfont(
             RenderConfig(soundfont=str(cut), programs=(0,)), tmp_path / "out", progress=False
+        )
+
+
+def damaged_soundfont(folder: Path, table: bytes, record: int, field: str, value: int) -> Path:
+    """TimGM6mb.sf2 with one field of one record of a ``pdta`` table overwritten."""
+    data = bytearray(default_soundfont().read_bytes())
+    start, size = riff_lists(bytes(data), Path("TimGM6mb.sf2"))[b"pdta"][table]
+    records = np.frombuffer(data, RECORDS[table], size // RECORDS[table].itemsize, start)
+    records[field][record] = value  # a view: writes into ``data``
+    path = folder / f"{table.decode()}-{record}-{field}.sf2"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def first_sample_generator() -> int:
+    data = default_soundfont().read_bytes()
+    start, size = riff_lists(data, Path("TimGM6mb.sf2"))[b"pdta"][b"igen"]
+    igen = np.frombuffer(data, RECORDS[b"igen"], size // 4, start)
+    return int(np.flatnonzero(igen["oper"] == GEN_SAMPLE_ID)[0])
+
+
+@pytest.mark.parametrize(
+    ("table", "record", "field", "value", "message"),
+    [
+        (b"pbag", 5, "gen", 0xFFFF, "its pbag table's gen indices decrease or point past"),
+        (b"phdr", 3, "bag", 0, "its phdr table's bag indices decrease"),
+        (b"ibag", 9, "mod", 0xFFFF, "its ibag table's mod indices"),
+        (None, None, "amount", 60000, "its igen table names an entry past the end of shdr"),
+        (b"shdr", 0, "end", 0xFFFFFF00, "a sample header points outside the sample data"),
+    ],
+)
+def test_a_damaged_soundfont_is_refused_before_a_synthesizer_reads_it(
+    tmp_path, table, record, field, value, message
+):
+    """One wrong index in a SoundFont's tables made tinysoundfont read outside the file and
+    kill the process (a notebook's kernel) without a word; such a file is refused by name."""
+    if table is None:  # the sample a zone of an instrument plays
+        table, record = b"igen", first_sample_generator()
+    path = damaged_soundfont(tmp_path, table, record, field, value)
+    with pytest.raises(DataError, match=rf"{path.name}: SoundFont is damaged \({message}"):
+        read_presets(path)
+    with pytest.raises(DataError, match=rf"{path.name}: SoundFont is damaged"):
+        render_soundfont(
+            RenderConfig(soundfont=str(path), programs=(0,)), tmp_path / "out", progress=False
         )
 
 

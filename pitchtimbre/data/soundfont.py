@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import DataError
+from .sf2_structure import check_hydra
 
 
 def default_soundfont() -> Path:
@@ -55,7 +56,8 @@ class Preset:
 def read_presets(path: Path | str) -> dict[tuple[int, int], Preset]:
     """The presets of a SoundFont, keyed by (bank, program), read from its RIFF 'phdr' chunk.
 
-    Raises :class:`DataError` naming the file when it is missing, not a SoundFont, or cut short.
+    Raises :class:`DataError` naming the file when it is missing, not a SoundFont, cut short,
+    or damaged (an index in its tables pointing outside them, see :mod:`.sf2_structure`).
 
     Chapter: 02_data
     """
@@ -72,37 +74,14 @@ def read_presets(path: Path | str) -> dict[tuple[int, int], Preset]:
             f"{path}: SoundFont is truncated ({len(data)} of {riff_size + 8} bytes); "
             "download or copy it again"
         )
-    phdr = _find_chunk(data, 12, riff_size + 8, b"pdta", b"phdr")
-    if phdr is None:
-        raise DataError(f"{path}: SoundFont has no preset headers (pdta/phdr); the file is corrupt")
-    start, size = phdr
+    # every index checked before a synthesizer, which trusts them, reads the file
+    phdr = check_hydra(data, path)[b"phdr"]
     presets: dict[tuple[int, int], Preset] = {}
-    for offset in range(start, start + size - 38, 38):  # the last record is the terminal 'EOP'
-        raw_name, program, bank = struct.unpack_from("<20sHH", data, offset)
+    for raw_name, program, bank in phdr[["name", "program", "bank"]][:-1].tolist():
+        # the last record is the terminal 'EOP'
         name = raw_name.split(b"\0", 1)[0].decode("latin-1").strip()
         presets[(bank, program)] = Preset(bank=bank, program=program, name=name)
     return presets
-
-
-def _find_chunk(
-    data: bytes, pos: int, end: int, list_type: bytes, chunk_id: bytes
-) -> tuple[int, int] | None:
-    while pos + 8 <= end:
-        cid = data[pos : pos + 4]
-        size = struct.unpack_from("<I", data, pos + 4)[0]
-        body = pos + 8
-        if cid == b"LIST" and data[body : body + 4] == list_type:
-            inner = body + 4
-            inner_end = body + size
-            while inner + 8 <= inner_end:
-                iid = data[inner : inner + 4]
-                isize = struct.unpack_from("<I", data, inner + 4)[0]
-                if iid == chunk_id:
-                    return inner + 8, isize
-                inner += 8 + isize + (isize & 1)
-            return None
-        pos = body + size + (size & 1)
-    return None
 
 
 class NoteRenderer(Protocol):
