@@ -8,6 +8,8 @@
 #   3. the `gpu` profile's reproduce, both models and every seed, from an emptied cache of
 #      its own (target: at most 5 minutes on one recent datacenter GPU); its progress bars
 #      print a line every $TQDM_MININTERVAL seconds (30 unless set), each stage's time;
+#      then the same with its six models trained six at a time (`--parallel 6`) from the
+#      same notes and features, to see whether one model leaves the GPU idle;
 #   4. the training benchmark at the `gpu` profile's size, the feature benchmark, and six
 #      gpu-profile models trained side by side against one after another.
 # A failing step is reported and the next one still runs; the exit status is the number of
@@ -64,11 +66,19 @@ reproduce_gpu() {
         --out "$OUT/results-gpu"
 }
 
+reproduce_gpu_side_by_side() {
+    rm -rf "$OUT/cache-gpu/models" # the notes and features stay; every model trains again
+    PITCHTIMBRE_CACHE="$OUT/cache-gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
+        --parallel 6 --out "$OUT/results-gpu-parallel"
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 "$PY" -c 'import sys, torch; print("Python", sys.version.split()[0], "torch", torch.__version__, "CUDA", torch.version.cuda)'
 step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
 step checks "torchrun + NCCL, ci profile" ddp_nccl
 step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
+step reproduce "reproduce, gpu profile, six models at a time, data cached" \
+    reproduce_gpu_side_by_side
 step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
     --profile gpu --device cuda
 step benchmarks "feature benchmark" "$PY" benchmarks/bench_features.py

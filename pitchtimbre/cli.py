@@ -124,6 +124,8 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
         overrides["seeds"] = tuple(range(args.seeds))
     if getattr(args, "steps", None) is not None:
         overrides["train.steps"] = args.steps  # TrainConfig rejects a bad value, naming it
+    if getattr(args, "parallel", None) is not None:
+        overrides["train.parallel_models"] = args.parallel
     return cfg.with_overrides(overrides) if overrides else cfg
 
 
@@ -295,6 +297,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default: the profile's)")
     rp.add_argument("--steps", type=int, help="training steps per model (default: the profile's)")
+    rp.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="train N models at a time, each in a process of its own (default: the profile's "
+        "train.parallel_models, 1); worth it where one model leaves the device idle",
+    )
     rp.add_argument(
         "--out",
         type=folder_arg,

@@ -23,6 +23,18 @@ def test_parsers():
         parse_int_list("9:7")
 
 
+def test_reproduce_options_override_the_profile():
+    from pitchtimbre.cli import build_config, make_parser
+
+    args = ["reproduce", "--out", "o", "--profile", "ci"]
+    plain = build_config(make_parser().parse_args(args))
+    assert (plain.train.parallel_models, plain.train.steps, plain.seeds) == (1, 400, (0,))
+    changed = build_config(
+        make_parser().parse_args([*args, "--parallel", "3", "--steps", "20", "--seeds", "2"])
+    )
+    assert (changed.train.parallel_models, changed.train.steps, changed.seeds) == (3, 20, (0, 1))
+
+
 def test_render_command_writes_a_folder(tmp_path):
     out = tmp_path / "notes"
     proc = run_cli(
@@ -85,6 +97,10 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
         (
             ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--steps", "0"],
             "TrainConfig.steps: must be an int >= 1, got 0",
+        ),
+        (
+            ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--parallel", "0"],
+            "TrainConfig.parallel_models: must be an int >= 1, got 0",
         ),
         # a bad --out fails at once, before any rendering or training
         (["render", "--out", "{tmp}/bad.sf2"], "--out {tmp}/bad.sf2: is a file, not a folder"),

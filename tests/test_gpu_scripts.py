@@ -54,7 +54,8 @@ def test_gpu_run_runs_every_step_and_counts_the_failed_ones(tmp_path):
     assert steps[0] == "benchmarks/gpu_checks.py"
     assert steps[1].startswith("-m torch.distributed.run --standalone --nproc_per_node 2 ")
     assert f"reproduce --profile gpu --out {out}/results-gpu" in steps[2]
-    assert steps[3:] == [
+    assert f"reproduce --profile gpu --parallel 6 --out {out}/results-gpu-parallel" in steps[3]
+    assert steps[4:] == [
         "benchmarks/bench_training.py --profile gpu --device cuda",
         "benchmarks/bench_features.py",
         "benchmarks/bench_parallel.py --profile gpu --models 6 --steps 1000 --device cuda",
