@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures and checks in one run (about 10 minutes on one datacenter GPU), each step
+# The GPU figures and checks in one run (about 15 minutes on one datacenter GPU), each step
 # timed and everything written to OUT/gpu_run.log as well:
 #   1. the CUDA-only training paths checked on the GPU (benchmarks/gpu_checks.py);
 #   2. DistributedDataParallel with NCCL under torchrun, one process per GPU (`ci` profile);
@@ -8,21 +8,22 @@
 #   3. the `gpu` profile's reproduce, both models and every seed, from an emptied cache of
 #      its own (target: at most 5 minutes on one recent datacenter GPU); its progress bars
 #      print a line every $TQDM_MININTERVAL seconds (30 unless set), each stage's time;
-#      then the same with its six models trained six at a time (`--parallel 6`) from the
-#      same notes and features, to see whether one model leaves the GPU idle;
-#   4. the training benchmark at the `gpu` profile's size, the feature benchmark, and six
+#   4. the same reproduce with its six models trained six at a time (`--parallel 6`), from
+#      the notes and features step 3 left (run after it), to see whether one model at a
+#      time leaves the GPU idle;
+#   5. the training benchmark at the `gpu` profile's size, the feature benchmark, and six
 #      gpu-profile models trained side by side against one after another.
 # A failing step is reported and the next one still runs; the exit status is the number of
 # failed steps. PART runs one group where a time limit per command calls for several calls
-# (same OUT: the log grows): checks (1, 2), reproduce (3) or benchmarks (4).
+# (same OUT: the log grows): checks (1, 2), reproduce (3), parallel (4) or benchmarks (5).
 #
 #   bash benchmarks/gpu_run.sh [OUT [PART]]   # OUT: gpu-run/, PART: all; PYTHON picks python
 set -uo pipefail
 OUT=$(realpath -m "${1:-gpu-run}") # resolved before the cd below
 PART=${2:-all}
 PY=${PYTHON:-python3}
-case "$PART" in all | checks | reproduce | benchmarks) ;; *)
-    echo "gpu_run.sh: PART must be all, checks, reproduce or benchmarks, not '$PART'" >&2
+case "$PART" in all | checks | reproduce | parallel | benchmarks) ;; *)
+    echo "gpu_run.sh: PART must be all, checks, reproduce, parallel or benchmarks, not '$PART'" >&2
     exit 64
     ;;
 esac
@@ -77,7 +78,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
 step checks "torchrun + NCCL, ci profile" ddp_nccl
 step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
-step reproduce "reproduce, gpu profile, six models at a time, data cached" \
+step parallel "reproduce, gpu profile, six models at a time, data cached" \
     reproduce_gpu_side_by_side
 step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
     --profile gpu --device cuda

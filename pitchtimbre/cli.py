@@ -302,7 +302,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="train N models at a time, each in a process of its own (default: the profile's "
-        "train.parallel_models, 1); worth it where one model leaves the device idle",
+        "train.parallel_models, 1); worth it where one model leaves the device idle; "
+        "ignored under torchrun, which trains one model at a time on all its processes",
     )
     rp.add_argument(
         "--out",

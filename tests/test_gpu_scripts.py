@@ -71,8 +71,13 @@ def test_gpu_run_skips_ddp_on_one_gpu_and_empties_the_reproduce_cache(tmp_path):
     assert "SKIPPED: 1 GPU(s); DDP with NCCL needs two or more" in run.stdout
     assert not any("torch.distributed.run" in line for line in ran(run.stdout))
     assert stale.exists()  # only the reproduce part empties its cache
-    gpu_run(tmp_path, str(out), "reproduce", gpus=1)
+    run = gpu_run(tmp_path, str(out), "reproduce", gpus=1)
     assert not stale.exists()
+    assert not any("--parallel" in line for line in ran(run.stdout))
+    run = gpu_run(tmp_path, str(out), "parallel", gpus=1)
+    assert ran(run.stdout) == [
+        f"-m pitchtimbre reproduce --profile gpu --parallel 6 --out {out}/results-gpu-parallel"
+    ]
 
 
 def test_gpu_run_runs_one_part_when_asked_and_refuses_an_unknown_part(tmp_path):
@@ -86,7 +91,8 @@ def test_gpu_run_runs_one_part_when_asked_and_refuses_an_unknown_part(tmp_path):
     ]
     bad = gpu_run(tmp_path, str(out), "everything")
     assert (
-        bad.returncode == 64 and "PART must be all, checks, reproduce or benchmarks" in bad.stderr
+        bad.returncode == 64
+        and "PART must be all, checks, reproduce, parallel or benchmarks" in bad.stderr
     )
 
 

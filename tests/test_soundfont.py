@@ -15,7 +15,7 @@ from pitchtimbre.data import pitch_check
 from pitchtimbre.data.nsynth import REQUIRED_FIELDS, read_examples
 from pitchtimbre.data.pitch_check import estimate_midi, pitch_errors_by_pitch
 from pitchtimbre.data.render import RenderSummary, render_soundfont
-from pitchtimbre.data.sf2_structure import GEN_SAMPLE_ID, RECORDS, riff_lists
+from pitchtimbre.data.sf2_structure import GEN_SAMPLE_ID, RECORDS, SAMPLE_COMPRESSED, riff_lists
 from pitchtimbre.data.soundfont import (
     available_renderers,
     default_soundfont,
@@ -90,6 +90,53 @@ def test_a_damaged_soundfont_is_refused_before_a_synthesizer_reads_it(
         render_soundfont(
             RenderConfig(soundfont=str(path), programs=(0,)), tmp_path / "out", progress=False
         )
+    for backend in available_renderers():
+        with pytest.raises(DataError, match=rf"{path.name}: SoundFont is damaged"):
+            make_renderer(path, 16000, backend)
+
+
+def test_a_repeated_table_is_refused_since_a_reader_may_take_the_unchecked_copy(tmp_path):
+    """tinysoundfont reads the last of two pbag chunks: a damaged second copy behind a good
+    first one crashed it while the check passed."""
+    data = default_soundfont().read_bytes()
+    start, size = riff_lists(data, Path("TimGM6mb.sf2"))[b"pdta"][b"pbag"]
+    copy = data[start - 8 : start + size]  # the pbag chunk, header included
+    riff = int.from_bytes(data[4:8], "little")
+    # append the copy at the end of pdta (the last list of the file) and grow both sizes
+    pdta_at = data.rindex(b"LIST", 0, start)
+    pdta_size = int.from_bytes(data[pdta_at + 4 : pdta_at + 8], "little")
+    grown = bytearray(data + copy)
+    grown[4:8] = (riff + len(copy)).to_bytes(4, "little")
+    grown[pdta_at + 4 : pdta_at + 8] = (pdta_size + len(copy)).to_bytes(4, "little")
+    assert pdta_at + 8 + pdta_size == len(data)  # pdta ended the file
+    path = tmp_path / "two-pbag.sf2"
+    path.write_bytes(bytes(grown))
+    with pytest.raises(
+        DataError, match=r"two-pbag\.sf2: SoundFont is damaged \(two 'pbag' chunks in its 'pdta'"
+    ):
+        read_presets(path)
+
+
+def test_sf3_loop_points_count_decoded_frames_and_loose_loops_are_accepted(tmp_path):
+    """An SF3 sample's start and end are bytes of its Ogg data and its loop points frames of
+    the decoded sound, which may lie past those bytes; loose loop points in any file are
+    clamped by the readers, so neither makes a file damaged."""
+    loose = damaged_soundfont(tmp_path, b"shdr", 0, "end_loop", 0xFFFFFF00)
+    assert read_presets(loose) == read_presets(default_soundfont())
+    data = bytearray(default_soundfont().read_bytes())
+    smpl_bytes = riff_lists(bytes(data), Path("x"))[b"sdta"][b"smpl"][1]
+    start, size = riff_lists(bytes(data), Path("x"))[b"pdta"][b"shdr"]
+    shdr = np.frombuffer(data, RECORDS[b"shdr"], size // 46, start)
+    shdr["type"][0] |= SAMPLE_COMPRESSED
+    shdr["start"][0], shdr["end"][0] = 0, smpl_bytes  # a byte range: fits
+    shdr["start_loop"][0], shdr["end_loop"][0] = smpl_bytes, 2 * smpl_bytes  # frames: may
+    sf3 = tmp_path / "compressed.sf3"
+    sf3.write_bytes(bytes(data))
+    assert read_presets(sf3)
+    shdr["end"][0] = smpl_bytes + 1  # one byte past the data
+    sf3.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="a sample header points outside the sample data"):
+        read_presets(sf3)
 
 
 @pytest.mark.parametrize("backend", available_renderers())

@@ -4,11 +4,11 @@ A SoundFont is a RIFF file: an ``INFO`` list, the samples (``sdta``) and nine ta
 point into each other by index (``pdta``, the "hydra" of the SoundFont 2.04 specification):
 presets point to preset zones (``pbag``), zones to generators and modulators, a generator
 to an instrument, instruments to their zones, and so on down to sample headers (``shdr``)
-that point into the sample data. The synthesizers we render with are C libraries that trust
-those indices; a damaged file (one flipped byte in ``pbag`` is enough) makes them read
-outside the file and kills the process, a notebook's kernel included, without a message.
-:func:`check_hydra` checks every index against the table it points into, so such a file
-is refused with its name instead.
+that point into the sample data. tinysoundfont, the C library we render with, trusts those
+indices: in a damaged file (one flipped byte in ``pbag`` is enough) they make it read
+outside the file and kill the process, a notebook's kernel included, without a message.
+:func:`check_hydra` checks those indices against the tables they point into, so such a
+file is refused with its name instead.
 
 Chapter: 02_data
 """
@@ -71,30 +71,44 @@ GEN_SAMPLE_ID = 53
 SAMPLE_ROM = 0x8000
 """``shdr`` type bit of a sample in a sound card's ROM: its offsets are not into this file."""
 SAMPLE_COMPRESSED = 0x10
-"""``shdr`` type bit of an SF3 (Ogg Vorbis) sample: its offsets are bytes, not samples."""
+"""``shdr`` type bit of an SF3 (Ogg Vorbis) sample: its start and end are byte offsets into
+the sample data, its loop points frames of the decoded sample."""
+CHECKED_ONCE = (b"sdta", b"pdta")
+"""Lists, and chunks inside them, that must not repeat: a reader may take another copy
+than the one checked (tinysoundfont takes the last)."""
 
 
 def riff_lists(data: bytes, path: Path) -> dict[bytes, dict[bytes, tuple[int, int]]]:
     """The subchunks (offset, size) of each top-level ``LIST`` of a RIFF ``sfbk`` file,
-    keyed by list type (``INFO``, ``sdta``, ``pdta``) and chunk id. A chunk that claims more
-    bytes than its list holds is a :class:`DataError` naming ``path``.
+    keyed by list type (``INFO``, ``sdta``, ``pdta``) and chunk id. A file or chunk that is
+    cut short, or a repeated ``sdta``/``pdta`` list or chunk inside one, is a
+    :class:`DataError` naming ``path``.
 
     Chapter: 02_data
     """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"sfbk":
+        raise _corrupt(path, "no RIFF 'sfbk' header")
     riff_end = 8 + struct.unpack_from("<I", data, 4)[0]
+    if riff_end > len(data):
+        raise _corrupt(path, f"cut short: {len(data)} of {riff_end} bytes")
     lists: dict[bytes, dict[bytes, tuple[int, int]]] = {}
     pos = 12
     while pos + 8 <= riff_end:
         cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         body, end = pos + 8, pos + 8 + size
         if end > riff_end:
-            raise _corrupt(path, f"its {cid!r} chunk runs past the end of the file")
+            raise _corrupt(path, f"its {_name(cid)} chunk runs past the end of the file")
         if cid == b"LIST" and size >= 4:
-            inner, chunks = body + 4, lists.setdefault(data[body : body + 4], {})
+            kind = data[body : body + 4]
+            if kind in CHECKED_ONCE and kind in lists:
+                raise _corrupt(path, f"two {_name(kind)} lists")
+            inner, chunks = body + 4, lists.setdefault(kind, {})
             while inner + 8 <= end:
                 iid, isize = data[inner : inner + 4], struct.unpack_from("<I", data, inner + 4)[0]
                 if inner + 8 + isize > end:
-                    raise _corrupt(path, f"its {iid!r} chunk runs past the end of its list")
+                    raise _corrupt(path, f"its {_name(iid)} chunk runs past the end of its list")
+                if kind in CHECKED_ONCE and iid in chunks:
+                    raise _corrupt(path, f"two {_name(iid)} chunks in its {_name(kind)} list")
                 chunks.setdefault(iid, (inner + 8, isize))
                 inner += 8 + isize + (isize & 1)
         pos = end + (size & 1)
@@ -103,9 +117,12 @@ def riff_lists(data: bytes, path: Path) -> dict[bytes, dict[bytes, tuple[int, in
 
 def check_hydra(data: bytes, path: Path) -> dict[bytes, np.ndarray]:
     """The nine ``pdta`` tables of a SoundFont held in ``data``, each a record array, after
-    checking that every index they hold points inside the table (or sample data) it names,
-    as the SoundFont 2.04 specification requires. Anything else is a :class:`DataError`
-    naming ``path`` and what is wrong.
+    checking, as the SoundFont 2.04 specification requires, that the indices by which the
+    tables find each other (preset -> zones -> generators and modulators -> instrument ->
+    zones -> sample header) rise and stay inside the table they point into, and that each
+    sample's start and end lie inside the sample data. Loop points are not checked (readers
+    clamp them, and many files hold loose ones in unlooped samples), nor are stereo links.
+    A failed check is a :class:`DataError` naming ``path`` and what is wrong.
 
     Chapter: 02_data
     """
@@ -158,11 +175,14 @@ def check_hydra(data: bytes, path: Path) -> dict[bytes, np.ndarray]:
     if len(local):
         compressed = (local["type"] & SAMPLE_COMPRESSED) != 0
         limit = np.where(compressed, smpl[1], smpl[1] // 2)  # bytes for SF3, else samples
-        ends = [local[f].astype(np.int64) for f in ("end", "start_loop", "end_loop")]
-        starts = local["start"].astype(np.int64)
-        if (starts > ends[0]).any() or any((e > limit).any() for e in ends):
+        start, end = local["start"].astype(np.int64), local["end"].astype(np.int64)
+        if (start > end).any() or (end > limit).any():
             raise _corrupt(path, "a sample header points outside the sample data")
     return tables
+
+
+def _name(chunk_id: bytes) -> str:
+    return repr(chunk_id.decode("latin-1"))
 
 
 def _corrupt(path: Path, what: str) -> DataError:

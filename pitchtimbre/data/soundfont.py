@@ -236,9 +236,12 @@ def available_renderers() -> list[str]:
 
 def make_renderer(soundfont: Path, sample_rate: int, name: str = "auto") -> NoteRenderer:
     """A renderer for ``soundfont``: ``name`` or, for 'auto', the fastest one installed.
+    The file is checked first (:func:`read_presets`): a damaged one is a :class:`DataError`,
+    never a crash inside the renderer.
 
     Chapter: 02_data
     """
+    read_presets(soundfont)
     have = available_renderers()
     if name == "auto":
         if not have:
