@@ -194,6 +194,31 @@ def test_a_copied_source_keeps_its_data_fingerprint(toy_folder, tmp_path):
     assert fingerprint(copy)[0] != first
 
 
+def test_the_data_fingerprint_is_the_same_in_every_process(toy_folder, tmp_path):
+    """reproduce trains in one process and the chapters load in others: their keys must agree
+    whatever the hash seed, and whether the features were computed or read from the cache."""
+    program = (
+        "import sys\n"
+        "from pitchtimbre.config import DataConfig, FeatureConfig\n"
+        "from pitchtimbre.data import load_dataset\n"
+        "cfg = DataConfig(source=sys.argv[1], heldout_per_family=1)\n"
+        "print(load_dataset(cfg, FeatureConfig(), progress=False).fingerprint)\n"
+    )
+
+    def fingerprint(seed: str, cache: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PITCHTIMBRE_CACHE": str(tmp_path / cache)}
+        return subprocess.run(
+            [sys.executable, "-c", program, str(toy_folder)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    prints = {fingerprint("1", "a"), fingerprint("2", "b"), fingerprint("3", "a")}  # a: cached
+    assert len(prints) == 1 and len(prints.pop()) == 16
+
+
 def test_torch_backend_matches_librosa_through_compute_features():
     audio = np.stack([harmonic_tone(48, 0.4), harmonic_tone(67, 0.7)])
     ref = feat.compute_features(audio, FeatureConfig())
