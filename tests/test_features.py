@@ -244,3 +244,26 @@ def test_features_to_audio_of_a_short_cqt_clip_shows_no_warning():
         warnings.simplefilter("error")
         y = features_to_audio(features, mean=-4.0, std=2.0, cfg=cfg, n_iter=2)
     assert y.dtype == np.float32 and np.isfinite(y).all() and 0 < np.abs(y).max() <= 0.5
+
+
+def test_features_to_audio_of_a_stack_gives_each_clip_its_own_pitch_and_peak():
+    """The latent explorer inverts its clips in one call: each keeps its own pitch and is
+    normalised on its own, and a stack of one is the single clip."""
+    import librosa
+
+    from pitchtimbre.audio import features_to_audio
+
+    cfg = FeatureConfig()
+    pitches = (55, 67)
+    tones = np.stack([harmonic_tone(p, 0.3) for p in pitches])
+    tones[1] *= 0.1  # a quiet one: normalised to the same peak
+    logs = feat.compute_features(tones, cfg)  # [2, F, T], unnormalised: mean 0, std 1
+    waves = features_to_audio(logs, mean=0.0, std=1.0, cfg=cfg, n_iter=8)
+    assert waves.shape[0] == 2 and waves.dtype == np.float32
+    assert np.allclose(np.abs(waves).max(axis=1), 0.5)
+    for wave, pitch in zip(waves, pitches, strict=True):
+        spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+        loudest = np.fft.rfftfreq(len(wave), 1 / cfg.sample_rate)[spectrum.argmax()]
+        assert round(float(librosa.hz_to_midi(loudest))) - pitch in (0, 12)
+    one = features_to_audio(logs[0], mean=0.0, std=1.0, cfg=cfg, n_iter=8)
+    assert np.array_equal(features_to_audio(logs[:1], 0.0, 1.0, cfg, n_iter=8)[0], one)
