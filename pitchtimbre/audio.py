@@ -79,4 +79,4 @@ def features_to_audio(
             random_state=rng,
         )
     peak = np.abs(y).max(axis=-1, keepdims=True)
-    return np.where(peak > 0, 0.5 * y / np.where(peak > 0, peak, 1.0), y).astype(np.float32)
+    return (0.5 * y / np.where(peak > 0, peak, 1.0)).astype(np.float32)  # silence stays 0

@@ -5,8 +5,9 @@ Each process runs the same ``trained_model`` it would run alone, with the same s
 equal share of the CPU threads, into the cache folder the caller chose; the caller then
 loads the model from there. On a CPU fewer threads can round a reduction differently, so
 the weights may differ slightly from those of one process (the ci model's by up to 1.7e-3
-after 60 steps; the cpu model's not at all; see ``TrainConfig.parallel_models``). The processes are loky's (the library joblib uses): a
-script without an ``if __name__ == "__main__":`` guard is safe.
+after 60 steps; the cpu model's not at all; see ``TrainConfig.parallel_models``). The
+processes are loky's (the library joblib uses): a script without an
+``if __name__ == "__main__":`` guard is safe.
 
 Chapter: 05_training
 """

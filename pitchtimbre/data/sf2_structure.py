@@ -80,17 +80,22 @@ than the one checked (tinysoundfont takes the last)."""
 
 def riff_lists(data: bytes, path: Path) -> dict[bytes, dict[bytes, tuple[int, int]]]:
     """The subchunks (offset, size) of each top-level ``LIST`` of a RIFF ``sfbk`` file,
-    keyed by list type (``INFO``, ``sdta``, ``pdta``) and chunk id. A file or chunk that is
-    cut short, or a repeated ``sdta``/``pdta`` list or chunk inside one, is a
-    :class:`DataError` naming ``path``.
+    keyed by list type (``INFO``, ``sdta``, ``pdta``) and chunk id. A file that is not a
+    RIFF ``sfbk`` file, a file or chunk that is cut short, or a repeated ``sdta``/``pdta``
+    list or chunk inside one, is a :class:`DataError` naming ``path``.
 
     Chapter: 02_data
     """
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"sfbk":
-        raise _corrupt(path, "no RIFF 'sfbk' header")
+        raise DataError(
+            f"{path}: is not a SoundFont (no RIFF 'sfbk' header); pass a .sf2/.sf3 file"
+        )
     riff_end = 8 + struct.unpack_from("<I", data, 4)[0]
     if riff_end > len(data):
-        raise _corrupt(path, f"cut short: {len(data)} of {riff_end} bytes")
+        raise DataError(
+            f"{path}: SoundFont is truncated ({len(data)} of {riff_end} bytes); "
+            "download or copy it again"
+        )
     lists: dict[bytes, dict[bytes, tuple[int, int]]] = {}
     pos = 12
     while pos + 8 <= riff_end:
