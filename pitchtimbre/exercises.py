@@ -17,8 +17,9 @@ Chapter: 09_exercises
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -316,12 +317,17 @@ def try_loss(
     label: str,
     lam: float | None = None,
     progress: bool = True,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict:
     """Train the proposed model with contrastive loss ``fn`` (None: the poster's) for the
     profile's ``exercise_steps``, with a progress bar unless ``progress`` is False, and
     evaluate it on the held-out instruments. A diverging run is reported, not raised.
     Cached like every trained model: the key holds ``fn``'s module, name and code (see
     :func:`pitchtimbre.training.contrastive_identity`), so renaming or editing it retrains.
+
+    ``lam`` sets both contrastive weights; ``overrides`` changes any other setting, as dotted
+    fields of the chapter's configuration (``{"loss.on": "sample"}``, ``{"loss.margin": 3.0}``,
+    ``{"loss.lambda_timbre": 40.0}``), applied last.
 
     Chapter: 09_exercises
     """
@@ -332,6 +338,8 @@ def try_loss(
     cfg = chapter.config.with_overrides({"train.steps": chapter.config.exercise_steps})
     if lam is not None:
         cfg = cfg.with_overrides({"loss.lambda_pitch": lam, "loss.lambda_timbre": lam})
+    if overrides:
+        cfg = cfg.with_overrides(dict(overrides))
     ds = chapter.dataset()
     try:
         result = trained_model(cfg, ds, contrastive_fn=fn, progress=progress)

@@ -128,6 +128,7 @@ def test_check_explains_what_is_wrong():
 def test_try_loss_and_table(toy_folder, tmp_path, monkeypatch, capsys):
     from pitchtimbre.book import Chapter
     from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig
+    from pitchtimbre.errors import ConfigError
 
     cfg = ExperimentConfig(
         profile="ci",
@@ -143,6 +144,12 @@ def test_try_loss_and_table(toy_folder, tmp_path, monkeypatch, capsys):
     assert "train proposed (seed 0)" in capsys.readouterr().err  # a bar while it trains
     assert try_loss(chapter, None, "poster")["history"] == row["history"]  # now cached
     assert "train proposed" not in capsys.readouterr().err
+
+    # any other setting through overrides: distances between samples train another model
+    samples = try_loss(chapter, None, "samples", progress=False, overrides={"loss.on": "sample"})
+    assert samples["history"][-1]["step"] == 10 and samples["history"] != row["history"]
+    with pytest.raises(ConfigError, match=r"no field 'loss\.nope'"):
+        try_loss(chapter, None, "typo", progress=False, overrides={"loss.nope": 1.0})
 
     def poisoned(z1, z2, same, cfg):
         return z1.sum() * float("nan")
