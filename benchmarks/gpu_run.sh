@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU figures and checks in one run (about 15 minutes on one datacenter GPU), each step
-# timed and everything written to OUT/gpu_run.log as well:
+# The GPU figures and checks in one run (about 15 minutes on one datacenter GPU by our
+# estimate: its parts have only run apart so far), each step timed and everything written to
+# OUT/gpu_run.log as well:
 #   1. the CUDA-only training paths checked on the GPU (benchmarks/gpu_checks.py);
 #   2. DistributedDataParallel with NCCL under torchrun, one process per GPU (`ci` profile);
 #      it needs two GPUs or more (NCCL runs one process per GPU) and is skipped, saying so,

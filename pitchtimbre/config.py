@@ -54,7 +54,7 @@ class _Config:
     def with_overrides(self: T, overrides: dict[str, Any]) -> T:
         """A copy with dotted fields replaced, e.g. ``{"loss.lambda_pitch": 0.0}``.
 
-        Chapter: 01_introduction
+        Chapter: 05_training
         """
         data = self.to_dict()  # type: ignore[attr-defined]
         for dotted, value in overrides.items():

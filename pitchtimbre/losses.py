@@ -73,7 +73,7 @@ def squared_euclidean(a: torch.Tensor, b: torch.Tensor, eps: float = 0.0) -> tor
 def cosine_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """1 - cos(a_t, b_t') for all frame pairs, in [0, 2]: blind to the latents' length.
 
-    Chapter: 09_exercises
+    Chapter: 04_contrastive_loss
     """
     an = a / (a.norm(dim=-1, keepdim=True) + eps)
     bn = b / (b.norm(dim=-1, keepdim=True) + eps)
