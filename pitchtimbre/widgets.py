@@ -12,6 +12,7 @@ Chapter: 08_latent_explorer
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -184,7 +185,7 @@ class LatentExplorer:
         """
         import ipywidgets as w
         import matplotlib.pyplot as plt
-        from IPython.display import Audio, display
+        from IPython.display import Audio, Image
 
         options = [(self.label(i), i) for i in range(len(self.notes))]
         pick_a = w.Dropdown(
@@ -203,19 +204,26 @@ class LatentExplorer:
         out = w.Output()
 
         def redraw(_=None) -> None:
-            with out:
-                out.clear_output(wait=True)
-                s = self.swap(pick_a.value, pick_b.value, which.value)
-                fig = self.swap_figure(s)
-                display(fig)
-                plt.close(fig)
-                sr = self.features.sample_rate
-                waves = self.audio(torch.stack([s.pitch_a_timbre_b, s.pitch_b_timbre_a]))
+            # The panel is written into the Output widget's state in one update, not printed
+            # inside `with out:`. A notebook runner that mirrors Output widgets (nbclient, so
+            # the book build) answers each output printed there with a message on the channel
+            # where it waits for the cell's reply, and at the end of the cell the two can
+            # cross: the reply then goes unread until the runner's cell timeout.
+            s = self.swap(pick_a.value, pick_b.value, which.value)
+            fig = self.swap_figure(s)
+            png = io.BytesIO()
+            fig.savefig(png, format="png", bbox_inches="tight")
+            plt.close(fig)
+            waves = self.audio(torch.stack([s.pitch_a_timbre_b, s.pitch_b_timbre_a]))
+            sr = self.features.sample_rate
+            with out.hold_sync():
+                out.outputs = ()
+                out.append_display_data(Image(png.getvalue()))
                 for title, wave in zip(
                     ("pitch of A, timbre of B", "pitch of B, timbre of A"), waves, strict=True
                 ):
-                    print(title)
-                    display(Audio(wave, rate=sr))
+                    out.append_stdout(f"{title}\n")
+                    out.append_display_data(Audio(wave, rate=sr))
 
         for control in (pick_a, pick_b, which):
             control.observe(redraw, names="value")
