@@ -517,8 +517,8 @@ class TrainConfig(_Config):
     sigma, lambda 10; cpu data, 28 held-out instruments) the instrument probe from z^t was
     0.69 after 1,000 steps, below the input spectrograms' own 0.88, and 0.92 after 3,000
     (the reference measurement's budget). Measured again on 2026-11-26 (seed 0): 0.70 after
-    1,000 steps, and 0.67 for the vanilla model; 0.92 after 3,000. At 1,000 steps four seeded splits
-    (``DataConfig.split_seed`` 0-3) gave 0.69, 0.66, 0.70 and 0.90 against the input's 0.88,
+    1,000 steps, and 0.67 for the vanilla model; 0.92 after 3,000. At 1,000 steps four
+    seeded splits (``DataConfig.split_seed`` 0-3) gave 0.69, 0.66, 0.70 and 0.90 against the input's 0.88,
     0.84, 0.88 and 0.91; cosine learning-rate schedules (peak 2e-3 or 4e-3, on a validation
     split) gave 0.82 and 0.86 against 0.89 for a constant 1e-3. Seed 1 reached only 0.70
     after 3,000 steps: that seed dependence came from the learned sigma (see ``LossConfig``).

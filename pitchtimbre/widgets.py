@@ -27,6 +27,9 @@ from .errors import DataError
 from .metrics import encode_means
 from .model import PitchTimbreVAE
 
+SWAP_TITLES = ("pitch of A, timbre of B", "pitch of B, timbre of A")
+"""Titles of a :class:`Swap`'s two decoded swaps, in the order of its fields."""
+
 
 @dataclass
 class Swap:
@@ -119,8 +122,8 @@ class LatentExplorer:
             (s.originals[1], f"B: {self.label(s.b)}"),
             (s.reconstructions[0], "A reconstructed"),
             (s.reconstructions[1], "B reconstructed"),
-            (s.pitch_a_timbre_b, "pitch of A, timbre of B"),
-            (s.pitch_b_timbre_a, "pitch of B, timbre of A"),
+            (s.pitch_a_timbre_b, SWAP_TITLES[0]),
+            (s.pitch_b_timbre_a, SWAP_TITLES[1]),
         ]
         fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
         half = self.features.bin_midi(0.5) - self.features.bin_midi(0)  # half a bin, in MIDI
@@ -156,8 +159,7 @@ class LatentExplorer:
         titles = (
             "A (original features, inverted)",
             "B (original features, inverted)",
-            "pitch of A, timbre of B",
-            "pitch of B, timbre of A",
+            *SWAP_TITLES,
         )
         swaps = [self.swap(a, b, model) for a, b in pairs]
         clips = self.audio(  # every clip of every pair in one Griffin-Lim call
@@ -219,9 +221,7 @@ class LatentExplorer:
             with out.hold_sync():
                 out.outputs = ()
                 out.append_display_data(Image(png.getvalue()))
-                for title, wave in zip(
-                    ("pitch of A, timbre of B", "pitch of B, timbre of A"), waves, strict=True
-                ):
+                for title, wave in zip(SWAP_TITLES, waves, strict=True):
                     out.append_stdout(f"{title}\n")
                     out.append_display_data(Audio(wave, rate=sr))
 
