@@ -15,7 +15,6 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from machine import describe_machine
 
 from pitchtimbre.config import FeatureConfig, RenderConfig
 from pitchtimbre.data.features import compute_features, load_audio, samples_to_load
@@ -26,6 +25,7 @@ from pitchtimbre.data.pitch_check import (
     pitch_errors_by_pitch,
 )
 from pitchtimbre.data.soundfont import available_renderers, default_soundfont, make_renderer
+from pitchtimbre.machine import describe_machine, machine_lines
 
 
 def timed(fn, *args):
@@ -43,7 +43,7 @@ def main() -> None:
     velocities = (90,) if args.small else (60, 90, 120)
     grid = [(p, v) for p in pitches for v in velocities]
     n = len(programs) * len(grid)
-    print("\n".join(describe_machine()))
+    print("\n".join(machine_lines(describe_machine())))
     print(
         f"notes: {n} ({len(programs)} programs x {len(pitches)} pitches x {len(velocities)} velocities)\n"
     )

@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from machine import describe_machine
 
 from pitchtimbre.config import FeatureConfig
 from pitchtimbre.data.features import log_spectrogram
 from pitchtimbre.data.frontend import log_spectrogram_torch
+from pitchtimbre.machine import describe_machine, machine_lines
 
 NSYNTH_NOTES = 289_205
 
@@ -72,7 +72,7 @@ def main() -> None:
     n = args.notes or (32 if args.small else 512)
     warnings.filterwarnings("ignore", message="n_fft=.* is too large")  # librosa, low octaves
 
-    print("\n".join(describe_machine()))
+    print("\n".join(machine_lines(describe_machine())))
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     if len(devices) == 1:
         print("gpu: none (CUDA not available)")

@@ -22,10 +22,10 @@ import time
 
 import torch
 from bench_training import synthetic_dataset
-from machine import describe_machine
 
 from pitchtimbre.cache import CACHE_ENV
 from pitchtimbre.config import profile_config
+from pitchtimbre.machine import describe_machine, machine_lines
 from pitchtimbre.parallel import train_in_processes
 from pitchtimbre.training import load_checkpoint, trained_model
 
@@ -46,7 +46,7 @@ def main() -> None:
     dataset = synthetic_dataset(cfg)
     jobs = [(cfg.with_overrides({"train.seed": seed}), None) for seed in range(args.models)]
 
-    print("\n".join(describe_machine(torch.device(args.device))))
+    print("\n".join(machine_lines(describe_machine(torch.device(args.device)))))
     print(f"profile {profile}: hidden {cfg.model.hidden}, batch {cfg.pairs.batch_size} pairs")
     print(f"{args.models} models x {steps} steps on {len(dataset)} synthetic notes\n")
     with tempfile.TemporaryDirectory() as cache:

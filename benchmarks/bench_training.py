@@ -64,13 +64,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from machine import describe_machine
 from torch.utils.data import DataLoader, Dataset
 
 from pitchtimbre.config import ExperimentConfig, profile_config
 from pitchtimbre.data import NoteDataset, NoteRecord, PairSampler, load_dataset
 from pitchtimbre.data.dataset import DataSummary
 from pitchtimbre.losses import pair_loss
+from pitchtimbre.machine import describe_machine, machine_lines
 from pitchtimbre.model import PitchTimbreVAE
 from pitchtimbre.training import FeatureStore, make_optimiser, steady_step_seconds, train_model
 
@@ -585,7 +585,7 @@ def main() -> None:
     )
     train = dataset.train()
 
-    print("\n".join(describe_machine(device)))
+    print("\n".join(machine_lines(describe_machine(device))))
     print(
         f"profile {profile}: hidden {cfg.model.hidden}, {cfg.model.layers} layers, "
         f"batch {cfg.pairs.batch_size} pairs, amp {cfg.train.amp and device.type == 'cuda'}"

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 from bench_training import synthetic_dataset
-from machine import describe_machine
 
 from pitchtimbre.config import ExperimentConfig, profile_config
 from pitchtimbre.data import NoteDataset
+from pitchtimbre.machine import describe_machine, machine_lines
 from pitchtimbre.training import TrainResult, load_checkpoint, train_model
 
 STEPS = 60
@@ -107,7 +107,7 @@ def main() -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_checks: no CUDA device here; use --device cpu for a dry run", file=sys.stderr)
         return 2
-    print("\n".join(describe_machine(device)))
+    print("\n".join(machine_lines(describe_machine(device))))
     cfg = profile_config("ci").with_overrides(
         {
             "train.device": str(device),

@@ -182,6 +182,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     Chapter: 01_introduction
     """
     from .experiment import markdown_table, reproduce
+    from .machine import machine_lines
 
     cfg = build_config(args)
     writable_folder(args.out)
@@ -196,6 +197,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"ms a step after warm-up: vanilla {step_ms['vanilla']}, proposed {step_ms['proposed']}")
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
     print(f"reproduce took {time.perf_counter() - start:.0f} s ({phases}, then figures)")
+    print("on " + "; ".join(machine_lines(results["machine"])))
     if results["train_processes"] > 1:
         print(f"({results['train_processes']} models trained at a time, in processes of their own)")
     if any(results["loaded_from_cache"]["vanilla"] + results["loaded_from_cache"]["proposed"]):

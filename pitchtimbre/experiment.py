@@ -26,6 +26,7 @@ from .config import ExperimentConfig
 from .data.dataset import NoteDataset, load_dataset
 from .errors import DataError
 from .losses import ContrastiveLoss
+from .machine import describe_machine, machine_lines
 from .metrics import evaluate_latents, input_probes, pitch_leak_by_instrument, probe_by_instrument
 from .parallel import trained_models
 from .training import TrainResult, load_checkpoint, model_name, pick_device, steady_step_seconds
@@ -273,8 +274,10 @@ def reproduce(
     themselves), ``directions`` (which of the poster's four directions hold); ``checkpoints``,
     ``train_seconds`` and ``train_step_ms`` (per model, one per seed; milliseconds a step
     after the first logging window), ``loaded_from_cache``, ``train_processes``;
-    ``seconds`` (the data, training and evaluation phases of this call); ``data`` (note and
-    instrument counts, exclusions) and ``config``.
+    ``seconds`` (the data, training and evaluation phases of this call), ``machine`` (CPU,
+    GPU, torch and the training device, as :func:`~pitchtimbre.machine.describe_machine`
+    names them); ``data`` (note and instrument counts, exclusions) and ``config``.
+    ``results.md`` holds the table and, under it, the machine.
 
     Chapter: 07_results
     """
@@ -345,6 +348,7 @@ def reproduce(
         },
         "train_processes": processes,
         "loaded_from_cache": cached,
+        "machine": describe_machine(pick_device(cfg.train.device)),
         "data": {
             "notes": dataset.summary.notes,
             "heldout_notes": len(heldout),
@@ -355,7 +359,8 @@ def reproduce(
         "config": cfg.to_dict(),
     }
     atomic_write_json(out / "results.json", results)
-    atomic_write_bytes(out / "results.md", markdown_table(results).encode())
+    measured_on = "Measured on: " + "; ".join(machine_lines(results["machine"])) + "\n"
+    atomic_write_bytes(out / "results.md", f"{markdown_table(results)}\n{measured_on}".encode())
     if figures:
         from .viz import plot_loss_curves, plot_metrics, save_figure
 

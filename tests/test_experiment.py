@@ -20,6 +20,7 @@ from pitchtimbre.experiment import (
     pitch_leak_table,
     reproduce,
 )
+from pitchtimbre.training import pick_device
 
 METRIC_KEYS = {"denseness", "divergence", "ratio", "probe"}
 
@@ -78,6 +79,10 @@ def test_results_json_schema(reproduced):
     ) / 2
     assert on_disk["models"]["proposed"]["pitch"]["denseness"] == pytest.approx(mean)
     assert (out / "results.md").read_text().startswith("| run |")
+    # the machine the timings belong to: in results.json and under the table in results.md
+    assert on_disk["machine"]["device"] == str(pick_device(small_experiment("x").train.device))
+    assert on_disk["machine"]["torch"] == torch.__version__
+    assert f"cpu: {on_disk['machine']['cpu']}" in (out / "results.md").read_text()
     assert set(on_disk["seconds"]) == {"data", "training", "evaluation"}
     assert all(v >= 0 for v in on_disk["seconds"].values())
     for name in ("vanilla", "proposed"):

@@ -1,0 +1,64 @@
+"""The machine a run was measured on, named in benchmark output and in ``results.json``.
+
+Timings mean little without the machine: two 2-core "AMD EPYC" virtual machines of the
+same provider trained the cpu profile at 92 and 39 ms a step. So the CPU is named with its
+family and model numbers where /proc/cpuinfo gives them.
+
+Chapter: 05_training
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, with its family and model numbers when ``cpuinfo`` lists them
+    (a virtual machine's name alone, such as "AMD EPYC", hides which generation it is).
+
+    Chapter: 05_training
+    """
+    if not cpuinfo.is_file():
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def describe_machine(device: torch.device | str | None = None) -> dict[str, str]:
+    """The CPU (with its core count and torch's thread count), the first GPU when there is
+    one, the torch build and, when given, the device the run uses.
+
+    Chapter: 05_training
+    """
+    machine = {
+        "cpu": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        machine["gpu"] = f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
+    machine["torch"] = torch.__version__
+    if device is not None:
+        machine["device"] = str(device)
+    return machine
+
+
+def machine_lines(machine: dict[str, str]) -> list[str]:
+    """``describe_machine``'s fields as lines to print, one a field.
+
+    Chapter: 05_training
+    """
+    return [f"{key}: {value}" for key, value in machine.items()]
