@@ -22,6 +22,7 @@ import torch
 from .cache import cache_dir
 from .config import ExperimentConfig, profile_config
 from .data.dataset import NoteDataset, load_dataset
+from .machine import cpu_kernels
 from .training import TrainResult, pick_device
 
 BOOK_CHAPTERS: dict[str, str] = {
@@ -122,8 +123,9 @@ def setup_chapter(name: str, profile: str | None = None, seed: int = 0) -> Chapt
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": 10})
+    kernels = f" ({cpu_kernels()} kernels)" if device.type == "cpu" else ""
     print(
-        f"{name}: profile '{cfg.profile}', device {device}, torch {torch.__version__}, "
+        f"{name}: profile '{cfg.profile}', device {device}{kernels}, torch {torch.__version__}, "
         f"cache {cache_dir()}"
     )
     return Chapter(name=name, config=cfg, device=device)

@@ -457,8 +457,9 @@ class LossConfig(_Config):
     0.90 and 0.90 for seeds 0 and 1, where the learned sigma with lambda 10 gave 0.92 and 0.70.
     Raw divergence alone cannot be trusted: read the ratios and the probes.
 
-    The same held-out instruments (cpu profile, seed 0, 3,000 steps; measured on 2026-11-26)
-    against the reference measurement's settings, for chapter 7:
+    The same held-out instruments (cpu profile, seed 0, 3,000 steps; measured on 2026-11-26
+    with torch's AVX2 CPU kernels; AVX-512 kernels train slightly different weights, see
+    chapter 5) against the reference measurement's settings, for chapter 7:
 
     ==================================  ==============  ============  ==========
     proposed model                      timbre dense.   timbre ratio  pitch<-z^t

@@ -2,7 +2,9 @@
 
 Timings mean little without the machine: two 2-core "AMD EPYC" virtual machines of the
 same provider trained the cpu profile at 92 and 39 ms a step. So the CPU is named with its
-family and model numbers where /proc/cpuinfo gives them.
+family and model numbers where /proc/cpuinfo gives them, and with the vector instructions
+PyTorch's CPU kernels use (AVX2, AVX512, ...): they decide the order of floating-point sums,
+so the same seed trains slightly different weights under AVX2 and under AVX-512.
 
 Chapter: 05_training
 """
@@ -38,14 +40,24 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return name
 
 
+def cpu_kernels() -> str:
+    """The instruction set of the CPU kernels torch dispatches to here ("AVX2", "AVX512",
+    "DEFAULT", ...); the environment variable ``ATEN_CPU_CAPABILITY`` lowers it.
+
+    Chapter: 05_training
+    """
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def describe_machine(device: torch.device | str | None = None) -> dict[str, str]:
-    """The CPU (with its core count and torch's thread count), the first GPU when there is
-    one, the torch build and, when given, the device the run uses.
+    """The CPU (with its core count, torch's thread count and kernels' instruction set), the
+    first GPU when there is one, the torch build and, when given, the device the run uses.
 
     Chapter: 05_training
     """
     machine = {
-        "cpu": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        "cpu": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"{cpu_kernels()} kernels"
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

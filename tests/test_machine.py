@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import torch
 
-from pitchtimbre.machine import cpu_name, describe_machine, machine_lines
+from pitchtimbre.machine import cpu_kernels, cpu_name, describe_machine, machine_lines
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -39,6 +43,16 @@ def test_describe_machine_names_torch_and_the_device():
     machine = describe_machine(torch.device("cpu"))
     assert machine["torch"] == torch.__version__ and machine["device"] == "cpu"
     assert ("gpu" in machine) == torch.cuda.is_available()
-    assert machine_lines(machine)[0].startswith("cpu: ") and machine["cpu"].endswith(
-        f"{torch.get_num_threads()} torch threads"
-    )
+    assert machine_lines(machine)[0].startswith("cpu: ")
+    threads = f"{torch.get_num_threads()} torch threads, {cpu_kernels()} kernels"
+    assert machine["cpu"].endswith(threads)
+
+
+def test_cpu_kernels_follow_aten_cpu_capability():
+    """The variable that selects AVX2 kernels on an AVX-512 CPU (as the training chapter
+    suggests for the book's exact numbers) is what cpu_kernels reports, in a fresh process."""
+    script = "from pitchtimbre.machine import cpu_kernels; print(cpu_kernels())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "DEFAULT"
