@@ -161,6 +161,9 @@ CONTRASTIVE_LOSSES: dict[str, ContrastiveLoss] = {
     "paper": paper_contrastive,
     "hinge": hinge_contrastive,
 }
+BUILTIN_CONTRASTIVE_LOSSES: dict[str, ContrastiveLoss] = dict(CONTRASTIVE_LOSSES)
+"""The package's own losses. The model cache knows them by name; a loss registered later (or
+registered over one of these names) is known by a hash of its code as well."""
 
 
 def register_contrastive(name: str) -> Callable[[ContrastiveLoss], ContrastiveLoss]:

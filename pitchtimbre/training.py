@@ -35,7 +35,7 @@ from .config import ExperimentConfig, TrainConfig
 from .data.dataset import NoteDataset
 from .data.pairs import PairSampler
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from .losses import ContrastiveLoss, get_contrastive, pair_loss
+from .losses import BUILTIN_CONTRASTIVE_LOSSES, ContrastiveLoss, get_contrastive, pair_loss
 from .model import PitchTimbreVAE
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,20 @@ def model_name(cfg: ExperimentConfig) -> str:
 
 
 def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> str:
-    """What the cache key records of the contrastive loss: its name, or a custom function's
-    qualified name and a hash of :func:`loss_source` (so editing it retrains, and the same
-    code finds its cached model again in a new session).
+    """What the cache key records of the contrastive loss: a built-in loss's name; for a
+    custom function, passed as ``fn`` or registered under ``LossConfig.contrastive`` with
+    :func:`~pitchtimbre.losses.register_contrastive`, its qualified name and a hash of
+    :func:`loss_source` (so editing it retrains, and the same code finds its cached model
+    again in a new session).
 
     Chapter: 05_training
     """
     if fn is None:
-        return cfg.loss.contrastive
+        name = cfg.loss.contrastive
+        registered = get_contrastive(name)
+        if BUILTIN_CONTRASTIVE_LOSSES.get(name) is registered:
+            return name  # the package's own loss: its name, as in every earlier cache key
+        return f"{name}={contrastive_identity(registered, cfg)}"
     name = getattr(fn, "__qualname__", type(fn).__qualname__)
     digest = hashlib.sha256(loss_source(fn).encode()).hexdigest()[:12]
     return f"{getattr(fn, '__module__', '?')}.{name}:{digest}"

@@ -13,6 +13,7 @@ from pitchtimbre import training
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.errors import CheckpointError, TrainingDiverged
+from pitchtimbre.losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES
 from pitchtimbre.model import PitchTimbreVAE
 from pitchtimbre.training import load_checkpoint, pick_device, train_model, trained_model
 
@@ -451,6 +452,34 @@ def test_editing_a_custom_loss_changes_the_model_key(toy_data, tmp_path):
     assert key(None, cfg) == cfg.loss.contrastive
     assert training.model_dir(cfg, ds, first) != training.model_dir(cfg, ds, edited)
     assert training.model_dir(cfg, ds, first) != training.model_dir(cfg, ds)
+
+
+def test_editing_a_registered_loss_changes_the_model_key(toy_data, tmp_path, monkeypatch):
+    """A loss registered under a name and chosen by LossConfig.contrastive is hashed like a
+    passed one: editing it and registering it again must not load the old model."""
+    cfg, ds = toy_data
+    mine = cfg.with_overrides({"loss.contrastive": "mine"})
+    monkeypatch.setitem(
+        CONTRASTIVE_LOSSES, "mine", _user_loss(tmp_path / "a", "(z1 - z2).abs().mean()")
+    )
+    before = training.model_dir(mine, ds)
+    monkeypatch.setitem(
+        CONTRASTIVE_LOSSES, "mine", _user_loss(tmp_path / "b", "(z1 - z2).abs().mean()")
+    )
+    assert training.model_dir(mine, ds) == before  # the same code: the cached model is reused
+    monkeypatch.setitem(
+        CONTRASTIVE_LOSSES, "mine", _user_loss(tmp_path / "c", "(z1 - z2).square().mean()")
+    )
+    assert training.model_dir(mine, ds) != before
+    key = training.contrastive_identity(None, mine)
+    assert key.startswith("mine=user_loss.contrastive:")
+    # registered over a built-in name, the loss is hashed too; the built-ins keep their names
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "paper", CONTRASTIVE_LOSSES["mine"])
+    assert training.contrastive_identity(None, cfg) == f"paper={key.partition('=')[2]}"
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "paper", BUILTIN_CONTRASTIVE_LOSSES["paper"])
+    assert training.contrastive_identity(None, cfg) == "paper"
+    hinge = cfg.with_overrides({"loss.contrastive": "hinge"})
+    assert training.contrastive_identity(None, hinge) == "hinge"
 
 
 def test_device_choice(monkeypatch):
