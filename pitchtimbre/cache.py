@@ -24,7 +24,8 @@ CACHE_ENV = "PITCHTIMBRE_CACHE"
 
 
 def cache_dir() -> Path:
-    """The cache root: ``$PITCHTIMBRE_CACHE`` or ``~/.cache/pitchtimbre``.
+    """The cache root: ``$PITCHTIMBRE_CACHE``, else ``$XDG_CACHE_HOME/pitchtimbre``, else
+    ``~/.cache/pitchtimbre``.
 
     Chapter: 02_data
     """

@@ -132,7 +132,7 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
 def cmd_render(args: argparse.Namespace) -> int:
     """`render`: write an NSynth-layout folder of SoundFont notes.
 
-    Chapter: 01_introduction
+    Chapter: 02_data
     """
     from .config import RenderConfig
     from .data.render import render_soundfont
@@ -163,7 +163,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     """`data`: build (or reuse) the feature cache and print the data summary.
 
-    Chapter: 01_introduction
+    Chapter: 02_data
     """
     from .data import load_dataset
 
@@ -209,7 +209,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: one trained checkpoint on another source.
 
-    Chapter: 01_introduction
+    Chapter: 07_results
     """
     from .experiment import evaluate_checkpoint
 
