@@ -31,7 +31,7 @@ from . import distributed
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset
 from .errors import CheckpointError, WorkerCrashed
-from .losses import ContrastiveLoss
+from .losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES, ContrastiveLoss
 from .training import (
     CHECKPOINT_FILE,
     TrainResult,
@@ -116,16 +116,32 @@ def _read_step(path: Path) -> int | None:
         return None
 
 
+def registered_here() -> dict[str, ContrastiveLoss]:
+    """The contrastive losses registered in this process beyond the package's own (or over
+    one of their names): a worker process starts with the package's registry only.
+
+    Chapter: 05_training
+    """
+    return {
+        name: fn
+        for name, fn in CONTRASTIVE_LOSSES.items()
+        if BUILTIN_CONTRASTIVE_LOSSES.get(name) is not fn
+    }
+
+
 def _train_in_worker(
     cfg: ExperimentConfig,
     contrastive_fn: ContrastiveLoss | None,
     retrain: bool,
     folder: str,
     progress_file: str | None,
+    registered: Mapping[str, ContrastiveLoss],
 ) -> str:
-    """A worker's job: one model trained (or found) in ``folder``, its logged steps written
-    to ``progress_file``; returns its checkpoint."""
+    """A worker's job: one model trained (or found) in ``folder`` with the caller's
+    registered losses, its logged steps written to ``progress_file``; returns its
+    checkpoint."""
     assert _dataset is not None, "the worker was started without its notes"
+    CONTRASTIVE_LOSSES.update(registered)
     result = trained_model(
         cfg,
         _dataset,
@@ -171,7 +187,8 @@ def train_in_processes(
     otherwise a finished model is kept and an interrupted one continues.
 
     The cache folders are chosen here (a loss written in a notebook has no source a worker
-    could hash) and the notes go to each worker once. Each model has a progress bar here,
+    could hash), the notes go to each worker once, and the losses registered here
+    (:func:`registered_here`) go with every job. Each model has a progress bar here,
     moved at its logged steps: a worker writes its last logged step into a file that this
     process reads every ``POLL_SECONDS``. An error raised in a worker is
     raised here once the other models have finished (and are cached); a worker that dies
@@ -204,8 +221,11 @@ def train_in_processes(
         if progress:
             reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
         steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
+        registered = registered_here()  # a loss registered in a notebook cell, say
         futures = [
-            executor.submit(_train_in_worker, cfg, fn, retrain, folder, str(at) if at else None)
+            executor.submit(
+                _train_in_worker, cfg, fn, retrain, folder, str(at) if at else None, registered
+            )
             for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True)
         ]
         bars = [

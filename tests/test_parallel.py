@@ -14,6 +14,7 @@ from pitchtimbre.data import load_dataset
 from pitchtimbre.data.pitch_check import pitch_errors_by_pitch
 from pitchtimbre.errors import ConfigError, TrainingDiverged, WorkerCrashed
 from pitchtimbre.experiment import reproduce
+from pitchtimbre.losses import CONTRASTIVE_LOSSES
 from pitchtimbre.parallel import is_trained, processes_for, train_in_processes, trained_models
 from pitchtimbre.training import load_checkpoint
 
@@ -161,6 +162,25 @@ def test_a_loss_without_source_is_trained_where_the_caller_looks(
     assert processes == 2 and not any(m.from_cache for m in models.values())
 
 
+def test_a_registered_loss_reaches_the_workers(toy_folder, tmp_path, monkeypatch, one_thread):
+    """A loss registered in the caller (a notebook cell) and chosen by name is not in a fresh
+    worker's registry: the workers get it with their job and train with it, into the folder
+    the caller reads, and the result is the model the caller trains with it alone."""
+    namespace: dict = {}
+    exec("def mine(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()", namespace)
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", namespace["mine"])
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = experiment(str(toy_folder), 2).with_overrides({"loss.contrastive": "mine"})
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    jobs = {s: (cfg.with_overrides({"train.seed": s}), None) for s in (0, 1)}
+    models, processes = trained_models(jobs, ds, progress=False)
+    assert processes == 2 and not any(m.from_cache for m in models.values())
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "alone"))
+    alone = training.trained_model(jobs[1][0], ds, progress=False)
+    for name, weight in alone.model.state_dict().items():
+        assert torch.equal(weight, models[1].model.state_dict()[name]), name
+
+
 def test_a_dead_worker_is_a_clear_error(toy_folder, one_thread):
     source = str(toy_folder)
     cfg = experiment(source, 2)
@@ -215,7 +235,9 @@ def test_a_worker_reports_its_logged_steps_in_its_progress_file(toy_folder, tmp_
     assert seen == [0, 5, 10, 15, 20]  # the start, then every logged step, read back whole
     assert not (tmp_path / "steps.part").exists()
     monkeypatch.setattr(parallel, "_dataset", ds)  # as the worker's initializer leaves it
-    path = parallel._train_in_worker(cfg, None, False, str(tmp_path / "m"), str(tmp_path / "w"))
+    path = parallel._train_in_worker(
+        cfg, None, False, str(tmp_path / "m"), str(tmp_path / "w"), registered={}
+    )
     assert path == str(tmp_path / "m" / training.CHECKPOINT_FILE)
     assert parallel._read_step(tmp_path / "w") == 20
     assert parallel._read_step(tmp_path / "missing") is None
