@@ -1,7 +1,7 @@
-"""What identifies a custom loss's code from one session to the next, for the model cache.
+"""What identifies code from one session to the next, for the model cache.
 
-A trained model is cached under a key that includes the contrastive loss it was trained
-with. For a function written by a reader that key must change whenever what the function
+A trained model is cached under a key that includes the trainer's own code
+(:func:`code_text` of its modules) and the contrastive loss it was trained with. For a function written by a reader that key must change whenever what the function
 computes may change (its code, its default arguments, the values it closes over, the
 attributes of a callable object) and must stay the same for the same code in a new session
 or another process: no memory addresses, no set or dict order that depends on the hash
@@ -12,11 +12,14 @@ Chapter: 05_training
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
 import re
-from types import CodeType
+from collections.abc import Sequence
+from pathlib import Path
+from types import CodeType, ModuleType
 from typing import Any
 
 import numpy as np
@@ -147,3 +150,44 @@ def loss_source(fn: object, seen: frozenset[int] = frozenset()) -> str:
     if inspect.isroutine(fn):  # a builtin: torch.abs, a numpy ufunc
         return _ADDRESS.sub("", repr(fn))
     return f"{_class_text(type(fn), inner)}|{value_text(_attributes(fn), inner)}"
+
+
+def _is_bare_string(statement: ast.stmt) -> bool:
+    """A docstring, or any string standing alone as a statement: it computes nothing."""
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
+
+
+def code_text(source: str) -> str:
+    """Python source as the code it runs: docstrings, comments and layout left out (parsed,
+    stripped of bare strings and written back by :func:`ast.unparse`), so that rewording a
+    docstring does not retrain a model and changing a statement does.
+
+    Chapter: 05_training
+    """
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            statements = getattr(node, field, None)
+            if isinstance(statements, list) and statements and isinstance(statements[0], ast.stmt):
+                kept = [s for s in statements if not _is_bare_string(s)]
+                setattr(node, field, kept or [ast.Pass()])
+    return ast.unparse(tree)
+
+
+def modules_digest(modules: Sequence[ModuleType]) -> str:
+    """A hash of :func:`code_text` of each module's source file, in the order given.
+
+    Chapter: 05_training
+    """
+    digest = hashlib.sha256()
+    for module in modules:
+        try:
+            code = code_text(inspect.getsource(module))
+        except (OSError, TypeError):  # installed without its sources: the compiled file
+            code = _bytes_digest(Path(module.__file__).read_bytes()) if module.__file__ else ""
+        digest.update(f"{module.__name__}\n{code}\n".encode())
+    return digest.hexdigest()[:16]

@@ -14,7 +14,9 @@ Chapter: 05_training
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -30,7 +32,7 @@ import torch
 
 from . import distributed
 from .cache import atomic_path, atomic_write_json, cache_dir, stable_hash
-from .code_identity import loss_source
+from .code_identity import loss_source, modules_digest
 from .config import ExperimentConfig, TrainConfig
 from .data.dataset import NoteDataset
 from .data.pairs import PairSampler
@@ -130,10 +132,33 @@ def training_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+TRAINER_MODULES = (
+    "pitchtimbre.model",
+    "pitchtimbre.losses",
+    "pitchtimbre.data.pairs",
+    "pitchtimbre.training",
+    "pitchtimbre.distributed",
+)
+"""The modules whose code decides what a model learns: the network, the losses, the pair
+sampler, the training loop and the gradient averaging of DistributedDataParallel."""
+
+
+@functools.cache
+def trainer_code() -> str:
+    """A hash of the code of ``TRAINER_MODULES`` (docstrings and comments left out): editing
+    the package's own loss, network or training loop retrains, where it would otherwise load
+    a model the old code trained.
+
+    Chapter: 05_training
+    """
+    return modules_digest([importlib.import_module(name) for name in TRAINER_MODULES])
+
+
 def model_key(
     cfg: ExperimentConfig, dataset: NoteDataset, contrastive_fn: ContrastiveLoss | None = None
 ) -> str:
-    """Hash identifying a trained model: settings, data fingerprint, seed, loss function.
+    """Hash identifying a trained model: settings, data fingerprint, seed, loss function and
+    the trainer's code.
 
     Chapter: 05_training
     """
@@ -142,6 +167,7 @@ def model_key(
             **training_settings(cfg),
             "data": dataset.fingerprint,
             "contrastive": contrastive_identity(contrastive_fn, cfg),
+            "code": trainer_code(),
             "v": CHECKPOINT_VERSION,
             # each process samples its own share of a batch: another number of processes
             # trains another model

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import os
@@ -9,7 +10,7 @@ import signal
 import pytest
 import torch
 
-from pitchtimbre import training
+from pitchtimbre import code_identity, training
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.errors import CheckpointError, TrainingDiverged
@@ -452,6 +453,16 @@ def test_editing_a_custom_loss_changes_the_model_key(toy_data, tmp_path):
     assert key(None, cfg) == cfg.loss.contrastive
     assert training.model_dir(cfg, ds, first) != training.model_dir(cfg, ds, edited)
     assert training.model_dir(cfg, ds, first) != training.model_dir(cfg, ds)
+
+
+def test_the_model_key_holds_the_trainers_code(toy_data, monkeypatch):
+    cfg, ds = toy_data
+    before = training.model_key(cfg, ds)
+    assert training.trainer_code() == code_identity.modules_digest(
+        [importlib.import_module(name) for name in training.TRAINER_MODULES]
+    )
+    monkeypatch.setattr(training, "trainer_code", lambda: "edited-package-loss")
+    assert training.model_key(cfg, ds) != before
 
 
 def test_editing_a_registered_loss_changes_the_model_key(toy_data, tmp_path, monkeypatch):

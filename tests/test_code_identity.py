@@ -1,0 +1,59 @@
+"""The trainer's code in the model cache key: a statement changed retrains, a docstring,
+comment or layout changed does not."""
+
+from __future__ import annotations
+
+import importlib.util
+import textwrap
+
+from pitchtimbre.code_identity import code_text, modules_digest
+
+LOSS = textwrap.dedent(
+    '''
+    """A module's docstring."""
+
+    SCALE = 2.0
+    """An attribute's docstring."""
+
+
+    def loss(a, b):
+        """A function's docstring."""
+        d = (a - b).abs()  # the distance
+        return SCALE * d.mean()
+    '''
+)
+
+
+def test_code_text_ignores_docstrings_comments_and_layout():
+    reworded = (
+        LOSS.replace("A function's docstring.", "Reworded, over\n    two lines.")
+        .replace("# the distance", "# another comment")
+        .replace("SCALE * d.mean()", "SCALE*d.mean( )")
+        .replace('"""An attribute\'s docstring."""', "")
+    )
+    assert code_text(reworded) == code_text(LOSS)
+    assert "docstring" not in code_text(LOSS) and "distance" not in code_text(LOSS)
+
+
+def test_code_text_keeps_every_statement():
+    assert code_text(LOSS.replace("SCALE = 2.0", "SCALE = 3.0")) != code_text(LOSS)
+    assert code_text(LOSS.replace(".abs()", ".square()")) != code_text(LOSS)
+    only_a_docstring = 'def f():\n    """Nothing else."""\n'
+    assert code_text(only_a_docstring) == code_text("def f():\n    pass\n")
+
+
+def _module(path, text):
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_modules_digest_follows_the_code_of_the_files(tmp_path):
+    first = _module(tmp_path / "first.py", LOSS)
+    (tmp_path / "b").mkdir()
+    reworded = _module(tmp_path / "b" / "first.py", LOSS.replace("the distance", "a comment"))
+    edited = _module(tmp_path / "edited.py", LOSS.replace(".abs()", ".square()"))
+    assert modules_digest([first]) == modules_digest([reworded])
+    assert modules_digest([first]) != modules_digest([edited])
