@@ -16,7 +16,9 @@ import ast
 import functools
 import hashlib
 import inspect
+import io
 import re
+import tokenize
 from collections.abc import Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
@@ -162,20 +164,43 @@ def _is_bare_string(statement: ast.stmt) -> bool:
 
 
 def code_text(source: str) -> str:
-    """Python source as the code it runs: docstrings, comments and layout left out (parsed,
-    stripped of bare strings and written back by :func:`ast.unparse`), so that rewording a
-    docstring does not retrain a model and changing a statement does.
+    """Python source as the code it runs: docstrings (and any other string standing alone
+    as a statement), comments, trailing spaces and blank lines left out, so that rewording a
+    docstring or a comment does not retrain a model and changing a statement does. Cut out
+    of the source text by the positions the parser and the tokenizer give, which every
+    Python version gives alike (:func:`ast.unparse` would not: it quotes some strings
+    differently from 3.12 on).
 
     Chapter: 05_training
     """
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        for field in ("body", "orelse", "finalbody"):
-            statements = getattr(node, field, None)
-            if isinstance(statements, list) and statements and isinstance(statements[0], ast.stmt):
-                kept = [s for s in statements if not _is_bare_string(s)]
-                setattr(node, field, kept or [ast.Pass()])
-    return ast.unparse(tree)
+    data = source.encode()
+    lines = io.StringIO(source).readlines()  # split as the tokenizer splits
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line.encode()))
+
+    def offset(row: int, byte_col: int) -> int:
+        return starts[row - 1] + byte_col
+
+    cuts = [
+        (offset(node.lineno, node.col_offset), offset(node.end_lineno, node.end_col_offset))
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.stmt) and _is_bare_string(node) and node.end_lineno is not None
+    ]
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            (row, col), end_col = token.start, token.end[1]
+            text = lines[row - 1]  # a comment never spans lines
+            begin = offset(row, len(text[:col].encode()))
+            cuts.append((begin, begin + len(text[col:end_col].encode())))
+    kept, at = [], 0
+    for begin, end in sorted(cuts):
+        if begin >= at:
+            kept.append(data[at:begin])
+            at = end
+    kept.append(data[at:])
+    text = b"".join(kept).decode()
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
 
 
 def modules_digest(modules: Sequence[ModuleType]) -> str:

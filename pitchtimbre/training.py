@@ -14,7 +14,6 @@ Chapter: 05_training
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import json
@@ -95,7 +94,7 @@ def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> s
         name = cfg.loss.contrastive
         registered = get_contrastive(name)
         if BUILTIN_CONTRASTIVE_LOSSES.get(name) is registered:
-            return name  # the package's own loss: its name, as in every earlier cache key
+            return name  # the package's own loss: its name, as cache keys have always held it
         return f"{name}={contrastive_identity(registered, cfg)}"
     name = getattr(fn, "__qualname__", type(fn).__qualname__)
     digest = hashlib.sha256(loss_source(fn).encode()).hexdigest()[:12]
@@ -143,15 +142,28 @@ TRAINER_MODULES = (
 sampler, the training loop and the gradient averaging of DistributedDataParallel."""
 
 
-@functools.cache
+def _trainer_modules_digest() -> str:
+    return modules_digest([importlib.import_module(name) for name in TRAINER_MODULES])
+
+
 def trainer_code() -> str:
-    """A hash of the code of ``TRAINER_MODULES`` (docstrings and comments left out): editing
-    the package's own loss, network or training loop retrains, where it would otherwise load
-    a model the old code trained.
+    """A hash of the code of ``TRAINER_MODULES`` (docstrings and comments left out), as this
+    process imported it: editing the package's own loss, network or training loop retrains,
+    where it would otherwise load a model the old code trained. When the files have changed
+    since, a warning says to restart (a running kernel still runs the code it imported).
 
     Chapter: 05_training
     """
-    return modules_digest([importlib.import_module(name) for name in TRAINER_MODULES])
+    global _warned_code_changed
+    if not _warned_code_changed and _trainer_modules_digest() != _IMPORTED_TRAINER_CODE:
+        _warned_code_changed = True
+        log.warning(
+            "pitchtimbre's trainer code (%s) changed on disk after this process imported "
+            "it: models are keyed and trained by the code imported; restart the kernel (or "
+            "the script) to use the edited code",
+            ", ".join(TRAINER_MODULES),
+        )
+    return _IMPORTED_TRAINER_CODE
 
 
 def model_key(
@@ -707,3 +719,7 @@ def trained_model(
     return train_model(
         cfg, dataset, folder, contrastive_fn, resume=not retrain, progress=progress, on_log=on_log
     )
+
+
+_IMPORTED_TRAINER_CODE = _trainer_modules_digest()  # the code this process runs
+_warned_code_changed = False

@@ -28,7 +28,7 @@ def test_code_text_ignores_docstrings_comments_and_layout():
     reworded = (
         LOSS.replace("A function's docstring.", "Reworded, over\n    two lines.")
         .replace("# the distance", "# another comment")
-        .replace("SCALE * d.mean()", "SCALE*d.mean( )")
+        .replace("return SCALE * d.mean()", "return SCALE * d.mean()   \n\n")
         .replace('"""An attribute\'s docstring."""', "")
     )
     assert code_text(reworded) == code_text(LOSS)
@@ -38,8 +38,16 @@ def test_code_text_ignores_docstrings_comments_and_layout():
 def test_code_text_keeps_every_statement():
     assert code_text(LOSS.replace("SCALE = 2.0", "SCALE = 3.0")) != code_text(LOSS)
     assert code_text(LOSS.replace(".abs()", ".square()")) != code_text(LOSS)
-    only_a_docstring = 'def f():\n    """Nothing else."""\n'
-    assert code_text(only_a_docstring) == code_text("def f():\n    pass\n")
+    assert code_text(LOSS.replace("return SCALE", "return -SCALE")) != code_text(LOSS)
+
+
+def test_code_text_cuts_by_position_whatever_the_characters():
+    """Non-ASCII text before a comment or docstring on the same line (positions are bytes in
+    the parser and characters in the tokenizer), a docstring on its function's line, and an
+    f-string, which the tokenizer of Python 3.12 splits into parts."""
+    source = 'def f(σ):  # σ, not s\n    x = f"{σ!r:>4} ±"  # a\n    return x\n'
+    assert code_text(source) == 'def f(σ):\n    x = f"{σ!r:>4} ±"\n    return x'
+    assert code_text('def g(): """One line."""\n') == "def g():"
 
 
 def _module(path, text):
@@ -51,9 +59,10 @@ def _module(path, text):
 
 
 def test_modules_digest_follows_the_code_of_the_files(tmp_path):
-    first = _module(tmp_path / "first.py", LOSS)
-    (tmp_path / "b").mkdir()
+    for folder in "abc":
+        (tmp_path / folder).mkdir()
+    first = _module(tmp_path / "a" / "first.py", LOSS)
     reworded = _module(tmp_path / "b" / "first.py", LOSS.replace("the distance", "a comment"))
-    edited = _module(tmp_path / "edited.py", LOSS.replace(".abs()", ".square()"))
+    edited = _module(tmp_path / "c" / "first.py", LOSS.replace(".abs()", ".square()"))
     assert modules_digest([first]) == modules_digest([reworded])
     assert modules_digest([first]) != modules_digest([edited])

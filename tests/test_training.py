@@ -461,8 +461,20 @@ def test_the_model_key_holds_the_trainers_code(toy_data, monkeypatch):
     assert training.trainer_code() == code_identity.modules_digest(
         [importlib.import_module(name) for name in training.TRAINER_MODULES]
     )
-    monkeypatch.setattr(training, "trainer_code", lambda: "edited-package-loss")
+    monkeypatch.setattr(training, "_IMPORTED_TRAINER_CODE", "edited-package-loss")
     assert training.model_key(cfg, ds) != before
+
+
+def test_trainer_code_edited_after_import_keeps_the_imported_key_and_warns(monkeypatch, caplog):
+    """A kernel still runs the code it imported: the key follows it, and says to restart."""
+    imported = training.trainer_code()
+    monkeypatch.setattr(training, "_trainer_modules_digest", lambda: "edited-on-disk")
+    monkeypatch.setattr(training, "_warned_code_changed", False)
+    with caplog.at_level("WARNING", logger="pitchtimbre.training"):
+        assert training.trainer_code() == imported
+        assert training.trainer_code() == imported
+    warnings = [r.getMessage() for r in caplog.records if "changed on disk" in r.getMessage()]
+    assert len(warnings) == 1 and "restart the kernel" in warnings[0]
 
 
 def test_editing_a_registered_loss_changes_the_model_key(toy_data, tmp_path, monkeypatch):
