@@ -187,10 +187,10 @@ def train_in_processes(
     otherwise a finished model is kept and an interrupted one continues.
 
     The cache folders are chosen here (a loss written in a notebook has no source a worker
-    could hash), the notes go to each worker once, and the losses registered here
-    (:func:`registered_here`) go with every job. Each model has a progress bar here,
-    moved at its logged steps: a worker writes its last logged step into a file that this
-    process reads every ``POLL_SECONDS``. An error raised in a worker is
+    could hash), the notes go to each worker once, and a job that trains with a loss
+    registered here (:func:`registered_here`) takes that loss along. Each model has a
+    progress bar here, moved at its logged steps: a worker writes its last logged step into
+    a file that this process reads every ``POLL_SECONDS``. An error raised in a worker is
     raised here once the other models have finished (and are cached); a worker that dies
     (a segfault, no memory left) takes the others down with it, which raises
     :class:`WorkerCrashed`. Ctrl-C stops every worker at once, and each model continues
@@ -222,12 +222,15 @@ def train_in_processes(
             reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
         steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
         registered = registered_here()  # a loss registered in a notebook cell, say
-        futures = [
-            executor.submit(
-                _train_in_worker, cfg, fn, retrain, folder, str(at) if at else None, registered
-            )
-            for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True)
-        ]
+
+        def losses_for(cfg: ExperimentConfig, fn: ContrastiveLoss | None) -> dict:
+            name = cfg.loss.contrastive  # only the loss a job trains with goes with it
+            return {name: registered[name]} if fn is None and name in registered else {}
+
+        for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True):
+            report = None if at is None else str(at)
+            job = (cfg, fn, retrain, folder, report, losses_for(cfg, fn))
+            futures.append(executor.submit(_train_in_worker, *job))
         bars = [
             tqdm(
                 total=cfg.train.steps,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -165,10 +166,20 @@ def test_a_loss_without_source_is_trained_where_the_caller_looks(
 def test_a_registered_loss_reaches_the_workers(toy_folder, tmp_path, monkeypatch, one_thread):
     """A loss registered in the caller (a notebook cell) and chosen by name is not in a fresh
     worker's registry: the workers get it with their job and train with it, into the folder
-    the caller reads, and the result is the model the caller trains with it alone."""
+    the caller reads, and the result is the model the caller trains with it alone. Losses
+    registered but not used stay in the caller."""
     namespace: dict = {}
     exec("def mine(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()", namespace)
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", namespace["mine"])
+    # another registered loss, which no job uses, holds a lock and cannot be pickled: it
+    # stays here, or submitting the jobs would fail
+    lock = threading.Lock()
+
+    def unpicklable(z1, z2, same, cfg):
+        with lock:
+            return (z1 - z2).abs().mean()
+
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "unpicklable", unpicklable)
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
     cfg = experiment(str(toy_folder), 2).with_overrides({"loss.contrastive": "mine"})
     ds = load_dataset(cfg.data, cfg.features, progress=False)
