@@ -1,11 +1,13 @@
 """What identifies code from one session to the next, for the model cache.
 
 A trained model is cached under a key that includes the trainer's own code
-(:func:`code_text` of its modules) and the contrastive loss it was trained with. For a function written by a reader that key must change whenever what the function
-computes may change (its code, its default arguments, the values it closes over, the
-attributes of a callable object) and must stay the same for the same code in a new session
-or another process: no memory addresses, no set or dict order that depends on the hash
-seed, no printout that shortens a large tensor.
+(:func:`code_text` of its modules) and the contrastive loss it was trained with. For a
+function written by a reader that key must change whenever what the function computes may
+change (its code, its default arguments, the values it closes over, the constants and
+helper functions it reads from its notebook or module, the attributes of a callable object)
+and must stay the same for the same code in a new session or another process: no memory
+addresses, no set or dict order that depends on the hash seed, no printout that shortens a
+large tensor.
 
 Chapter: 05_training
 """
@@ -70,9 +72,58 @@ def _code_text(code: CodeType, seen: frozenset[int]) -> str:
     return f"{code.co_code.hex()}|{consts}|{code.co_names}"
 
 
+# global values a function reads that count as what it computes with: values that cannot
+# change in place (a list or dict that a loss appends to, a log say, would retrain a model
+# each time it grew), tensors and arrays
+_CONSTANT_TYPES = (
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    type(None),
+    tuple,
+    frozenset,
+    np.generic,
+    torch.Tensor,
+    np.ndarray,
+)
+
+
+def _names_read(code: CodeType) -> set[str]:
+    """The global (and attribute) names a function's code and its nested code read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names_read(const)
+    return names
+
+
+def _globals_read(fn: Any) -> dict[str, Any]:
+    """The module-level values a function reads that can change what it computes: constants
+    (:data:`_CONSTANT_TYPES`) and the functions, classes and objects defined in its own
+    module (a notebook's helper function, say). Modules and what other modules define
+    (torch, numpy, the package) are left out: their code is not the reader's."""
+    found = {}
+    space = fn.__globals__
+    for name in sorted(_names_read(fn.__code__)):
+        if name not in space or isinstance(space[name], ModuleType):
+            continue
+        value = space[name]
+        defined_in = getattr(value, "__module__", None) if callable(value) else None
+        if isinstance(value, _CONSTANT_TYPES) and not callable(value):
+            found[name] = value
+        elif defined_in == fn.__module__ or (
+            not callable(value) and type(value).__module__ == fn.__module__
+        ):
+            found[name] = value
+    return found
+
+
 def _function_text(fn: Any, seen: frozenset[int]) -> str:
-    """A Python function: its source (else its compiled code), and the defaults and closure
-    values it computes with."""
+    """A Python function: its source (else its compiled code), and the defaults, closure
+    values and module-level values (:func:`_globals_read`) it computes with."""
     try:
         parts = [inspect.getsource(fn)]
     except (OSError, TypeError):
@@ -89,6 +140,9 @@ def _function_text(fn: Any, seen: frozenset[int]) -> str:
             except ValueError:  # a cell not filled yet
                 cells.append("<empty>")
         parts.append("closure=" + value_text(tuple(cells), seen))
+    read = _globals_read(fn)
+    if read:  # absent when none, so a key without globals is what it was before
+        parts.append("globals=" + value_text(read, seen))
     return "|".join(parts)
 
 

@@ -787,6 +787,47 @@ def test_loss_identity_counts_closures_defaults_class_members_and_whole_tensors(
     assert key(heavy, cfg) != before
 
 
+def _notebook_loss(margin: str, helper: str) -> tuple:
+    """A loss as a notebook cell defines it: it reads a constant, a helper function, a log
+    list and modules from the notebook's globals, and calls itself (a recursive helper)."""
+    scope: dict = {"__name__": "__main__"}
+    exec(
+        "import torch\n"
+        "from torch import tanh\n"
+        f"MARGIN = {margin}\n"
+        "LOG = []\n"
+        f"def helper(d):\n    return {helper}\n"
+        "def loss(z1, z2, same, cfg, depth=0):\n"
+        "    if depth:\n        return loss(z1, z2, same, cfg)\n"
+        "    LOG.append(1)\n"
+        "    return MARGIN * helper(tanh(z1 - z2)) + torch.zeros(())\n",
+        scope,
+    )
+    return scope["loss"], scope
+
+
+def test_loss_identity_counts_the_globals_a_notebook_loss_reads(toy_data):
+    """Changing a constant or a helper function that a loss reads from the notebook retrains;
+    a log list it appends to, the modules it calls and itself do not enter the key."""
+    from pitchtimbre.code_identity import _globals_read, loss_source
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+    loss, scope = _notebook_loss("1.0", "d.abs().mean()")
+    assert sorted(_globals_read(loss)) == ["MARGIN", "helper", "loss"]
+    base = key(loss, cfg)
+    assert base == key(_notebook_loss("1.0", "d.abs().mean()")[0], cfg)
+    assert base != key(_notebook_loss("2.0", "d.abs().mean()")[0], cfg)  # the constant
+    assert base != key(_notebook_loss("1.0", "d.square().mean()")[0], cfg)  # the helper
+    scope["LOG"].extend([1, 2, 3])  # what the loss logged while training
+    assert key(loss, cfg) == base
+
+    def reads_modules_only(z1, z2, same, cfg):
+        return torch.nn.functional.relu(z1 - z2).mean()
+
+    assert "globals=" not in loss_source(reads_modules_only)  # keys from before stay valid
+
+
 class _Mangled:
     __slots__ = ("__scale",)
 
