@@ -14,7 +14,7 @@ the first run compiles and writes the cache, the second loads it. Two ways:
   process, so numba compiles once, before any worker starts.
 
 Prints each run and a count of failed runs per way; makes no assertions, and a race does
-not fail every time (slow: about a minute a trial on two cores). Not part of CI.
+not fail every time (slow: 1 to 2 minutes a trial on two cores). Not part of CI.
 """
 
 from __future__ import annotations
