@@ -223,38 +223,57 @@ def code_text(source: str) -> str:
     docstring or a comment does not retrain a model and changing a statement does. Cut out
     of the source text by the positions the parser and the tokenizer give, which every
     Python version gives alike (:func:`ast.unparse` would not: it quotes some strings
-    differently from 3.12 on).
+    differently from 3.12 on). The lines inside a string literal are kept as they are.
 
     Chapter: 05_training
     """
     data = source.encode()
-    lines = io.StringIO(source).readlines()  # split as the tokenizer splits
+    lines = io.StringIO(source).readlines()  # split at "\n" only, as the tokenizer splits
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line.encode()))
 
-    def offset(row: int, byte_col: int) -> int:
-        return starts[row - 1] + byte_col
+    def offset(row: int, col: int) -> int:  # a tokenizer's position: col counts characters
+        return starts[row - 1] + len(lines[row - 1][:col].encode())
 
-    cuts = [
-        (offset(node.lineno, node.col_offset), offset(node.end_lineno, node.end_col_offset))
+    docstrings = [
+        (
+            starts[node.lineno - 1] + node.col_offset,
+            starts[node.end_lineno - 1] + node.end_col_offset,
+        )
         for node in ast.walk(ast.parse(source))
         if isinstance(node, ast.stmt) and _is_bare_string(node) and node.end_lineno is not None
     ]
+    cuts = list(docstrings)
+    in_string: set[int] = set()  # rows whose line break is part of a string literal
+    depth, opened = 0, 0
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.COMMENT:
-            (row, col), end_col = token.start, token.end[1]
-            text = lines[row - 1]  # a comment never spans lines
-            begin = offset(row, len(text[:col].encode()))
-            cuts.append((begin, begin + len(text[col:end_col].encode())))
+        kind = tokenize.tok_name[token.type]
+        if kind == "COMMENT":  # a comment never spans lines
+            cuts.append((offset(*token.start), offset(*token.end)))
+        elif kind == "FSTRING_START":  # Python 3.12 on: an f-string comes in parts
+            opened, depth = (token.start[0] if depth == 0 else opened), depth + 1
+        elif kind == "FSTRING_END":
+            depth -= 1
+            if depth == 0:
+                in_string.update(range(opened, token.end[0]))
+        elif kind == "STRING" and depth == 0:
+            at = offset(*token.start)
+            if not any(begin <= at < end for begin, end in docstrings):
+                in_string.update(range(token.start[0], token.end[0]))
     kept, at = [], 0
     for begin, end in sorted(cuts):
         if begin >= at:
             kept.append(data[at:begin])
+            kept.append(b"\n" * data[begin:end].count(b"\n"))  # rows keep their numbers
             at = end
     kept.append(data[at:])
-    text = b"".join(kept).decode()
-    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
+    rows = b"".join(kept).decode().split("\n")
+    return "\n".join(
+        row if number in in_string else row.rstrip()
+        for number, row in enumerate(rows, start=1)
+        if number in in_string or row.strip()
+    )
 
 
 def modules_digest(modules: Sequence[ModuleType]) -> str:

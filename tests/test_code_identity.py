@@ -50,6 +50,16 @@ def test_code_text_cuts_by_position_whatever_the_characters():
     assert code_text('def g(): """One line."""\n') == "def g():"
 
 
+def test_code_text_keeps_the_lines_inside_a_string_as_they_are():
+    """Blank lines, trailing spaces and odd line breaks inside a string literal are what the
+    program computes with: they are not layout."""
+    spaced = 'T = """a\n\n  b   \nc"""  # a table\n\nU = f"""{T}\n\n"""\n'
+    assert code_text(spaced) == 'T = """a\n\n  b   \nc"""\nU = f"""{T}\n\n"""'
+    assert code_text(spaced) != code_text('T = """a\n  b\nc"""\nU = f"""{T}\n"""\n')
+    assert code_text('T = "a\x0cb\x85c"\n') == 'T = "a\x0cb\x85c"'  # no line breaks here
+    assert code_text('T = "a \\\nb"\n') == 'T = "a \\\nb"'  # a backslash-continued string
+
+
 def _module(path, text):
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(path.stem, path)
