@@ -15,10 +15,12 @@ Chapter: 05_training
 from __future__ import annotations
 
 import ast
+import dis
 import functools
 import hashlib
 import inspect
 import io
+import logging
 import re
 import tokenize
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+log = logging.getLogger(__name__)
 
 
 def _bytes_digest(data: bytes) -> str:
@@ -56,6 +59,8 @@ def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
         t = value.detach().cpu().contiguous()
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         return f"tensor({t.dtype},{tuple(t.shape)},{_bytes_digest(raw)})"
+    if isinstance(value, np.ndarray) and value.dtype.hasobject:  # its bytes are pointers
+        return f"array({value.dtype},{value.shape},{value_text(value.tolist(), inner)})"
     if isinstance(value, np.ndarray):
         a = np.ascontiguousarray(value)
         return f"array({a.dtype},{a.shape},{_bytes_digest(a.tobytes())})"
@@ -74,7 +79,8 @@ def _code_text(code: CodeType, seen: frozenset[int]) -> str:
 
 # global values a function reads that count as what it computes with: values that cannot
 # change in place (a list or dict that a loss appends to, a log say, would retrain a model
-# each time it grew), tensors and arrays
+# each time it grew), tensors and arrays (a tensor the loss changes in place, a memory bank
+# say, does retrain a model asked for again)
 _CONSTANT_TYPES = (
     bool,
     int,
@@ -88,37 +94,66 @@ _CONSTANT_TYPES = (
     np.generic,
     torch.Tensor,
     np.ndarray,
+    functools.partial,
 )
 
 
-def _names_read(code: CodeType) -> set[str]:
-    """The global (and attribute) names a function's code and its nested code read."""
-    names = set(code.co_names)
+_LOADS_OF_GLOBALS = ("LOAD_GLOBAL", "LOAD_NAME")
+
+
+def _globals_named(code: CodeType) -> set[str]:
+    """The global names a function's code and its nested code load (not attribute names:
+    ``x.mean()`` does not read a global ``mean``)."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in _LOADS_OF_GLOBALS}
     for const in code.co_consts:
         if inspect.iscode(const):
-            names |= _names_read(const)
+            names |= _globals_named(const)
     return names
 
 
 def _globals_read(fn: Any) -> dict[str, Any]:
     """The module-level values a function reads that can change what it computes: constants
     (:data:`_CONSTANT_TYPES`) and the functions, classes and objects defined in its own
-    module (a notebook's helper function, say). Modules and what other modules define
-    (torch, numpy, the package) are left out: their code is not the reader's."""
+    module (a notebook's helper function, say). Modules, dunder names (``__file__``) and what
+    other modules define (torch, numpy, the package) are left out: their code is not the
+    reader's."""
     found = {}
     space = fn.__globals__
-    for name in sorted(_names_read(fn.__code__)):
-        if name not in space or isinstance(space[name], ModuleType):
+    for name in sorted(_globals_named(fn.__code__)):
+        if name not in space or name.startswith("__") or isinstance(space[name], ModuleType):
             continue
         value = space[name]
         defined_in = getattr(value, "__module__", None) if callable(value) else None
-        if isinstance(value, _CONSTANT_TYPES) and not callable(value):
+        if isinstance(value, _CONSTANT_TYPES) and (
+            isinstance(value, functools.partial) or not callable(value)
+        ):
             found[name] = value
         elif defined_in == fn.__module__ or (
             not callable(value) and type(value).__module__ == fn.__module__
         ):
             found[name] = value
     return found
+
+
+def _globals_text(fn: Any, seen: frozenset[int]) -> str:
+    """:func:`value_text` of each global a function reads; one that cannot be written as
+    text (its ``repr`` raises, say) is keyed by its type alone, with a warning."""
+    parts = []
+    for name, value in _globals_read(fn).items():
+        try:
+            text = value_text(value, seen)
+        except Exception as exc:  # a reader's object: its repr may raise, recurse too deep
+            log.warning(
+                "%s reads the global %s, which the model cache's key cannot hold (%s: %s): "
+                "changing it will not retrain; pass it as an argument instead",
+                getattr(fn, "__qualname__", fn),
+                name,
+                type(exc).__name__,
+                exc,
+            )
+            text = f"<{type(value).__qualname__}>"
+        parts.append(f"{name}:{text}")
+    return "{" + ",".join(parts) + "}" if parts else ""
 
 
 def _function_text(fn: Any, seen: frozenset[int]) -> str:
@@ -140,9 +175,9 @@ def _function_text(fn: Any, seen: frozenset[int]) -> str:
             except ValueError:  # a cell not filled yet
                 cells.append("<empty>")
         parts.append("closure=" + value_text(tuple(cells), seen))
-    read = _globals_read(fn)
+    read = _globals_text(fn, seen)
     if read:  # absent when none, so a key without globals is what it was before
-        parts.append("globals=" + value_text(read, seen))
+        parts.append("globals=" + read)
     return "|".join(parts)
 
 
@@ -203,6 +238,8 @@ def loss_source(fn: object, seen: frozenset[int] = frozenset()) -> str:
         return _class_text(fn, inner)
     if inspect.isfunction(fn):
         return _function_text(fn, inner)
+    if inspect.isroutine(fn) and hasattr(fn, "__wrapped__"):  # @functools.cache, say
+        return f"wrapped({loss_source(fn.__wrapped__, inner)})"
     if inspect.isroutine(fn):  # a builtin: torch.abs, a numpy ufunc
         return _ADDRESS.sub("", repr(fn))
     return f"{_class_text(type(fn), inner)}|{value_text(_attributes(fn), inner)}"

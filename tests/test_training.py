@@ -806,6 +806,46 @@ def _notebook_loss(margin: str, helper: str) -> tuple:
     return scope["loss"], scope
 
 
+def test_loss_identity_leaves_out_globals_the_loss_does_not_load_and_survives_odd_ones(
+    toy_data, caplog
+):
+    """Attribute names are not globals (``x.mean()`` next to a global ``mean``); a global whose
+    repr raises is keyed by its type, with a warning; a partial, an object array and a cached
+    helper are keyed by what they compute."""
+    from pitchtimbre.code_identity import _globals_read
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+
+    def cell(clamp_max: str, scale: str, labels: str) -> dict:
+        scope: dict = {"__name__": "__main__", "__file__": "/somewhere/notebook.py"}
+        exec(
+            "import functools, torch, numpy as np\n"
+            "mean = torch.randn(100)\n"
+            "device = 'cuda'\n"
+            f"ACT = functools.partial(torch.clamp, max={clamp_max})\n"
+            f"LABELS = np.array({labels}, dtype=object)\n"
+            "class Odd:\n    def __repr__(self):\n        raise AttributeError('no repr')\n"
+            "ODD = Odd()\n"
+            f"@functools.cache\ndef scale():\n    return {scale}\n"
+            "def loss(z1, z2, same, cfg):\n"
+            "    ODD, LABELS, __file__\n"
+            "    return ACT((z1 - z2).abs()).mean().to(z1.device) * scale()\n",
+            scope,
+        )
+        return scope
+
+    scope = cell("1.0", "2.0", "['a', None]")
+    assert sorted(_globals_read(scope["loss"])) == ["ACT", "LABELS", "ODD", "scale"]
+    with caplog.at_level("WARNING"):
+        base = key(scope["loss"], cfg)
+    assert "ODD" in caplog.text and "no repr" in caplog.text
+    assert base == key(cell("1.0", "2.0", "['a', None]")["loss"], cfg)
+    assert base != key(cell("2.0", "2.0", "['a', None]")["loss"], cfg)  # the partial's max
+    assert base != key(cell("1.0", "3.0", "['a', None]")["loss"], cfg)  # the cached helper
+    assert base != key(cell("1.0", "2.0", "['b', None]")["loss"], cfg)  # the object array
+
+
 def test_loss_identity_counts_the_globals_a_notebook_loss_reads(toy_data):
     """Changing a constant or a helper function that a loss reads from the notebook retrains;
     a log list it appends to, the modules it calls and itself do not enter the key."""
