@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -146,6 +147,19 @@ def _trainer_modules_digest() -> str:
     return modules_digest([importlib.import_module(name) for name in TRAINER_MODULES])
 
 
+def _trainer_files_state() -> tuple:
+    """Each trainer module's file, modification time and size: a cheap look for edits."""
+    state = []
+    for name in TRAINER_MODULES:
+        file = getattr(importlib.import_module(name), "__file__", None)
+        try:
+            info = os.stat(file) if file else None
+        except OSError:
+            info = None
+        state.append((file, None if info is None else (info.st_mtime_ns, info.st_size)))
+    return tuple(state)
+
+
 def trainer_code() -> str:
     """A hash of the code of ``TRAINER_MODULES`` (docstrings and comments left out), as this
     process imported it: editing the package's own loss, network or training loop retrains,
@@ -155,7 +169,11 @@ def trainer_code() -> str:
     Chapter: 05_training
     """
     global _warned_code_changed
-    if not _warned_code_changed and _trainer_modules_digest() != _IMPORTED_TRAINER_CODE:
+    if (
+        not _warned_code_changed
+        and _trainer_files_state() != _IMPORTED_FILES_STATE
+        and _trainer_modules_digest() != _IMPORTED_TRAINER_CODE
+    ):
         _warned_code_changed = True
         log.warning(
             "pitchtimbre's trainer code (%s) changed on disk after this process imported "
@@ -722,4 +740,5 @@ def trained_model(
 
 
 _IMPORTED_TRAINER_CODE = _trainer_modules_digest()  # the code this process runs
+_IMPORTED_FILES_STATE = _trainer_files_state()
 _warned_code_changed = False

@@ -468,8 +468,15 @@ def test_the_model_key_holds_the_trainers_code(toy_data, monkeypatch):
 def test_trainer_code_edited_after_import_keeps_the_imported_key_and_warns(monkeypatch, caplog):
     """A kernel still runs the code it imported: the key follows it, and says to restart."""
     imported = training.trainer_code()
-    monkeypatch.setattr(training, "_trainer_modules_digest", lambda: "edited-on-disk")
+
+    def not_parsed() -> str:
+        raise AssertionError("files unchanged since import: nothing to parse")
+
+    monkeypatch.setattr(training, "_trainer_modules_digest", not_parsed)
     monkeypatch.setattr(training, "_warned_code_changed", False)
+    assert training.trainer_code() == imported  # unchanged files are looked at, not parsed
+    monkeypatch.setattr(training, "_IMPORTED_FILES_STATE", (("model.py", (0, 0)),))
+    monkeypatch.setattr(training, "_trainer_modules_digest", lambda: "edited-on-disk")
     with caplog.at_level("WARNING", logger="pitchtimbre.training"):
         assert training.trainer_code() == imported
         assert training.trainer_code() == imported
