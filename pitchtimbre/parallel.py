@@ -30,7 +30,7 @@ import torch
 from . import distributed
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset
-from .errors import CheckpointError, WorkerCrashed
+from .errors import CheckpointError, PitchTimbreError, WorkerCrashed
 from .losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES, ContrastiveLoss
 from .training import (
     CHECKPOINT_FILE,
@@ -39,6 +39,7 @@ from .training import (
     model_name,
     read_checkpoint,
     trained_model,
+    trainer_code,
 )
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,17 @@ def registered_here() -> dict[str, ContrastiveLoss]:
     }
 
 
+def _picklable(fn: ContrastiveLoss) -> bool:
+    """Whether a worker can be sent ``fn`` (a loss holding a lock or a file cannot)."""
+    from joblib.externals.loky.backend.reduction import dumps  # as loky sends a job
+
+    try:
+        dumps(fn)
+    except Exception:  # whatever pickling a reader's object raises
+        return False
+    return True
+
+
 def _train_in_worker(
     cfg: ExperimentConfig,
     contrastive_fn: ContrastiveLoss | None,
@@ -136,10 +148,18 @@ def _train_in_worker(
     folder: str,
     progress_file: str | None,
     registered: Mapping[str, ContrastiveLoss],
+    callers_trainer_code: str,
 ) -> str:
     """A worker's job: one model trained (or found) in ``folder`` with the caller's
     registered losses, its logged steps written to ``progress_file``; returns its
-    checkpoint."""
+    checkpoint. The caller chose ``folder`` by the trainer code it imported: a worker that
+    imported other code (the files were edited since) refuses to train into it."""
+    if trainer_code() != callers_trainer_code:
+        raise PitchTimbreError(
+            "pitchtimbre's trainer code changed on disk after this kernel (or script) "
+            "imported it, so the workers would train other code than the one the model "
+            "cache's key names; restart the kernel (or the script) and train again"
+        )
     assert _dataset is not None, "the worker was started without its notes"
     CONTRASTIVE_LOSSES.update(registered)
     result = trained_model(
@@ -187,8 +207,9 @@ def train_in_processes(
     otherwise a finished model is kept and an interrupted one continues.
 
     The cache folders are chosen here (a loss written in a notebook has no source a worker
-    could hash), the notes go to each worker once, and a job that trains with a loss
-    registered here (:func:`registered_here`) takes that loss along. Each model has a
+    could hash), the notes go to each worker once, and the losses registered here
+    (:func:`registered_here`) go with each job, those that cannot be pickled only with a job
+    that trains with them. Each model has a
     progress bar here, moved at its logged steps: a worker writes its last logged step into
     a file that this process reads every ``POLL_SECONDS``. An error raised in a worker is
     raised here once the other models have finished (and are cached); a worker that dies
@@ -222,14 +243,19 @@ def train_in_processes(
             reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
         steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
         registered = registered_here()  # a loss registered in a notebook cell, say
+        # every one that can be sent goes (a loss may call another by name); one that
+        # cannot (it holds a lock, say) goes only with a job that trains with it, and fails
+        shared = {name: fn for name, fn in registered.items() if _picklable(fn)}
 
         def losses_for(cfg: ExperimentConfig, fn: ContrastiveLoss | None) -> dict:
-            name = cfg.loss.contrastive  # only the loss a job trains with goes with it
-            return {name: registered[name]} if fn is None and name in registered else {}
+            name = cfg.loss.contrastive
+            own = {name: registered[name]} if fn is None and name in registered else {}
+            return {**shared, **own}
 
+        code = trainer_code()
         for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True):
             report = None if at is None else str(at)
-            job = (cfg, fn, retrain, folder, report, losses_for(cfg, fn))
+            job = (cfg, fn, retrain, folder, report, losses_for(cfg, fn), code)
             futures.append(executor.submit(_train_in_worker, *job))
         bars = [
             tqdm(

@@ -13,7 +13,7 @@ from pitchtimbre.book import Chapter
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.data.pitch_check import pitch_errors_by_pitch
-from pitchtimbre.errors import ConfigError, TrainingDiverged, WorkerCrashed
+from pitchtimbre.errors import ConfigError, PitchTimbreError, TrainingDiverged, WorkerCrashed
 from pitchtimbre.experiment import reproduce
 from pitchtimbre.losses import CONTRASTIVE_LOSSES
 from pitchtimbre.parallel import is_trained, processes_for, train_in_processes, trained_models
@@ -166,10 +166,17 @@ def test_a_loss_without_source_is_trained_where_the_caller_looks(
 def test_a_registered_loss_reaches_the_workers(toy_folder, tmp_path, monkeypatch, one_thread):
     """A loss registered in the caller (a notebook cell) and chosen by name is not in a fresh
     worker's registry: the workers get it with their job and train with it, into the folder
-    the caller reads, and the result is the model the caller trains with it alone. Losses
-    registered but not used stay in the caller."""
+    the caller reads, and the result is the model the caller trains with it alone. It may
+    call another registered loss by name; one that cannot be pickled and that no job trains
+    with stays in the caller."""
     namespace: dict = {}
-    exec("def mine(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()", namespace)
+    exec(
+        "from pitchtimbre.losses import get_contrastive\n"
+        "def base(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n"
+        "def mine(z1, z2, same, cfg):\n    return 2 * get_contrastive('base')(z1, z2, same, cfg)",
+        namespace,
+    )
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "base", namespace["base"])
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", namespace["mine"])
     # another registered loss, which no job uses, holds a lock and cannot be pickled: it
     # stays here, or submitting the jobs would fail
@@ -190,6 +197,15 @@ def test_a_registered_loss_reaches_the_workers(toy_folder, tmp_path, monkeypatch
     alone = training.trained_model(jobs[1][0], ds, progress=False)
     for name, weight in alone.model.state_dict().items():
         assert torch.equal(weight, models[1].model.state_dict()[name]), name
+
+
+def test_a_worker_that_imported_other_trainer_code_refuses_to_train():
+    """The caller keys the folder by the code it imported; a worker started after the files
+    were edited imports the new code, and must not train it into that folder."""
+    with pytest.raises(PitchTimbreError, match=r"changed on disk.*restart the kernel"):
+        parallel._train_in_worker(
+            ExperimentConfig(), None, False, "unused", None, {}, "the caller's older code"
+        )
 
 
 def test_a_dead_worker_is_a_clear_error(toy_folder, one_thread):
@@ -247,7 +263,13 @@ def test_a_worker_reports_its_logged_steps_in_its_progress_file(toy_folder, tmp_
     assert not (tmp_path / "steps.part").exists()
     monkeypatch.setattr(parallel, "_dataset", ds)  # as the worker's initializer leaves it
     path = parallel._train_in_worker(
-        cfg, None, False, str(tmp_path / "m"), str(tmp_path / "w"), registered={}
+        cfg,
+        None,
+        False,
+        str(tmp_path / "m"),
+        str(tmp_path / "w"),
+        registered={},
+        callers_trainer_code=training.trainer_code(),
     )
     assert path == str(tmp_path / "m" / training.CHECKPOINT_FILE)
     assert parallel._read_step(tmp_path / "w") == 20
