@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -130,15 +131,32 @@ def registered_here() -> dict[str, ContrastiveLoss]:
     }
 
 
-def _picklable(fn: ContrastiveLoss) -> bool:
-    """Whether a worker can be sent ``fn`` (a loss holding a lock or a file cannot)."""
+def _pickled(fn: ContrastiveLoss) -> bytes | None:
+    """``fn`` as a worker is sent it, or None where it cannot be pickled (a loss holding a
+    lock or a file)."""
     from joblib.externals.loky.backend.reduction import dumps  # as loky sends a job
 
     try:
-        dumps(fn)
+        return dumps(fn)
     except Exception:  # whatever pickling a reader's object raises
-        return False
-    return True
+        return None
+
+
+def _register_shared(shared: Mapping[str, bytes]) -> None:
+    """Registers the caller's other losses in a worker, each on its own: one that cannot be
+    unpickled here (its module was edited since the caller imported it, say) is left out
+    with a warning instead of failing a job that does not train with it."""
+    for name, blob in shared.items():
+        try:
+            CONTRASTIVE_LOSSES[name] = pickle.loads(blob)
+        except Exception as exc:  # whatever unpickling a reader's object raises
+            log.warning(
+                "the registered loss %r could not be loaded in a training worker (%s: %s); "
+                "a job that calls it by name will not find it",
+                name,
+                type(exc).__name__,
+                exc,
+            )
 
 
 def _train_in_worker(
@@ -149,10 +167,11 @@ def _train_in_worker(
     progress_file: str | None,
     registered: Mapping[str, ContrastiveLoss],
     callers_trainer_code: str,
+    shared: Mapping[str, bytes] | None = None,
 ) -> str:
     """A worker's job: one model trained (or found) in ``folder`` with the caller's
-    registered losses, its logged steps written to ``progress_file``; returns its
-    checkpoint. The caller chose ``folder`` by the trainer code it imported: a worker that
+    registered losses (``registered``, the one it trains with; ``shared``, the others,
+    pickled), its logged steps written to ``progress_file``; returns its checkpoint. The caller chose ``folder`` by the trainer code it imported: a worker that
     imported other code (the files were edited since) refuses to train into it."""
     if trainer_code() != callers_trainer_code:
         raise PitchTimbreError(
@@ -161,6 +180,7 @@ def _train_in_worker(
             "cache's key names; restart the kernel (or the script) and train again"
         )
     assert _dataset is not None, "the worker was started without its notes"
+    _register_shared(shared or {})
     CONTRASTIVE_LOSSES.update(registered)
     result = trained_model(
         cfg,
@@ -208,8 +228,9 @@ def train_in_processes(
 
     The cache folders are chosen here (a loss written in a notebook has no source a worker
     could hash), the notes go to each worker once, and the losses registered here
-    (:func:`registered_here`) go with each job, those that cannot be pickled only with a job
-    that trains with them. Each model has a
+    (:func:`registered_here`) go with each job, each loaded there on its own (one that fails
+    to load is left out with a warning), those that cannot be pickled only with a job that
+    trains with them. Each model has a
     progress bar here, moved at its logged steps: a worker writes its last logged step into
     a file that this process reads every ``POLL_SECONDS``. An error raised in a worker is
     raised here once the other models have finished (and are cached); a worker that dies
@@ -243,19 +264,22 @@ def train_in_processes(
             reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
         steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
         registered = registered_here()  # a loss registered in a notebook cell, say
-        # every one that can be sent goes (a loss may call another by name); one that
-        # cannot (it holds a lock, say) goes only with a job that trains with it, and fails
-        shared = {name: fn for name, fn in registered.items() if _picklable(fn)}
+        # every one that can be pickled goes, pickled, and is loaded on its own in the
+        # worker (a loss may call another by name); the one a job trains with goes as it
+        # is, and fails that job alone if it cannot be sent (it holds a lock, say)
+        pickled = {name: _pickled(fn) for name, fn in registered.items()}
 
-        def losses_for(cfg: ExperimentConfig, fn: ContrastiveLoss | None) -> dict:
+        def losses_for(cfg: ExperimentConfig, fn: ContrastiveLoss | None) -> tuple:
             name = cfg.loss.contrastive
             own = {name: registered[name]} if fn is None and name in registered else {}
-            return {**shared, **own}
+            shared = {k: b for k, b in pickled.items() if b is not None and k not in own}
+            return own, shared
 
         code = trainer_code()
         for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True):
             report = None if at is None else str(at)
-            job = (cfg, fn, retrain, folder, report, losses_for(cfg, fn), code)
+            own, shared = losses_for(cfg, fn)
+            job = (cfg, fn, retrain, folder, report, own, code, shared)
             futures.append(executor.submit(_train_in_worker, *job))
         bars = [
             tqdm(

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib
 import os
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -187,6 +189,16 @@ def test_a_registered_loss_reaches_the_workers(toy_folder, tmp_path, monkeypatch
             return (z1 - z2).abs().mean()
 
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "unpicklable", unpicklable)
+    # and one whose module was edited after the caller imported it: it pickles here but
+    # cannot be loaded in a worker, which leaves it out instead of failing every job
+    module = tmp_path / "edited_losses.py"
+    module.write_text("def gone(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "edited_losses", raising=False)
+    edited = importlib.import_module("edited_losses")
+    monkeypatch.setitem(sys.modules, "edited_losses", edited)  # removed again after the test
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "gone", edited.gone)
+    module.write_text("def renamed(z1, z2, same, cfg):\n    return (z1 - z2).abs().sum()\n")
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
     cfg = experiment(str(toy_folder), 2).with_overrides({"loss.contrastive": "mine"})
     ds = load_dataset(cfg.data, cfg.features, progress=False)
@@ -197,6 +209,19 @@ def test_a_registered_loss_reaches_the_workers(toy_folder, tmp_path, monkeypatch
     alone = training.trained_model(jobs[1][0], ds, progress=False)
     for name, weight in alone.model.state_dict().items():
         assert torch.equal(weight, models[1].model.state_dict()[name]), name
+
+
+def test_a_worker_loads_each_shared_loss_on_its_own(monkeypatch, caplog):
+    """A registered loss the worker cannot unpickle is left out, named in a warning; the
+    others are registered."""
+    from joblib.externals.loky.backend.reduction import dumps
+
+    registry = {}
+    monkeypatch.setattr(parallel, "CONTRASTIVE_LOSSES", registry)
+    with caplog.at_level("WARNING", logger="pitchtimbre.parallel"):
+        parallel._register_shared({"broken": b"not a pickle", "fine": dumps(torch.abs)})
+    assert registry == {"fine": torch.abs}
+    assert "'broken' could not be loaded" in caplog.text
 
 
 def test_a_worker_that_imported_other_trainer_code_refuses_to_train():
