@@ -120,7 +120,8 @@ def _globals_read(fn: Any) -> dict[str, Any]:
     found = {}
     space = fn.__globals__
     for name in sorted(_globals_named(fn.__code__)):
-        if name not in space or name.startswith("__") or isinstance(space[name], ModuleType):
+        dunder = name.startswith("__") and name.endswith("__")  # __file__, __name__
+        if name not in space or dunder or isinstance(space[name], ModuleType):
             continue
         value = space[name]
         defined_in = getattr(value, "__module__", None) if callable(value) else None
@@ -159,8 +160,8 @@ def _globals_text(fn: Any, seen: frozenset[int]) -> str:
 def _function_text(fn: Any, seen: frozenset[int]) -> str:
     """A Python function: its source (else its compiled code), and the defaults, closure
     values and module-level values (:func:`_globals_read`) it computes with."""
-    try:
-        parts = [inspect.getsource(fn)]
+    try:  # of its own code: getsource(fn) would give a @functools.wraps wrapper's wrapped
+        parts = [inspect.getsource(fn.__code__)]
     except (OSError, TypeError):
         parts = [_code_text(fn.__code__, seen)]
     if fn.__defaults__:

@@ -4,6 +4,7 @@ import functools
 import importlib
 import inspect
 import json
+import linecache
 import os
 import signal
 
@@ -851,6 +852,36 @@ def test_loss_identity_leaves_out_globals_the_loss_does_not_load_and_survives_od
     assert base != key(cell("2.0", "2.0", "['a', None]")["loss"], cfg)  # the partial's max
     assert base != key(cell("1.0", "3.0", "['a', None]")["loss"], cfg)  # the cached helper
     assert base != key(cell("1.0", "2.0", "['b', None]")["loss"], cfg)  # the object array
+
+
+def test_loss_identity_reads_a_wrappers_own_code_and_private_globals(toy_data, monkeypatch):
+    """A loss decorated with a ``functools.wraps`` wrapper is keyed by the wrapper's code too
+    (``inspect.getsource`` would give the wrapped function's alone), and a global named
+    ``__SCALE`` is a constant like any other (only ``__dunder__`` names are left out)."""
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+
+    def cell(combine: str, scale: str) -> dict:
+        source = (
+            f"import functools\n__SCALE = {scale}\n"
+            "def scaled(k):\n    def deco(f):\n        @functools.wraps(f)\n"
+            f"        def inner(*a):\n            return k {combine} f(*a)\n"
+            "        return inner\n    return deco\n"
+            "@scaled(2.0)\ndef loss(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean() * __SCALE\n"
+        )
+        # as IPython keeps a cell's source, so that inspect.getsource finds it
+        name = f"/tmp/ipykernel_0/cell-{combine}-{scale}.py"
+        monkeypatch.setitem(
+            linecache.cache, name, (len(source), None, source.splitlines(True), name)
+        )
+        scope: dict = {"__name__": "__main__"}
+        exec(compile(source, name, "exec"), scope)
+        return scope
+
+    base = key(cell("*", "1.0")["loss"], cfg)
+    assert base == key(cell("*", "1.0")["loss"], cfg)
+    assert base != key(cell("+", "1.0")["loss"], cfg)  # the wrapper's body
+    assert base != key(cell("*", "2.0")["loss"], cfg)  # the private global
 
 
 def test_loss_identity_counts_the_globals_a_notebook_loss_reads(toy_data):
