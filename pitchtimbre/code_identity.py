@@ -146,7 +146,8 @@ def _globals_text(fn: Any, seen: frozenset[int]) -> str:
         except Exception as exc:  # a reader's object: its repr may raise, recurse too deep
             log.warning(
                 "%s reads the global %s, which the model cache's key cannot hold (%s: %s): "
-                "changing it will not retrain; pass it as an argument instead",
+                "changing it will not retrain: after changing it, train with "
+                "trained_model(..., retrain=True)",
                 getattr(fn, "__qualname__", fn),
                 name,
                 type(exc).__name__,

@@ -848,6 +848,7 @@ def test_loss_identity_leaves_out_globals_the_loss_does_not_load_and_survives_od
     with caplog.at_level("WARNING"):
         base = key(scope["loss"], cfg)
     assert "ODD" in caplog.text and "no repr" in caplog.text
+    assert "retrain=True" in caplog.text  # what to do instead, and it works for any value
     assert base == key(cell("1.0", "2.0", "['a', None]")["loss"], cfg)
     assert base != key(cell("2.0", "2.0", "['a', None]")["loss"], cfg)  # the partial's max
     assert base != key(cell("1.0", "3.0", "['a', None]")["loss"], cfg)  # the cached helper
