@@ -167,12 +167,13 @@ def _train_in_worker(
     progress_file: str | None,
     registered: Mapping[str, ContrastiveLoss],
     callers_trainer_code: str,
-    shared: Mapping[str, bytes] | None = None,
+    shared: Mapping[str, bytes],
 ) -> str:
     """A worker's job: one model trained (or found) in ``folder`` with the caller's
     registered losses (``registered``, the one it trains with; ``shared``, the others,
-    pickled), its logged steps written to ``progress_file``; returns its checkpoint. The caller chose ``folder`` by the trainer code it imported: a worker that
-    imported other code (the files were edited since) refuses to train into it."""
+    pickled), its logged steps written to ``progress_file``; returns its checkpoint. The
+    caller chose ``folder`` by the trainer code it imported: a worker that imported other
+    code (the files were edited since) refuses to train into it."""
     if trainer_code() != callers_trainer_code:
         raise PitchTimbreError(
             "pitchtimbre's trainer code changed on disk after this kernel (or script) "
@@ -180,7 +181,7 @@ def _train_in_worker(
             "cache's key names; restart the kernel (or the script) and train again"
         )
     assert _dataset is not None, "the worker was started without its notes"
-    _register_shared(shared or {})
+    _register_shared(shared)
     CONTRASTIVE_LOSSES.update(registered)
     result = trained_model(
         cfg,
@@ -230,12 +231,11 @@ def train_in_processes(
     could hash), the notes go to each worker once, and the losses registered here
     (:func:`registered_here`) go with each job, each loaded there on its own (one that fails
     to load is left out with a warning), those that cannot be pickled only with a job that
-    trains with them. Each model has a
-    progress bar here, moved at its logged steps: a worker writes its last logged step into
-    a file that this process reads every ``POLL_SECONDS``. An error raised in a worker is
-    raised here once the other models have finished (and are cached); a worker that dies
-    (a segfault, no memory left) takes the others down with it, which raises
-    :class:`WorkerCrashed`. Ctrl-C stops every worker at once, and each model continues
+    trains with them. Each model has a progress bar here, moved at its logged steps: a
+    worker writes its last logged step into a file that this process reads every
+    ``POLL_SECONDS``. An error raised in a worker is raised here once the other models have
+    finished (and are cached); a worker that dies (a segfault, no memory left) takes the
+    others down with it, which raises :class:`WorkerCrashed`. Ctrl-C stops every worker at once, and each model continues
     later from its last checkpoint.
 
     Chapter: 05_training

@@ -229,7 +229,7 @@ def test_a_worker_that_imported_other_trainer_code_refuses_to_train():
     were edited imports the new code, and must not train it into that folder."""
     with pytest.raises(PitchTimbreError, match=r"changed on disk.*restart the kernel"):
         parallel._train_in_worker(
-            ExperimentConfig(), None, False, "unused", None, {}, "the caller's older code"
+            ExperimentConfig(), None, False, "unused", None, {}, "the caller's older code", {}
         )
 
 
@@ -295,6 +295,7 @@ def test_a_worker_reports_its_logged_steps_in_its_progress_file(toy_folder, tmp_
         str(tmp_path / "w"),
         registered={},
         callers_trainer_code=training.trainer_code(),
+        shared={},
     )
     assert path == str(tmp_path / "m" / training.CHECKPOINT_FILE)
     assert parallel._read_step(tmp_path / "w") == 20
