@@ -1,4 +1,4 @@
-"""Command line: ``python -m pitchtimbre {render,data,reproduce,evaluate}``.
+"""Command line: ``python -m pitchtimbre {render,data,reproduce,evaluate,cache}``.
 
 Bad input ends with a one-line ``error:`` message naming the file or field and what to do
 (exit status 2), never a traceback.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -233,6 +234,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """`cache`: list what the package cache holds; ``--prune`` removes what can go.
+
+    Chapter: 05_training
+    """
+    from .cache import cache_dir
+    from .cache_contents import PRUNE_MIN_AGE_S, cache_entries, human_size, prune_cache
+
+    root = cache_dir()
+    if not (args.prune or args.dry_run):
+        entries = cache_entries(root)
+        width = max((len(e.kind) for e in entries), default=0)
+        for e in entries:
+            why = f"  can go: {e.stale}" if e.stale else ""
+            print(f"{e.kind:{width}s} {human_size(e.size):>9s}  {e.path.relative_to(root)}{why}")
+        stale = [e for e in entries if e.stale]
+        total = human_size(sum(e.size for e in entries))
+        print(f"{root}: {len(entries)} entries, {total}")
+        if stale:
+            print(
+                f"{len(stale)} can go ({human_size(sum(e.size for e in stale))}): "
+                "`python -m pitchtimbre cache --prune` removes them"
+            )
+        return 0
+    gone = prune_cache(root, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for e in gone:
+        print(f"{verb} {e.path.relative_to(root)} ({human_size(e.size)}): {e.stale}")
+    hours = PRUNE_MIN_AGE_S / 3600
+    print(
+        f"{root}: {verb} {len(gone)} entries, {human_size(sum(e.size for e in gone))} "
+        f"(anything written in the last {hours:g} h is kept: it may belong to a run in progress)"
+    )
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m pitchtimbre``.
 
@@ -336,6 +373,20 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=folder_arg, required=True, help="folder for results.json")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_evaluate)
+
+    ca = sub.add_parser(
+        "cache",
+        help="list the package cache ($PITCHTIMBRE_CACHE) and what in it can go",
+        description="List the package cache: rendered notes, features, trained models and "
+        "results, with their sizes. What can go: models this version can never load (trained "
+        "by other trainer code, or killed before their first checkpoint) and the leftovers of "
+        "killed writes. Notes and features are never pruned.",
+    )
+    ca.add_argument("--prune", action="store_true", help="remove what can go")
+    ca.add_argument(
+        "--dry-run", action="store_true", help="say what --prune would remove, remove nothing"
+    )
+    ca.set_defaults(func=cmd_cache)
     return p
 
 
@@ -374,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PitchTimbreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `python -m pitchtimbre cache | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     except OSError as exc:  # a file the package did not foresee: unreadable, unwritable, ...
         if exc.filename is None or args.verbose:
             raise  # -v: the traceback, for a bug report

@@ -573,6 +573,7 @@ def train_model(
                 )
             ),
             "contrastive": contrastive_identity(contrastive_fn, cfg),
+            "code": trainer_code(),  # `python -m pitchtimbre cache --prune` reads it
         }
         save_checkpoint(ckpt_path, state)
         atomic_write_json(out_dir / HISTORY_FILE, history)

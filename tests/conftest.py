@@ -1,5 +1,5 @@
-"""Shared fixtures: an isolated cache, small NSynth-layout folders written by the tests, and a
-small SoundFont render."""
+"""Shared fixtures: an isolated cache, small NSynth-layout folders written by the tests, a
+small SoundFont render, and the settings of a model that trains in a second."""
 
 from __future__ import annotations
 
@@ -15,9 +15,19 @@ import pytest
 import soundfile
 import torch
 
-from pitchtimbre.config import RenderConfig
+from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, RenderConfig, TrainConfig
 
 SR = 16000
+
+
+def tiny_config(source: str, **train: object) -> ExperimentConfig:
+    """A small network trained for 40 steps on ``source`` (a folder the tests wrote)."""
+    return ExperimentConfig(
+        profile="ci",
+        data=DataConfig(source=source, heldout_per_family=1),
+        model=ModelConfig(hidden=16, layers=2, kernel_size=3),
+        train=TrainConfig(**{"steps": 40, "log_every": 5, "checkpoint_every": 10, **train}),
+    )
 
 
 _saved_env: dict[str, str | None] = {}

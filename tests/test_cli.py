@@ -161,3 +161,22 @@ def test_an_unreadable_file_is_one_error_line(tmp_path, monkeypatch, capsys):
         os_error_line(full)
         == "a.tmp -> results.json: No space left on device; the disk is full; free some space"
     )
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    # more lines than a pipe holds, so the command is still writing when the reader stops
+    features = tmp_path / "features"
+    features.mkdir()
+    for i in range(3000):
+        (features / f"cqt-{i:016x}.npz").write_bytes(b"")
+    env = {**os.environ, "PITCHTIMBRE_CACHE": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pitchtimbre", "cache"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout.readline().startswith(b"features")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == ""

@@ -10,23 +10,15 @@ import signal
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from pitchtimbre import code_identity, training
-from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from pitchtimbre.config import ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.errors import CheckpointError, TrainingDiverged
 from pitchtimbre.losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES
 from pitchtimbre.model import PitchTimbreVAE
 from pitchtimbre.training import load_checkpoint, pick_device, train_model, trained_model
-
-
-def tiny_config(source: str, **train: object) -> ExperimentConfig:
-    return ExperimentConfig(
-        profile="ci",
-        data=DataConfig(source=source, heldout_per_family=1),
-        model=ModelConfig(hidden=16, layers=2, kernel_size=3),
-        train=TrainConfig(**{"steps": 40, "log_every": 5, "checkpoint_every": 10, **train}),
-    )
 
 
 @pytest.fixture
