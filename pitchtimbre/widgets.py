@@ -153,6 +153,7 @@ class LatentExplorer:
 
         Chapter: 08_latent_explorer
         """
+        import matplotlib.pyplot as plt
         from IPython.display import Audio, Markdown, display
 
         sr = self.features.sample_rate
@@ -175,7 +176,9 @@ class LatentExplorer:
             display(
                 Markdown(f"**A** = {self.label(s.a)} · **B** = {self.label(s.b)} · model: {model}")
             )
-            display(self.swap_figure(s))
+            fig = self.swap_figure(s)
+            display(fig)
+            plt.close(fig)  # else the inline backend shows it again at the cell's end
             for title, wave in zip(titles, waves, strict=True):
                 display(Markdown(title))
                 display(Audio(wave, rate=sr))

@@ -72,3 +72,18 @@ def test_the_widget_writes_its_panel_into_the_output_widgets_state(explorer):
     first = out.outputs
     pick_b.value = 2  # moving a note redraws the panel, replacing it
     assert len(out.outputs) == 5 and out.outputs[0] != first[0]
+
+
+def test_static_swaps_show_each_figure_once_and_leave_none_open(explorer, monkeypatch):
+    # An open pyplot figure is shown a second time by the inline backend at the cell's end,
+    # cut off from its pair's players.
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    plt.close("all")
+    explorer.static_swaps([(0, 1), (1, 2)])
+    figures = [obj for obj in shown if isinstance(obj, Figure)]
+    assert len(figures) == 2 and len(shown) == 2 * (2 + 2 * 4)
+    assert plt.get_fignums() == []
