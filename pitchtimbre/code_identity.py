@@ -158,13 +158,36 @@ def _globals_text(fn: Any, seen: frozenset[int]) -> str:
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
+def _lambda_body(code: CodeType, seen: frozenset[int]) -> str:
+    """A lambda's own expression, cut from its source lines by the positions of its
+    instructions: the source of a lambda is its whole lines, which another lambda on them
+    shares. Zero-width positions (3.11's RESUME and RETURN_VALUE) are left out, so the cut is
+    the same on Python 3.11 to 3.13. Without positions (3.12 compiles ``lambda: None`` to a
+    single zero-width instruction), the compiled code."""
+    spans = [p for p in code.co_positions() if None not in p and (p[0], p[2]) != (p[1], p[3])]
+    try:
+        lines = inspect.findsource(code)[0]
+    except (OSError, TypeError):
+        lines = []
+    if not spans or not lines:
+        return _code_text(code, seen)
+    (first, col), (last, end) = min((p[0], p[2]) for p in spans), max((p[1], p[3]) for p in spans)
+    text = b"".join(line.encode() for line in lines[first - 1 : last])
+    # positions count UTF-8 bytes from the start of their own line
+    return text[col : len(text) - len(lines[last - 1].encode()) + end].decode(errors="replace")
+
+
 def _function_text(fn: Any, seen: frozenset[int]) -> str:
     """A Python function: its source (else its compiled code), and the defaults, closure
-    values and module-level values (:func:`_globals_read`) it computes with."""
+    values and module-level values (:func:`_globals_read`) it computes with; for a lambda on
+    lines holding another lambda, its own expression too (:func:`_lambda_body`)."""
     try:  # of its own code: getsource(fn) would give a @functools.wraps wrapper's wrapped
         parts = [inspect.getsource(fn.__code__)]
     except (OSError, TypeError):
         parts = [_code_text(fn.__code__, seen)]
+    else:  # one lambda on its lines keeps the key it had before this was added
+        if fn.__code__.co_name == "<lambda>" and parts[0].count("lambda") > 1:
+            parts.append("body=" + _lambda_body(fn.__code__, seen))
     if fn.__defaults__:
         parts.append("defaults=" + value_text(fn.__defaults__, seen))
     if fn.__kwdefaults__:

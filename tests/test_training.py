@@ -938,3 +938,35 @@ def test_loss_identity_of_a_private_slot_and_of_sets_across_hash_seeds(toy_data,
         for seed in ("1", "2", "3")
     }
     assert len(keys) == 1, keys
+
+
+def test_two_lambdas_on_one_line_are_keyed_apart(toy_data, monkeypatch):
+    """A lambda's source is its whole line: two lambdas on one line would share a key, and
+    the second would load the model the first trained. Each is keyed by its own expression
+    too; a lambda alone on its line keeps the key it had."""
+    from pitchtimbre.code_identity import loss_source
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+
+    def cell(source: str, number: int) -> dict:
+        name = f"/tmp/ipykernel_0/lambdas-{number}.py"  # as IPython keeps a cell's source
+        monkeypatch.setitem(
+            linecache.cache, name, (len(source), None, source.splitlines(True), name)
+        )
+        scope: dict = {"__name__": "__main__"}
+        exec(compile(source, name, "exec"), scope)
+        return scope
+
+    pair = (
+        "SCALE = 2.0\n"
+        "l1, sq = (lambda z1, z2, same, cfg: (z1 - z2).abs().mean()), "
+        "(lambda z1, z2, same, cfg: SCALE * (z1 - z2).square().mean())\n"
+    )
+    first, again = cell(pair, 1), cell(pair, 2)
+    assert key(first["l1"], cfg) != key(first["sq"], cfg)
+    assert key(first["l1"], cfg) == key(again["l1"], cfg)  # the same code in a new session
+    assert key(first["sq"], cfg) == key(again["sq"], cfg)
+    assert loss_source(first["l1"]).endswith("|body=(z1 - z2).abs().mean()")
+    alone = cell("alone = lambda z1, z2, same, cfg: (z1 - z2).abs().mean()\n", 3)["alone"]
+    assert loss_source(alone) == "alone = lambda z1, z2, same, cfg: (z1 - z2).abs().mean()\n"
