@@ -240,33 +240,48 @@ def cmd_cache(args: argparse.Namespace) -> int:
     Chapter: 05_training
     """
     from .cache import cache_dir
-    from .cache_contents import PRUNE_MIN_AGE_S, cache_entries, human_size, prune_cache
+    from .cache_contents import OTHER_CODE, PRUNE_MIN_AGE_S, cache_entries, human_size, prune_cache
 
     root = cache_dir()
+
+    def total(entries: list) -> str:
+        return human_size(sum(e.size for e in entries))
+
     if not (args.prune or args.dry_run):
         entries = cache_entries(root)
         width = max((len(e.kind) for e in entries), default=0)
         for e in entries:
-            why = f"  can go: {e.stale}" if e.stale else ""
+            if e.stale == OTHER_CODE:
+                why = f"  can go with --other-code: {e.stale}"
+            else:
+                why = f"  can go: {e.stale}" if e.stale else f"  {e.note}" if e.note else ""
             print(f"{e.kind:{width}s} {human_size(e.size):>9s}  {e.path.relative_to(root)}{why}")
-        stale = [e for e in entries if e.stale]
-        total = human_size(sum(e.size for e in entries))
-        print(f"{root}: {len(entries)} entries, {total}")
+        print(f"{root}: {len(entries)} entries, {total(entries)}")
+        stale = [e for e in entries if e.stale and e.stale != OTHER_CODE]
+        other = [e for e in entries if e.stale == OTHER_CODE]
         if stale:
+            print(f"{len(stale)} can go ({total(stale)}): `python -m pitchtimbre cache --prune`")
+        if other:
             print(
-                f"{len(stale)} can go ({human_size(sum(e.size for e in stale))}): "
-                "`python -m pitchtimbre cache --prune` removes them"
+                f"{len(other)} models were trained by other trainer code ({total(other)}): "
+                "`cache --prune --other-code` removes them too, with the models of any other "
+                "version of pitchtimbre that shares this cache"
             )
         return 0
-    gone = prune_cache(root, dry_run=args.dry_run)
+    pruned = prune_cache(root, dry_run=args.dry_run, other_code=args.other_code)
     verb = "would remove" if args.dry_run else "removed"
-    for e in gone:
+    for e in pruned.removed:
         print(f"{verb} {e.path.relative_to(root)} ({human_size(e.size)}): {e.stale}")
+    for path, error in pruned.failed.items():
+        print(f"could not remove {path.relative_to(root)}: {error}", file=sys.stderr)
     hours = PRUNE_MIN_AGE_S / 3600
     print(
-        f"{root}: {verb} {len(gone)} entries, {human_size(sum(e.size for e in gone))} "
-        f"(anything written in the last {hours:g} h is kept: it may belong to a run in progress)"
+        f"{root}: {verb} {len(pruned.removed)} entries, {total(pruned.removed)} (anything "
+        f"written in the last {hours:g} h is kept: it may belong to a run in progress)"
     )
+    if pruned.failed:
+        print(f"error: {len(pruned.failed)} entries could not be removed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -378,11 +393,18 @@ def make_parser() -> argparse.ArgumentParser:
         "cache",
         help="list the package cache ($PITCHTIMBRE_CACHE) and what in it can go",
         description="List the package cache: rendered notes, features, trained models and "
-        "results, with their sizes. What can go: models this version can never load (trained "
-        "by other trainer code, or killed before their first checkpoint) and the leftovers of "
-        "killed writes. Notes and features are never pruned.",
+        "results, with their sizes. What can go: runs killed before their first checkpoint, "
+        "damaged checkpoints and the leftovers of killed writes; with --other-code, models "
+        "trained by other trainer code too. Notes, features, results and symbolic links are "
+        "never pruned, nor anything written in the last hour.",
     )
     ca.add_argument("--prune", action="store_true", help="remove what can go")
+    ca.add_argument(
+        "--other-code",
+        action="store_true",
+        help="with --prune: also the models trained by other trainer code (another version of "
+        "pitchtimbre sharing this cache, or before an edit)",
+    )
     ca.add_argument(
         "--dry-run", action="store_true", help="say what --prune would remove, remove nothing"
     )

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 
+from pitchtimbre import cache_contents
 from pitchtimbre.cache import cache_dir
 from pitchtimbre.cache_contents import (
+    OTHER_CODE,
     PRUNE_MIN_AGE_S,
     cache_entries,
     human_size,
@@ -26,12 +28,14 @@ from pitchtimbre.training import (
     trainer_code,
 )
 
+OLD = PRUNE_MIN_AGE_S + 60
+
 
 def _age(path: Path, seconds: float) -> None:
     """Make ``path`` and everything in it look written ``seconds`` ago."""
     when = time.time() - seconds
     for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        os.utime(item, (when, when))
+        os.utime(item, (when, when), follow_symlinks=False)
 
 
 @pytest.fixture
@@ -82,7 +86,7 @@ def test_the_listing_says_which_entries_can_go_and_why(cache_with_models):
     entries = {e.path: e for e in cache_entries()}
     assert trainer_code() == read_checkpoint(c["current"] / CHECKPOINT_FILE)["code"]
     assert entries[c["current"]].stale is None and entries[c["current"]].kind == "models"
-    assert "other trainer code" in entries[c["other_code"]].stale
+    assert entries[c["other_code"]].stale == OTHER_CODE
     assert "no checkpoint" in entries[c["no_checkpoint"]].stale
     assert entries[c["damaged"]].stale.startswith("unreadable (a damaged or truncated")
     assert entries[c["temporary"]].kind == "leftover"
@@ -95,26 +99,33 @@ def test_the_listing_says_which_entries_can_go_and_why(cache_with_models):
     kinds = {e.kind for e in entries.values() if e.stale is None}
     assert {"notes", "features", "models"} == kinds
     assert all(e.stale is None for e in entries.values() if e.kind in ("notes", "features"))
-    # the model folder's size holds its checkpoint and history, not the leftover beside them
+    # every byte counted once: the model folder's size leaves out the leftover inside it
     current_files = [p for p in c["current"].iterdir() if p != c["temporary"]]
-    assert entries[c["current"]].size == sum(p.stat().st_size for p in current_files) + 100
+    assert entries[c["current"]].size == sum(p.stat().st_size for p in current_files)
+    on_disk = sum(p.stat().st_size for p in cache_dir().rglob("*") if p.is_file())
+    assert sum(e.size for e in entries.values()) == on_disk
 
 
 def test_prune_keeps_recent_entries_and_what_can_still_be_used(cache_with_models):
     c = cache_with_models
-    can_go = ["other_code", "no_checkpoint", "damaged", "temporary", "staging"]
+    can_go = ["no_checkpoint", "damaged", "temporary", "staging"]
     # all written just now: a run in progress may own them
-    assert prune_cache() == []
-    for name in can_go:
-        _age(c[name], PRUNE_MIN_AGE_S + 60)
+    assert prune_cache().removed == []
+    for name in [*can_go, "other_code"]:
+        _age(c[name], OLD)
     _age(c["current"], 10 * PRUNE_MIN_AGE_S)  # old, but loadable: stays
     _age(c["notes"], 10 * PRUNE_MIN_AGE_S)  # notes and features are never pruned
     dry = prune_cache(dry_run=True)
-    assert {e.path for e in dry} == {c[name] for name in can_go}
+    assert {e.path for e in dry.removed} == {c[name] for name in can_go}
     assert all(c[name].exists() for name in can_go)
-    gone = prune_cache()
-    assert {e.path for e in gone} == {c[name] for name in can_go}
+    pruned = prune_cache()
+    assert pruned.failed == {}
+    assert {e.path for e in pruned.removed} == {c[name] for name in can_go}
     assert not any(c[name].exists() for name in can_go)
+    # another version's model (the cache is shared by every environment) goes only when asked
+    assert c["other_code"].exists()
+    assert [e.path for e in prune_cache(other_code=True).removed] == [c["other_code"]]
+    assert not c["other_code"].exists()
     assert (c["notes"] / "examples.json").is_file()
     assert any((cache_dir() / "features").iterdir())
     again = trained_model(c["cfg"], c["ds"], progress=False)
@@ -122,13 +133,95 @@ def test_prune_keeps_recent_entries_and_what_can_still_be_used(cache_with_models
     assert model_staleness(c["current"]) is None
 
 
+def test_a_checkpoint_this_user_cannot_open_stays(cache_with_models, monkeypatch):
+    # another user's model in a shared cache: unreadable to us says nothing of its content
+    c = cache_with_models
+    theirs = c["current"] / CHECKPOINT_FILE
+    monkeypatch.setattr(cache_contents, "_can_read", lambda path: path != theirs)
+    assert model_staleness(c["current"]) is None
+    _age(c["current"], OLD)
+    assert c["current"] not in {e.path for e in prune_cache(other_code=True).removed}
+    assert theirs.is_file()
+
+
+def test_links_are_listed_never_followed_or_pruned(cache_with_models, tmp_path):
+    c = cache_with_models
+    elsewhere = tmp_path / "other-disk" / "proposed-seed0-0000000000000004"
+    elsewhere.mkdir(parents=True)  # a model folder with no checkpoint: it would go
+    link = c["current"].parent / elsewhere.name
+    link.symlink_to(elsewhere)
+    dangling = c["current"].parent / "proposed-seed0-0000000000000005"
+    dangling.symlink_to(tmp_path / "unplugged-disk" / "x")
+    for path in (elsewhere, link, dangling):
+        _age(path, OLD)
+    entries = {e.path: e for e in cache_entries()}
+    assert entries[link].note == entries[dangling].note == "a symbolic link: kept"
+    assert entries[link].stale is None and entries[dangling].stale is None
+    removed = {e.path for e in prune_cache(other_code=True).removed}
+    assert not removed & {link, dangling}
+    assert link.is_symlink() and elsewhere.is_dir() and dangling.is_symlink()
+
+
+def test_a_kind_folder_on_another_disk_is_searched(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    root.mkdir()
+    moved = tmp_path / "big-disk" / "models"
+    (moved / "vanilla-seed0-0000000000000000").mkdir(parents=True)
+    tmp = moved / "vanilla-seed0-0000000000000000" / ".checkpoint.pt.00000000.tmp"
+    tmp.write_bytes(b"z" * 10)
+    (root / "models").symlink_to(moved)
+    _age(tmp, OLD)
+    gone = prune_cache(root).removed
+    assert [e.path for e in gone] == [root / "models" / tmp.parent.name / tmp.name]
+    assert not tmp.exists()
+
+
+def test_an_entry_that_vanishes_while_listed_is_left_out(cache_with_models, monkeypatch):
+    # a render that finishes renames its staging folder between the search and the look
+    c = cache_with_models
+    look = cache_contents._size_and_mtime
+
+    def racing(path, leftovers):
+        if path == c["staging"]:
+            shutil.rmtree(path)
+        return look(path, leftovers)
+
+    monkeypatch.setattr(cache_contents, "_size_and_mtime", racing)
+    paths = {e.path for e in cache_entries()}
+    assert c["staging"] not in paths and c["current"] in paths
+
+
+def test_what_could_not_be_removed_is_reported(cache_with_models, monkeypatch, capsys):
+    c = cache_with_models
+    _age(c["damaged"], OLD)
+    stuck = c["damaged"] / CHECKPOINT_FILE
+    unlink = os.unlink
+
+    def refuse(path, *args, **kwargs):
+        if (Path(path).name == stuck.name and "dir_fd" in kwargs) or Path(path) == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    assert main(["cache", "--prune"]) == 1
+    out, err = capsys.readouterr()
+    assert f"could not remove models/{c['damaged'].name}" in err and "Permission denied" in err
+    assert "removed 0 entries" in out and stuck.is_file()
+    _age(c["damaged"], OLD)
+    pruned = prune_cache()
+    assert c["damaged"] not in {e.path for e in pruned.removed}
+    assert "Permission denied" in pruned.failed[c["damaged"]]
+
+
 def test_the_cache_command_lists_and_prunes(cache_with_models, capsys):
     c = cache_with_models
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
-    assert f"models/{c['other_code'].name}  can go: trained by other trainer code" in out
-    assert "5 can go (" in out and "cache --prune` removes them" in out
-    _age(c["no_checkpoint"], PRUNE_MIN_AGE_S + 60)
+    assert f"models/{c['other_code'].name}  can go with --other-code: trained by other" in out
+    assert "4 can go (" in out and "`python -m pitchtimbre cache --prune`" in out
+    assert "1 models were trained by other trainer code" in out
+    _age(c["no_checkpoint"], OLD)
+    _age(c["other_code"], OLD)
     assert main(["cache", "--prune", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert main(["cache", "--dry-run"]) == 0  # --prune implied
@@ -139,12 +232,15 @@ def test_the_cache_command_lists_and_prunes(cache_with_models, capsys):
     out = capsys.readouterr().out
     assert f"removed models/{c['no_checkpoint'].name} (0 B): no checkpoint" in out
     assert not c["no_checkpoint"].exists() and c["other_code"].exists()
+    assert main(["cache", "--prune", "--other-code"]) == 0
+    assert f"removed models/{c['other_code'].name}" in capsys.readouterr().out
+    assert not c["other_code"].exists()
 
 
 def test_an_empty_or_missing_cache_lists_nothing(tmp_path):
     assert cache_entries(tmp_path / "absent") == []
     assert cache_entries(tmp_path) == []
-    assert prune_cache(tmp_path) == []
+    assert prune_cache(tmp_path).removed == []
 
 
 def test_human_sizes():
