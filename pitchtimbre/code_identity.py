@@ -21,7 +21,11 @@ import hashlib
 import inspect
 import io
 import logging
+import os
 import re
+import site
+import sys
+import sysconfig
 import tokenize
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,12 +115,39 @@ def _globals_named(code: CodeType) -> set[str]:
     return names
 
 
+@functools.cache
+def _library_folders() -> tuple[str, ...]:
+    """Where installed code lives: the standard library, site-packages, the interpreter's
+    prefixes."""
+    paths = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    return tuple(os.path.realpath(p) + os.sep for p in paths if p)
+
+
+def is_readers_module(name: str | None) -> bool:
+    """Whether the module called ``name`` is the reader's own code: a notebook (``__main__``)
+    or a ``.py`` file outside the installed libraries (a helpers file beside the notebook,
+    say), but not pitchtimbre, whose trainer code the cache key holds already.
+
+    Chapter: 09_exercises
+    """
+    if not name or name == "pitchtimbre" or name.startswith("pitchtimbre."):
+        return False
+    if name == "__main__":
+        return True
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if not file:  # built into the interpreter, or a namespace package
+        return False
+    return not os.path.realpath(file).startswith(_library_folders())
+
+
 def _globals_read(fn: Any) -> dict[str, Any]:
     """The module-level values a function reads that can change what it computes: constants
-    (:data:`_CONSTANT_TYPES`) and the functions, classes and objects defined in its own
-    module (a notebook's helper function, say). Modules, dunder names (``__file__``) and what
-    other modules define (torch, numpy, the package) are left out: their code is not the
-    reader's."""
+    (:data:`_CONSTANT_TYPES`) and the functions, classes and objects of the reader's own code
+    (:func:`is_readers_module`: a notebook's helper function, one imported from a helpers
+    file beside it). Modules, dunder names (``__file__``) and what installed libraries define
+    (torch, numpy, the package) are left out: their code is not the reader's."""
     found = {}
     space = fn.__globals__
     for name in sorted(_globals_named(fn.__code__)):
@@ -132,6 +163,8 @@ def _globals_read(fn: Any) -> dict[str, Any]:
         elif defined_in == fn.__module__ or (
             not callable(value) and type(value).__module__ == fn.__module__
         ):
+            found[name] = value
+        elif is_readers_module(defined_in if callable(value) else type(value).__module__):
             found[name] = value
     return found
 

@@ -970,3 +970,32 @@ def test_two_lambdas_on_one_line_are_keyed_apart(toy_data, monkeypatch):
     assert loss_source(first["l1"]).endswith("|body=(z1 - z2).abs().mean()")
     alone = cell("alone = lambda z1, z2, same, cfg: (z1 - z2).abs().mean()\n", 3)["alone"]
     assert loss_source(alone) == "alone = lambda z1, z2, same, cfg: (z1 - z2).abs().mean()\n"
+
+
+def test_a_helper_imported_from_the_readers_own_file_is_keyed(toy_data, tmp_path, monkeypatch):
+    """A loss in a notebook that calls a helper from a .py file beside it retrains when the
+    file is edited (and the kernel restarted); torch's functions stay out of the key."""
+    import importlib.util
+    import sys
+
+    from pitchtimbre.code_identity import is_readers_module
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+    file = tmp_path / "my_helpers.py"
+
+    def restart_and_define(helper_body: str):
+        file.write_text(f"def pairwise(z1, z2):\n    return {helper_body}\n")
+        spec = importlib.util.spec_from_file_location("my_helpers", file)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "my_helpers", module)
+        spec.loader.exec_module(module)
+        scope: dict = {"__name__": "__main__", "pairwise": module.pairwise, "relu": torch.relu}
+        exec("def loss(z1, z2, same, cfg):\n    return relu(pairwise(z1, z2)).mean()\n", scope)
+        return scope["loss"]
+
+    base = key(restart_and_define("(z1 - z2).abs()"), cfg)
+    assert base == key(restart_and_define("(z1 - z2).abs()"), cfg)
+    assert base != key(restart_and_define("(z1 - z2).square()"), cfg)
+    assert is_readers_module("my_helpers") and is_readers_module("__main__")
+    assert not any(is_readers_module(m) for m in ("torch", "numpy", "json", "pitchtimbre.losses"))
