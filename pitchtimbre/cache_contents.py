@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import cache_dir
-from .errors import CheckpointError
 
 PRUNE_MIN_AGE_S = 3600.0
 """Nothing written in the last hour is pruned: it may belong to a run in progress (a render
@@ -56,6 +55,9 @@ class CacheEntry:
     modified: float
     stale: str | None = None
     note: str | None = None
+    other_version: bool = False
+    """Stale only to this version (another trainer code or checkpoint format): pruned when
+    asked (``other_code=True``), since a version sharing the cache may load it."""
 
 
 @dataclass
@@ -72,10 +74,11 @@ class Pruned:
 
 def _size_and_mtime(path: Path, leftovers: set[Path]) -> tuple[int, float]:
     """Bytes of the regular files under ``path`` (``leftovers`` and what is in them left out;
-    symbolic links not followed) and the newest modification time among them."""
+    symbolic links not followed, and of size 0) and the newest modification time among
+    them."""
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode):
-        return st.st_size, st.st_mtime
+        return (st.st_size if stat.S_ISREG(st.st_mode) else 0), st.st_mtime
     size, newest = 0, st.st_mtime
     for folder, dirs, files in os.walk(path):
         dirs[:] = [d for d in dirs if Path(folder, d) not in leftovers]
@@ -101,55 +104,96 @@ def _can_read(path: Path) -> bool:
         return False
 
 
-def model_staleness(folder: Path) -> str | None:
-    """Why the model folder can go (:data:`OTHER_CODE` when another trainer code trained it),
-    or None when it stays: finished or resumable with this code, or a checkpoint this user
-    cannot open (another user's, in a shared cache: not ours to judge).
+def model_staleness(folder: Path) -> tuple[str, bool] | None:
+    """Why the model folder can go, and whether only to this version of the package (the
+    checkpoint of another trainer code, another checkpoint format or another torch: a
+    version sharing the cache may load it); None when it stays: finished or resumable with
+    this code, or a checkpoint this user cannot open (another user's: not ours to judge).
 
     Chapter: 05_training
     """
-    from .training import CHECKPOINT_FILE, read_checkpoint, trainer_code
+    import zipfile
+
+    import torch
+
+    from .training import CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, trainer_code
 
     ckpt = folder / CHECKPOINT_FILE
     if not ckpt.is_file():
-        return "no checkpoint: its run stopped before writing one"
+        return "no checkpoint: its run stopped before writing one", False
     if not _can_read(ckpt):
         return None
-    try:
-        state = read_checkpoint(ckpt)
-    except CheckpointError as exc:  # damaged, not a checkpoint of ours, another version
-        return f"unreadable ({str(exc).removeprefix(f'{ckpt}: ')})"
+    try:  # torch.save writes a zip archive; a killed or truncated copy is not a whole one
+        with zipfile.ZipFile(ckpt) as archive:
+            whole = archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        whole = False
+    if not whole:
+        return "a damaged checkpoint (not a whole archive)", False
+    try:  # mmap: the weights stay on disk, only the fields below are read
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a whole archive torch cannot read: a newer torch's, say
+        return "a checkpoint this torch cannot read (another version's?)", True
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        return "not a pitchtimbre checkpoint", True
+    if state.get("version") != CHECKPOINT_VERSION:
+        return (
+            f"checkpoint version {state.get('version')}, this package reads {CHECKPOINT_VERSION}",
+            True,
+        )
     if state.get("code") != trainer_code():
-        return OTHER_CODE
+        return OTHER_CODE, True
     return None
 
 
 def _find_leftovers(root: Path) -> set[Path]:
-    """The temporary files and staging folders of killed writes, anywhere in the cache: each
-    top-level folder is walked from its own path, so a kind folder that is a link to another
-    disk is searched too (links further down are not followed)."""
-    found = {p for p in root.iterdir() if _TEMPORARY_FILE.match(p.name) and p.is_file()}
-    for top in root.iterdir():
-        if not top.is_dir():
+    """The temporary files and staging folders of killed writes in the cache's kind folders
+    (walked from their own path, so a kind folder that is a link to another disk is searched
+    too; links further down are neither followed nor taken) and at its top."""
+    found = {p for p in root.iterdir() if _TEMPORARY_FILE.match(p.name) and _is_file(p)}
+    for kind in KINDS:
+        top = root / kind
+        try:
+            if not top.is_dir():
+                continue
+        except OSError:  # a link into a folder we may not enter: listed with a note
             continue
         for folder, dirs, files in os.walk(top):
             staging = [d for d in dirs if _STAGING_FOLDER.match(d)]
-            found |= {Path(folder, d) for d in staging}
+            found |= {Path(folder, d) for d in staging if not os.path.islink(Path(folder, d))}
             dirs[:] = [d for d in dirs if d not in staging]  # what is inside goes with it
             found |= {Path(folder, f) for f in files if _TEMPORARY_FILE.match(f)}
-    return found
+    return {p for p in found if not p.is_symlink()}
 
 
-def _entry(kind: str, path: Path, leftovers: set[Path], stale: str | None = None) -> CacheEntry:
+def _is_file(path: Path) -> bool:
+    return stat.S_ISREG(path.lstat().st_mode)
+
+
+def _owner_note(path: Path) -> str | None:
+    """A note when another user owns ``path`` (a shared cache): theirs to remove, not ours."""
+    if not hasattr(os, "getuid"):
+        return None
+    owner = path.lstat().st_uid
+    return None if owner == os.getuid() else f"another user's (uid {owner}): kept"
+
+
+def _entry(kind: str, path: Path, leftovers: set[Path], why: tuple[str, bool] | None) -> CacheEntry:
     size, modified = _size_and_mtime(path, leftovers)
-    return CacheEntry(kind, path, size, modified, stale)
+    if why is None:
+        return CacheEntry(kind, path, size, modified)
+    note = _owner_note(path)
+    if note:
+        return CacheEntry(kind, path, size, modified, note=note)
+    return CacheEntry(kind, path, size, modified, why[0], other_version=why[1])
 
 
 def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     """Everything in the cache (default :func:`~pitchtimbre.cache.cache_dir`), each with its
     size and, for what can go, why: leftovers of killed writes, and model folders this code
     will not load. An entry that vanishes while it is looked at (a render finishing) is left
-    out; one that cannot be read, or a symbolic link, is listed with a note and stays.
+    out; one that cannot be read, another user's, or a symbolic link, is listed with a note
+    and stays.
 
     Chapter: 05_training
     """
@@ -159,23 +203,20 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     leftovers = _find_leftovers(root)
     entries: list[CacheEntry] = []
     for path in sorted(leftovers):
-        try:
-            entries.append(_entry("leftover", path, set(), "left by a killed write"))
-        except FileNotFoundError:
-            continue
+        entries += filter(None, [_look("leftover", path, set())])
     order = {kind: i for i, kind in enumerate(KINDS)}
     for top in sorted(root.iterdir(), key=lambda p: (order.get(p.name, len(KINDS)), p.name)):
         if top in leftovers:
             continue
-        if top.name in KINDS and top.is_dir():
-            try:
-                children = sorted(p for p in top.iterdir() if p not in leftovers)
-            except OSError as exc:
-                entries.append(CacheEntry(top.name, top, 0, 0.0, note=_unreadable(exc)))
-                continue
-            entries += filter(None, (_child(top.name, p, leftovers) for p in children))
-        else:
-            entries += filter(None, [_child(top.name, top, leftovers)])
+        try:
+            is_kind = top.name in KINDS and top.is_dir()
+            children = sorted(p for p in top.iterdir() if p not in leftovers) if is_kind else []
+        except OSError as exc:
+            entries.append(CacheEntry(top.name, top, 0, 0.0, note=_unreadable(exc)))
+            continue
+        if not is_kind:
+            entries += filter(None, [_look(top.name, top, leftovers)])
+        entries += filter(None, (_look(top.name, path, leftovers) for path in children))
     return entries
 
 
@@ -183,14 +224,19 @@ def _unreadable(exc: OSError) -> str:
     return f"cannot read it ({exc.strerror or exc}): kept"
 
 
-def _child(kind: str, path: Path, leftovers: set[Path]) -> CacheEntry | None:
-    """The entry of one path, None when it vanished while looked at."""
+def _look(kind: str, path: Path, leftovers: set[Path]) -> CacheEntry | None:
+    """The entry of one path (of a kind folder, a leftover, or at the top); None when it
+    vanished while looked at; kept with a note when it is a link or cannot be read."""
     try:
         if path.is_symlink():
             size, modified = _size_and_mtime(path, leftovers)
             return CacheEntry(kind, path, size, modified, note="a symbolic link: kept")
-        stale = model_staleness(path) if kind == "models" and path.is_dir() else None
-        return _entry(kind, path, leftovers, stale)
+        why = None
+        if kind == "leftover":
+            why = ("left by a killed write", False)
+        elif kind == "models" and path.is_dir():
+            why = model_staleness(path)
+        return _entry(kind, path, leftovers, why)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -203,7 +249,8 @@ def _remove(path: Path) -> str | None:
     errors: list[str] = []
 
     def note(_function: object, failed: str, exc: BaseException) -> None:
-        errors.append(f"{failed}: {getattr(exc, 'strerror', None) or exc}")
+        if not isinstance(exc, FileNotFoundError):  # gone already: a second prune, say
+            errors.append(f"{failed}: {getattr(exc, 'strerror', None) or exc}")
 
     if path.is_dir() and not path.is_symlink():
         if sys.version_info >= (3, 12):
@@ -218,6 +265,22 @@ def _remove(path: Path) -> str | None:
     return errors[0] if errors else None
 
 
+def prunable(
+    entries: list[CacheEntry], other_code: bool = False, min_age_s: float = PRUNE_MIN_AGE_S
+) -> list[CacheEntry]:
+    """The entries :func:`prune_cache` removes: those that can go, last written more than
+    ``min_age_s`` seconds ago, and those stale only to this version when ``other_code``.
+
+    Chapter: 05_training
+    """
+    now = time.time()
+    return [
+        e
+        for e in entries
+        if e.stale and now - e.modified > min_age_s and (other_code or not e.other_version)
+    ]
+
+
 def prune_cache(
     root: Path | None = None,
     dry_run: bool = False,
@@ -230,13 +293,8 @@ def prune_cache(
 
     Chapter: 05_training
     """
-    now = time.time()
     result = Pruned()
-    for entry in cache_entries(root):  # leftovers come first: a folder's go before it
-        if not entry.stale or now - entry.modified <= min_age_s:
-            continue
-        if entry.stale == OTHER_CODE and not other_code:
-            continue
+    for entry in prunable(cache_entries(root), other_code, min_age_s):
         error = None if dry_run else _remove(entry.path)
         if error:
             result.failed[entry.path] = error

@@ -240,32 +240,39 @@ def cmd_cache(args: argparse.Namespace) -> int:
     Chapter: 05_training
     """
     from .cache import cache_dir
-    from .cache_contents import OTHER_CODE, PRUNE_MIN_AGE_S, cache_entries, human_size, prune_cache
+    from .cache_contents import PRUNE_MIN_AGE_S, cache_entries, human_size, prunable, prune_cache
 
+    prune = args.prune or args.dry_run
+    if args.other_code and not prune:
+        raise ConfigError("--other-code: add --prune (or --dry-run to see what would go)")
     root = cache_dir()
+    hours = f"{PRUNE_MIN_AGE_S / 3600:g} h"
 
     def total(entries: list) -> str:
         return human_size(sum(e.size for e in entries))
 
-    if not (args.prune or args.dry_run):
+    if not prune:
         entries = cache_entries(root)
         width = max((len(e.kind) for e in entries), default=0)
         for e in entries:
-            if e.stale == OTHER_CODE:
-                why = f"  can go with --other-code: {e.stale}"
+            if e.stale:
+                why = f"  can go{' with --other-code' if e.other_version else ''}: {e.stale}"
             else:
-                why = f"  can go: {e.stale}" if e.stale else f"  {e.note}" if e.note else ""
+                why = f"  {e.note}" if e.note else ""
             print(f"{e.kind:{width}s} {human_size(e.size):>9s}  {e.path.relative_to(root)}{why}")
         print(f"{root}: {len(entries)} entries, {total(entries)}")
-        stale = [e for e in entries if e.stale and e.stale != OTHER_CODE]
-        other = [e for e in entries if e.stale == OTHER_CODE]
-        if stale:
-            print(f"{len(stale)} can go ({total(stale)}): `python -m pitchtimbre cache --prune`")
+        now = prunable(entries)
+        later = prunable(entries, min_age_s=0.0)
+        other = [e for e in prunable(entries, other_code=True) if e.other_version]
+        if now:
+            print(f"can go now: {len(now)} ({total(now)}), `python -m pitchtimbre cache --prune`")
+        if len(later) > len(now):
+            print(f"can go once an hour old: {len(later) - len(now)} (may be runs in progress)")
         if other:
             print(
-                f"{len(other)} models were trained by other trainer code ({total(other)}): "
-                "`cache --prune --other-code` removes them too, with the models of any other "
-                "version of pitchtimbre that shares this cache"
+                f"written by another version of pitchtimbre: {len(other)} ({total(other)}), "
+                "`cache --prune --other-code` removes them too (the cache is shared by every "
+                "environment on this machine: they may be another one's)"
             )
         return 0
     pruned = prune_cache(root, dry_run=args.dry_run, other_code=args.other_code)
@@ -274,10 +281,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{verb} {e.path.relative_to(root)} ({human_size(e.size)}): {e.stale}")
     for path, error in pruned.failed.items():
         print(f"could not remove {path.relative_to(root)}: {error}", file=sys.stderr)
-    hours = PRUNE_MIN_AGE_S / 3600
     print(
         f"{root}: {verb} {len(pruned.removed)} entries, {total(pruned.removed)} (anything "
-        f"written in the last {hours:g} h is kept: it may belong to a run in progress)"
+        f"written in the last {hours} is kept: it may belong to a run in progress)"
     )
     if pruned.failed:
         print(f"error: {len(pruned.failed)} entries could not be removed", file=sys.stderr)
@@ -402,8 +408,8 @@ def make_parser() -> argparse.ArgumentParser:
     ca.add_argument(
         "--other-code",
         action="store_true",
-        help="with --prune: also the models trained by other trainer code (another version of "
-        "pitchtimbre sharing this cache, or before an edit)",
+        help="with --prune: also the models another version of pitchtimbre wrote (other "
+        "trainer code or checkpoint format; a version sharing this cache may still load them)",
     )
     ca.add_argument(
         "--dry-run", action="store_true", help="say what --prune would remove, remove nothing"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,10 @@ def test_the_listing_says_which_entries_can_go_and_why(cache_with_models):
     entries = {e.path: e for e in cache_entries()}
     assert trainer_code() == read_checkpoint(c["current"] / CHECKPOINT_FILE)["code"]
     assert entries[c["current"]].stale is None and entries[c["current"]].kind == "models"
-    assert entries[c["other_code"]].stale == OTHER_CODE
+    assert entries[c["other_code"]].stale == OTHER_CODE and entries[c["other_code"]].other_version
     assert "no checkpoint" in entries[c["no_checkpoint"]].stale
-    assert entries[c["damaged"]].stale.startswith("unreadable (a damaged or truncated")
+    assert entries[c["damaged"]].stale == "a damaged checkpoint (not a whole archive)"
+    assert not entries[c["damaged"]].other_version
     assert entries[c["temporary"]].kind == "leftover"
     assert entries[c["temporary"]].size == 100
     # the staging folder is one entry, the temporary file inside it goes with it
@@ -136,16 +138,64 @@ def test_prune_keeps_recent_entries_and_what_can_still_be_used(cache_with_models
 def test_a_checkpoint_this_user_cannot_open_stays(cache_with_models, monkeypatch):
     # another user's model in a shared cache: unreadable to us says nothing of its content
     c = cache_with_models
-    theirs = c["current"] / CHECKPOINT_FILE
-    monkeypatch.setattr(cache_contents, "_can_read", lambda path: path != theirs)
-    assert model_staleness(c["current"]) is None
-    _age(c["current"], OLD)
-    assert c["current"] not in {e.path for e in prune_cache(other_code=True).removed}
+    theirs = c["damaged"] / CHECKPOINT_FILE  # were it readable, it would go
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if Path(path) == theirs:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(cache_contents, "open", refuse, raising=False)
+    assert model_staleness(c["damaged"]) is None
+    _age(c["damaged"], OLD)
+    assert c["damaged"] not in {e.path for e in prune_cache(other_code=True).removed}
     assert theirs.is_file()
+
+
+def test_another_users_entries_stay(cache_with_models, monkeypatch):
+    c = cache_with_models
+    for name in ("no_checkpoint", "staging"):
+        _age(c[name], OLD)
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(c["no_checkpoint"]).st_uid + 1)
+    entries = {e.path: e for e in cache_entries()}
+    for name in ("no_checkpoint", "staging"):
+        assert entries[c[name]].stale is None
+        assert entries[c[name]].note.startswith("another user's (uid ")
+    assert prune_cache().removed == [] and c["no_checkpoint"].exists()
+
+
+def test_checkpoints_of_another_version_go_only_when_asked(cache_with_models):
+    c = cache_with_models
+    newer = c["current"].parent / "proposed-seed0-0000000000000006"
+    shutil.copytree(c["current"], newer, ignore=shutil.ignore_patterns("*.tmp"))
+    state = read_checkpoint(newer / CHECKPOINT_FILE)
+    state["version"] = 99
+    save_checkpoint(newer / CHECKPOINT_FILE, state)
+    foreign = c["current"].parent / "proposed-seed0-0000000000000007"
+    foreign.mkdir()
+    with zipfile.ZipFile(foreign / CHECKPOINT_FILE, "w") as archive:  # whole, but not torch's
+        archive.writestr("data.txt", "written by a newer torch, say")
+    assert model_staleness(newer) == ("checkpoint version 99, this package reads 2", True)
+    assert model_staleness(foreign)[1] is True
+    for path in (newer, foreign):
+        _age(path, OLD)
+    assert not {newer, foreign} & {e.path for e in prune_cache().removed}
+    assert {newer, foreign} <= {e.path for e in prune_cache(other_code=True).removed}
 
 
 def test_links_are_listed_never_followed_or_pruned(cache_with_models, tmp_path):
     c = cache_with_models
+    outside = tmp_path / "project" / "build.partial-0badc0de"  # named like a staging folder
+    outside.mkdir(parents=True)
+    (outside / "keep.txt").write_text("not the cache's")
+    (cache_dir() / "mydata").symlink_to(outside.parent)
+    staging_link = cache_dir() / "notes" / "x.partial-12345678"
+    staging_link.symlink_to(outside)
+    temporary_link = c["current"].parent / ".results.json.0badc0de.tmp"  # named like a leftover
+    temporary_link.symlink_to(outside / "keep.txt")
+    _age(outside, OLD)
+    _age(temporary_link, OLD)
     elsewhere = tmp_path / "other-disk" / "proposed-seed0-0000000000000004"
     elsewhere.mkdir(parents=True)  # a model folder with no checkpoint: it would go
     link = c["current"].parent / elsewhere.name
@@ -158,8 +208,13 @@ def test_links_are_listed_never_followed_or_pruned(cache_with_models, tmp_path):
     assert entries[link].note == entries[dangling].note == "a symbolic link: kept"
     assert entries[link].stale is None and entries[dangling].stale is None
     removed = {e.path for e in prune_cache(other_code=True).removed}
-    assert not removed & {link, dangling}
+    assert not removed & {link, dangling, staging_link, temporary_link}
+    assert temporary_link.is_symlink()
+    assert entries[temporary_link].kind == "models"  # a link, not a leftover of ours
     assert link.is_symlink() and elsewhere.is_dir() and dangling.is_symlink()
+    assert (outside / "keep.txt").is_file() and staging_link.is_symlink()
+    assert entries[staging_link].note == "a symbolic link: kept"
+    assert entries[cache_dir() / "mydata"].size == 0  # a link's own size is not data
 
 
 def test_a_kind_folder_on_another_disk_is_searched(tmp_path, monkeypatch):
@@ -191,6 +246,67 @@ def test_an_entry_that_vanishes_while_listed_is_left_out(cache_with_models, monk
     assert c["staging"] not in paths and c["current"] in paths
 
 
+def test_a_file_that_vanishes_inside_a_folder_leaves_the_folder_listed(
+    cache_with_models, monkeypatch
+):
+    c = cache_with_models
+    history = c["current"] / "history.json"
+    lstat = Path.lstat
+
+    def racing(self):
+        if self == history:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return lstat(self)
+
+    monkeypatch.setattr(Path, "lstat", racing)
+    entry = next(e for e in cache_entries() if e.path == c["current"])
+    assert entry.size == (c["current"] / CHECKPOINT_FILE).stat().st_size
+
+
+def test_what_cannot_be_read_is_listed_with_a_note_and_kept(cache_with_models, monkeypatch):
+    c = cache_with_models
+    _age(c["no_checkpoint"], OLD)
+    staleness = cache_contents.model_staleness
+
+    def locked(folder):
+        if folder == c["no_checkpoint"]:
+            raise PermissionError(13, "Permission denied", str(folder / CHECKPOINT_FILE))
+        return staleness(folder)
+
+    monkeypatch.setattr(cache_contents, "model_staleness", locked)
+    entries = {e.path: e for e in cache_entries()}
+    assert entries[c["no_checkpoint"]].note == "cannot read it (Permission denied): kept"
+    assert c["no_checkpoint"] not in {e.path for e in prune_cache().removed}
+
+    iterdir = Path.iterdir
+    models = c["current"].parent
+
+    def locked_folder(self):
+        if self == models:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", locked_folder)
+    entries = {e.path: e for e in cache_entries()}
+    assert entries[models].note == "cannot read it (Permission denied): kept"
+    assert entries[models].kind == "models"
+
+
+def test_what_another_prune_removed_first_is_not_a_failure(cache_with_models, monkeypatch):
+    c = cache_with_models
+    _age(c["damaged"], OLD)
+    unlink = os.unlink
+
+    def beaten(path, *args, **kwargs):  # another prune removed it just before us
+        unlink(path, *args, **kwargs)
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(os, "unlink", beaten)
+    pruned = prune_cache()
+    assert pruned.failed == {} and c["damaged"] in {e.path for e in pruned.removed}
+    assert not c["damaged"].exists()
+
+
 def test_what_could_not_be_removed_is_reported(cache_with_models, monkeypatch, capsys):
     c = cache_with_models
     _age(c["damaged"], OLD)
@@ -210,7 +326,7 @@ def test_what_could_not_be_removed_is_reported(cache_with_models, monkeypatch, c
     _age(c["damaged"], OLD)
     pruned = prune_cache()
     assert c["damaged"] not in {e.path for e in pruned.removed}
-    assert "Permission denied" in pruned.failed[c["damaged"]]
+    assert pruned.failed[c["damaged"]] == f"{stuck}: Permission denied"
 
 
 def test_the_cache_command_lists_and_prunes(cache_with_models, capsys):
@@ -218,10 +334,17 @@ def test_the_cache_command_lists_and_prunes(cache_with_models, capsys):
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
     assert f"models/{c['other_code'].name}  can go with --other-code: trained by other" in out
-    assert "4 can go (" in out and "`python -m pitchtimbre cache --prune`" in out
-    assert "1 models were trained by other trainer code" in out
+    assert "can go now" not in out  # all written just now
+    assert "can go once an hour old: 4 (may be runs in progress)" in out
     _age(c["no_checkpoint"], OLD)
     _age(c["other_code"], OLD)
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "can go now: 1 (0 B), `python -m pitchtimbre cache --prune`" in out
+    assert "can go once an hour old: 3" in out
+    assert "written by another version of pitchtimbre: 1 (" in out
+    assert main(["cache", "--other-code"]) == 2
+    assert "--other-code: add --prune" in capsys.readouterr().err
     assert main(["cache", "--prune", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert main(["cache", "--dry-run"]) == 0  # --prune implied
