@@ -15,6 +15,7 @@ Chapter: 05_training
 from __future__ import annotations
 
 import ast
+import contextvars
 import dis
 import functools
 import hashlib
@@ -70,8 +71,12 @@ def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
         return f"array({a.dtype},{a.shape},{_bytes_digest(a.tobytes())})"
     if inspect.iscode(value):
         return _code_text(value, inner)
+    if isinstance(value, ModuleType):  # a reader's helpers file, imported whole
+        return f"module({value.__name__}:{modules_digest([value])})"
     if callable(value):
         return loss_source(value, inner)
+    if _is_readers(value):  # an object of the reader's class: its code and its state
+        return f"{_class_text(type(value), inner)}|{value_text(_attributes(value), inner)}"
     return _ADDRESS.sub("", repr(value))
 
 
@@ -117,44 +122,73 @@ def _globals_named(code: CodeType) -> set[str]:
 
 @functools.cache
 def _library_folders() -> tuple[str, ...]:
-    """Where installed code lives: the standard library, site-packages, the interpreter's
-    prefixes."""
+    """Where installed code lives: the standard library and the site-packages folders (not
+    the interpreter's whole prefix: a project may lie under it, as in /usr/src/app)."""
     paths = {sysconfig.get_path(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths |= set(site.getsitepackages()) | {site.getusersitepackages()}
-    paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     return tuple(os.path.realpath(p) + os.sep for p in paths if p)
+
+
+_PACKAGE_FOLDER = os.path.realpath(os.path.dirname(__file__)) + os.sep
+
+
+@functools.lru_cache(maxsize=4096)  # every value of a key asks; files stay where they are
+def is_readers_file(file: str | None) -> bool:
+    """Whether a source file holds the reader's own code: a notebook cell's or a ``.py``
+    file's outside the standard library, site-packages and pitchtimbre (whose trainer code
+    the cache key holds already).
+
+    Chapter: 09_exercises
+    """
+    if not file or not os.path.isabs(file):  # '<string>', '<frozen ...>', built in
+        return False
+    return not os.path.realpath(file).startswith((*_library_folders(), _PACKAGE_FOLDER))
+
+
+def _is_readers(value: Any) -> bool:
+    """Whether a module, function, class or object (by its class) is the reader's code."""
+    if isinstance(value, ModuleType):
+        return is_readers_file(getattr(value, "__file__", None))
+    if inspect.ismethod(value):
+        value = value.__func__
+    if inspect.isfunction(value):
+        return is_readers_file(value.__code__.co_filename)
+    cls = value if inspect.isclass(value) else type(value)
+    if cls.__module__ == "__main__":  # a notebook's class
+        return True
+    return is_readers_file(getattr(sys.modules.get(cls.__module__), "__file__", None))
 
 
 def is_readers_module(name: str | None) -> bool:
     """Whether the module called ``name`` is the reader's own code: a notebook (``__main__``)
-    or a ``.py`` file outside the installed libraries (a helpers file beside the notebook,
-    say), but not pitchtimbre, whose trainer code the cache key holds already.
+    or a module of :func:`is_readers_file`.
 
     Chapter: 09_exercises
     """
-    if not name or name == "pitchtimbre" or name.startswith("pitchtimbre."):
-        return False
     if name == "__main__":
         return True
-    file = getattr(sys.modules.get(name), "__file__", None)
-    if not file:  # built into the interpreter, or a namespace package
-        return False
-    return not os.path.realpath(file).startswith(_library_folders())
+    module = sys.modules.get(name or "")
+    return module is not None and _is_readers(module)
 
 
 def _globals_read(fn: Any) -> dict[str, Any]:
     """The module-level values a function reads that can change what it computes: constants
-    (:data:`_CONSTANT_TYPES`) and the functions, classes and objects of the reader's own code
-    (:func:`is_readers_module`: a notebook's helper function, one imported from a helpers
-    file beside it). Modules, dunder names (``__file__``) and what installed libraries define
-    (torch, numpy, the package) are left out: their code is not the reader's."""
+    (:data:`_CONSTANT_TYPES`), and the modules, functions, classes and objects of the
+    reader's own code (:func:`is_readers_file`: a notebook's helper function; a helpers file
+    beside it, imported whole or in part). Dunder names (``__file__``) and what installed
+    libraries define (torch, numpy, the package) are left out: their code is not the
+    reader's."""
     found = {}
     space = fn.__globals__
     for name in sorted(_globals_named(fn.__code__)):
         dunder = name.startswith("__") and name.endswith("__")  # __file__, __name__
-        if name not in space or dunder or isinstance(space[name], ModuleType):
+        if name not in space or dunder:
             continue
         value = space[name]
+        if isinstance(value, ModuleType):
+            if _is_readers(value):
+                found[name] = value
+            continue
         defined_in = getattr(value, "__module__", None) if callable(value) else None
         if isinstance(value, _CONSTANT_TYPES) and (
             isinstance(value, functools.partial) or not callable(value)
@@ -164,7 +198,7 @@ def _globals_read(fn: Any) -> dict[str, Any]:
             not callable(value) and type(value).__module__ == fn.__module__
         ):
             found[name] = value
-        elif is_readers_module(defined_in if callable(value) else type(value).__module__):
+        elif _is_readers(value):
             found[name] = value
     return found
 
@@ -191,36 +225,80 @@ def _globals_text(fn: Any, seen: frozenset[int]) -> str:
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
-def _lambda_body(code: CodeType, seen: frozenset[int]) -> str:
-    """A lambda's own expression, cut from its source lines by the positions of its
-    instructions: the source of a lambda is its whole lines, which another lambda on them
-    shares. Zero-width positions (3.11's RESUME and RETURN_VALUE) are left out, so the cut is
-    the same on Python 3.11 to 3.13. Without positions (3.12 compiles ``lambda: None`` to a
-    single zero-width instruction), the compiled code."""
+def _lambda_extra(code: CodeType, snippet: list[str], start: int, seen: frozenset[int]) -> str:
+    """What a lambda's source lines (``snippet``, from line ``start``) do not say of it
+    alone: empty when they hold this lambda and no other. Else its own expression, cut from
+    the file by the positions of its instructions, and its arguments: two lambdas on one
+    line share their lines, and on Python 3.11 the lines of a lambda that starts on a
+    continuation line can stop before its end. Zero-width positions (3.11's RESUME and
+    RETURN_VALUE) are left out, so the cut is mostly the same text on 3.11 to 3.13. Without
+    positions (3.12 compiles ``lambda: None`` to one zero-width instruction) the compiled
+    code stands in for the expression."""
     spans = [p for p in code.co_positions() if None not in p and (p[0], p[2]) != (p[1], p[3])]
+    first, col = min(((p[0], p[2]) for p in spans), default=(0, 0))
+    last, end = max(((p[1], p[3]) for p in spans), default=(0, 0))
+    others = 0
+    try:  # lambda keywords on the lines, outside this lambda's own expression
+        for tok in tokenize.generate_tokens(io.StringIO("".join(snippet)).readline):
+            if tok.type == tokenize.NAME and tok.string == "lambda":
+                line = start + tok.start[0] - 1
+                at = (line, len(snippet[tok.start[0] - 1][: tok.start[1]].encode()))
+                others += not (spans and (first, col) <= at < (last, end))
+    except (tokenize.TokenError, IndentationError, SyntaxError):  # lines cut mid-expression:
+        others = 2  # what else they hold cannot be told
+    if others <= 1 and last < start + len(snippet):
+        return ""
     try:
         lines = inspect.findsource(code)[0]
     except (OSError, TypeError):
         lines = []
-    if not spans or not lines:
-        return _code_text(code, seen)
-    (first, col), (last, end) = min((p[0], p[2]) for p in spans), max((p[1], p[3]) for p in spans)
-    text = b"".join(line.encode() for line in lines[first - 1 : last])
-    # positions count UTF-8 bytes from the start of their own line
-    return text[col : len(text) - len(lines[last - 1].encode()) + end].decode(errors="replace")
+    if spans and lines:
+        text = b"".join(line.encode() for line in lines[first - 1 : last])
+        # positions count UTF-8 bytes from the start of their own line
+        cut = len(text) - len(lines[last - 1].encode()) + end
+        body = text[col:cut].decode(errors="replace")
+    else:
+        body = _code_text(code, seen)
+    n_args = code.co_argcount + code.co_kwonlyargcount
+    n_args += bool(code.co_flags & inspect.CO_VARARGS) + bool(
+        code.co_flags & inspect.CO_VARKEYWORDS
+    )
+    shape = f"{code.co_posonlyargcount},{code.co_kwonlyargcount},{code.co_flags & 0x0C}"
+    return f"body={body}|args={','.join(code.co_varnames[:n_args])}/{shape}"
+
+
+_WRITTEN: contextvars.ContextVar[dict[int, str] | None] = contextvars.ContextVar(
+    "pitchtimbre_written_functions", default=None
+)
+"""The functions :func:`loss_source` has written out so far in the text it is making, each
+with the reference that stands for it when met again."""
 
 
 def _function_text(fn: Any, seen: frozenset[int]) -> str:
     """A Python function: its source (else its compiled code), and the defaults, closure
-    values and module-level values (:func:`_globals_read`) it computes with; for a lambda on
-    lines holding another lambda, its own expression too (:func:`_lambda_body`)."""
+    values and module-level values (:func:`_globals_read`) it computes with; for a lambda
+    whose lines do not identify it alone, its own expression and arguments too
+    (:func:`_lambda_extra`). Written once per text (:data:`_WRITTEN`)."""
+    written = _WRITTEN.get()
+    if written is not None and id(fn) in written:
+        return written[id(fn)]
+    text = _function_text_once(fn, seen)
+    if written is not None:  # numbered in the order written: the same code, the same text
+        written[id(fn)] = f"<function {len(written)} above>"
+    return text
+
+
+def _function_text_once(fn: Any, seen: frozenset[int]) -> str:
+    code = fn.__code__
     try:  # of its own code: getsource(fn) would give a @functools.wraps wrapper's wrapped
-        parts = [inspect.getsource(fn.__code__)]
+        snippet, start = inspect.getsourcelines(code)
     except (OSError, TypeError):
-        parts = [_code_text(fn.__code__, seen)]
-    else:  # one lambda on its lines keeps the key it had before this was added
-        if fn.__code__.co_name == "<lambda>" and parts[0].count("lambda") > 1:
-            parts.append("body=" + _lambda_body(fn.__code__, seen))
+        parts = [_code_text(code, seen)]
+    else:
+        parts = ["".join(snippet)]
+        extra = _lambda_extra(code, snippet, start, seen) if code.co_name == "<lambda>" else ""
+        if extra:  # a lambda alone on its lines keeps the key it had before this was added
+            parts.append(extra)
     if fn.__defaults__:
         parts.append("defaults=" + value_text(fn.__defaults__, seen))
     if fn.__kwdefaults__:
@@ -280,10 +358,18 @@ def loss_source(fn: object, seen: frozenset[int] = frozenset()) -> str:
     """The text that identifies a loss function's code across sessions: a function's source
     (else its compiled code) with its defaults and closure values; for a
     ``functools.partial``, its function's and its arguments; for a callable object, its
-    class's code and its attributes (a bound method: its object's too).
+    class's code and its attributes (a bound method: its object's too). A function met
+    again in the same text is written as a reference to where it was first written out, so
+    that helpers calling each other cost their number, not their paths.
 
     Chapter: 05_training
     """
+    if _WRITTEN.get() is None:  # the outermost call: a fresh record of what was written
+        token = _WRITTEN.set({})
+        try:
+            return loss_source(fn, seen)
+        finally:
+            _WRITTEN.reset(token)
     inner = seen | {id(fn)}
     if isinstance(fn, functools.partial):
         return (

@@ -809,9 +809,10 @@ def _notebook_loss(margin: str, helper: str) -> tuple:
 def test_loss_identity_leaves_out_globals_the_loss_does_not_load_and_survives_odd_ones(
     toy_data, caplog
 ):
-    """Attribute names are not globals (``x.mean()`` next to a global ``mean``); a global whose
-    repr raises is keyed by its type, with a warning; a partial, an object array and a cached
-    helper are keyed by what they compute."""
+    """Attribute names are not globals (``x.mean()`` next to a global ``mean``); an object of
+    the notebook's class is keyed by the class's code, its repr unused (this one's raises); a
+    global the key cannot hold (a meta tensor) is keyed by its type, with a warning; a
+    partial, an object array and a cached helper are keyed by what they compute."""
     from pitchtimbre.code_identity import _globals_read
 
     cfg, _ = toy_data
@@ -827,19 +828,20 @@ def test_loss_identity_leaves_out_globals_the_loss_does_not_load_and_survives_od
             f"LABELS = np.array({labels}, dtype=object)\n"
             "class Odd:\n    def __repr__(self):\n        raise AttributeError('no repr')\n"
             "ODD = Odd()\n"
+            "META = torch.empty(2, device='meta')\n"
             f"@functools.cache\ndef scale():\n    return {scale}\n"
             "def loss(z1, z2, same, cfg):\n"
-            "    ODD, LABELS, __file__\n"
+            "    ODD, LABELS, META, __file__\n"
             "    return ACT((z1 - z2).abs()).mean().to(z1.device) * scale()\n",
             scope,
         )
         return scope
 
     scope = cell("1.0", "2.0", "['a', None]")
-    assert sorted(_globals_read(scope["loss"])) == ["ACT", "LABELS", "ODD", "scale"]
+    assert sorted(_globals_read(scope["loss"])) == ["ACT", "LABELS", "META", "ODD", "scale"]
     with caplog.at_level("WARNING"):
         base = key(scope["loss"], cfg)
-    assert "ODD" in caplog.text and "no repr" in caplog.text
+    assert "ODD" not in caplog.text and "reads the global META" in caplog.text
     assert "retrain=True" in caplog.text  # what to do instead, and it works for any value
     assert base == key(cell("1.0", "2.0", "['a', None]")["loss"], cfg)
     assert base != key(cell("2.0", "2.0", "['a', None]")["loss"], cfg)  # the partial's max
@@ -967,7 +969,9 @@ def test_two_lambdas_on_one_line_are_keyed_apart(toy_data, monkeypatch):
     assert key(first["l1"], cfg) != key(first["sq"], cfg)
     assert key(first["l1"], cfg) == key(again["l1"], cfg)  # the same code in a new session
     assert key(first["sq"], cfg) == key(again["sq"], cfg)
-    assert loss_source(first["l1"]).endswith("|body=(z1 - z2).abs().mean()")
+    assert loss_source(first["l1"]).endswith(
+        "|body=(z1 - z2).abs().mean()|args=z1,z2,same,cfg/0,0,0"
+    )
     alone = cell("alone = lambda z1, z2, same, cfg: (z1 - z2).abs().mean()\n", 3)["alone"]
     assert loss_source(alone) == "alone = lambda z1, z2, same, cfg: (z1 - z2).abs().mean()\n"
 
@@ -999,3 +1003,85 @@ def test_a_helper_imported_from_the_readers_own_file_is_keyed(toy_data, tmp_path
     assert base != key(restart_and_define("(z1 - z2).square()"), cfg)
     assert is_readers_module("my_helpers") and is_readers_module("__main__")
     assert not any(is_readers_module(m) for m in ("torch", "numpy", "json", "pitchtimbre.losses"))
+
+
+def test_the_readers_helpers_file_is_keyed_however_it_is_used(toy_data, tmp_path, monkeypatch):
+    """Imported whole (``import my_module``), as an object of its class, or loaded from its
+    path without a module name: editing the helpers file retrains. A project under the
+    interpreter's prefix (``/usr/src/app``) is the reader's too."""
+    import importlib.util
+    import sys
+
+    from pitchtimbre.code_identity import is_readers_file
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+    file = tmp_path / "hmod.py"
+
+    def restart_and_define(body: str, register: bool, loss: str):
+        file.write_text(
+            f"def pairwise(z1, z2):\n    return {body}\n"
+            f"class Scorer:\n    def score(self, z1, z2):\n        return {body}\n"
+        )
+        spec = importlib.util.spec_from_file_location("hmod", file)
+        module = importlib.util.module_from_spec(spec)
+        if register:
+            monkeypatch.setitem(sys.modules, "hmod", module)
+        spec.loader.exec_module(module)
+        scope: dict = {"__name__": "__main__", "hmod": module, "scorer": module.Scorer()}
+        scope["pairwise"] = module.pairwise
+        exec(f"def loss(z1, z2, same, cfg):\n    return {loss}.mean()\n", scope)
+        return scope["loss"]
+
+    for register, loss in [
+        (True, "hmod.pairwise(z1, z2)"),  # the module, imported whole
+        (True, "scorer.score(z1, z2)"),  # an object of its class
+        (False, "pairwise(z1, z2)"),  # loaded from its path, no module name
+    ]:
+        base = key(restart_and_define("(z1 - z2).abs()", register, loss), cfg)
+        assert base == key(restart_and_define("(z1 - z2).abs()", register, loss), cfg), loss
+        assert base != key(restart_and_define("(z1 - z2).square()", register, loss), cfg), loss
+    assert is_readers_file(os.path.join(sys.prefix, "src", "app", "helpers.py"))
+
+
+def test_lambdas_on_one_line_differing_in_arguments_are_keyed_apart(toy_data, monkeypatch):
+    """Two lambdas on one line with the same expression but other arguments compute other
+    things; a lambda alone on its line whose text has 'lambda' in a name or a comment, or a
+    lambda inside it, keeps the key of its lines alone."""
+    from pitchtimbre.code_identity import loss_source
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+    source = (
+        "a, b = (lambda z1, z2, same, cfg: (z1 - 2 * z2).mean()), "
+        "(lambda z2, z1, same, cfg: (z1 - 2 * z2).mean())\n"
+        "c = lambda z1, z2, same, cfg: cfg.lambda_pitch * (z1 - z2).abs().mean()  # lambda\n"
+        "d = lambda z1, z2, same, cfg: (lambda x: x.abs().mean())(z1 - z2)\n"
+    )
+    name = "/tmp/ipykernel_0/lambda-arguments.py"
+    monkeypatch.setitem(linecache.cache, name, (len(source), None, source.splitlines(True), name))
+    scope: dict = {"__name__": "__main__"}
+    exec(compile(source, name, "exec"), scope)
+    assert key(scope["a"], cfg) != key(scope["b"], cfg)
+    lines = source.splitlines(True)
+    assert loss_source(scope["c"]) == lines[1]
+    assert loss_source(scope["d"]) == lines[2]
+
+
+def test_helpers_calling_each_other_are_written_once():
+    """A helper met on many paths is written out once, then referred to: the key's text grows
+    with the number of helpers, not the number of paths through them."""
+    from pitchtimbre.code_identity import loss_source
+
+    lines = [f"def h{i}(x):\n    return h{i + 1}(x) + h{i + 2}(x)\n" for i in range(20)]
+    lines += ["def h20(x):\n    return x\n", "def h21(x):\n    return x\n"]
+    lines.append("def loss(z1, z2, same, cfg):\n    return h0(z1 - z2).mean()\n")
+    scope: dict = {"__name__": "__main__"}
+    exec("".join(lines), scope)
+    text = loss_source(scope["loss"])
+    assert len(text) < 20_000  # 2**20 paths written out would be megabytes
+    assert text.count("<function ") > 0
+    assert text == loss_source(scope["loss"])
+    scope2: dict = {"__name__": "__main__"}
+    exec("".join(lines).replace("return x\n", "return 2 * x\n", 1), scope2)
+    assert loss_source(scope2["loss"]) != text  # the last helper still counts
