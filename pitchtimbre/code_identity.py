@@ -71,13 +71,43 @@ def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
         return f"array({a.dtype},{a.shape},{_bytes_digest(a.tobytes())})"
     if inspect.iscode(value):
         return _code_text(value, inner)
-    if isinstance(value, ModuleType):  # a reader's helpers file, imported whole
-        return f"module({value.__name__}:{modules_digest([value])})"
+    if isinstance(value, ModuleType):  # a reader's helpers file or package, imported whole
+        return f"module({value.__name__}:{modules_digest(_with_submodules(value))})"
+    written = _WRITTEN.get()
+    if written is not None and inspect.isfunction(value):
+        # a function within a key's text: by a hash of its whole text, worked out once per
+        # key, so helpers calling each other cost their number, not their paths, and the
+        # text does not depend on the order in which they are met
+        if id(value) not in written:
+            text = loss_source(value, inner)
+            written[id(value)] = f"<function {value.__qualname__} {_bytes_digest(text.encode())}>"
+        return written[id(value)]
     if callable(value):
         return loss_source(value, inner)
-    if _is_readers(value):  # an object of the reader's class: its code and its state
-        return f"{_class_text(type(value), inner)}|{value_text(_attributes(value), inner)}"
-    return _ADDRESS.sub("", repr(value))
+    text = _ADDRESS.sub("", repr(value))
+    if not inspect.isclass(value) and _is_readers(value):  # an object of the reader's class:
+        return f"{_readers_class_code(type(value), inner)}|{text}"  # its code, not its state
+    return text
+
+
+def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
+    """The code of a reader's class: its source, else (a notebook cell's before Python 3.13,
+    a file loaded without a module name) the functions its own classes define, each by
+    :func:`value_text`; values it holds (an enum's members) are left out."""
+    try:
+        return inspect.getsource(cls)
+    except (OSError, TypeError):
+        pass
+    parts = []
+    for klass in cls.__mro__:
+        if klass is object or not _is_readers(klass):
+            continue
+        for name, member in sorted(vars(klass).items()):
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            if inspect.isfunction(member):
+                parts.append(f"{klass.__qualname__}.{name}={value_text(member, seen)}")
+    return "|".join(parts)
 
 
 def _code_text(code: CodeType, seen: frozenset[int]) -> str:
@@ -156,7 +186,19 @@ def _is_readers(value: Any) -> bool:
     cls = value if inspect.isclass(value) else type(value)
     if cls.__module__ == "__main__":  # a notebook's class
         return True
-    return is_readers_file(getattr(sys.modules.get(cls.__module__), "__file__", None))
+    module = sys.modules.get(cls.__module__)
+    if module is not None:
+        return is_readers_file(getattr(module, "__file__", None))
+    # a class of a file loaded without a module name: where its functions were written
+    files = [f.__code__.co_filename for f in vars(cls).values() if inspect.isfunction(f)]
+    return bool(files) and is_readers_file(files[0])
+
+
+def _with_submodules(module: ModuleType) -> list[ModuleType]:
+    """A module and, for a package, its imported submodules of the reader's code, by name."""
+    prefix = module.__name__ + "."
+    subs = [m for n, m in sorted(sys.modules.items()) if n.startswith(prefix) and m is not None]
+    return [module, *(m for m in subs if isinstance(m, ModuleType) and _is_readers(m))]
 
 
 def is_readers_module(name: str | None) -> bool:
@@ -270,25 +312,15 @@ def _lambda_extra(code: CodeType, snippet: list[str], start: int, seen: frozense
 _WRITTEN: contextvars.ContextVar[dict[int, str] | None] = contextvars.ContextVar(
     "pitchtimbre_written_functions", default=None
 )
-"""The functions :func:`loss_source` has written out so far in the text it is making, each
-with the reference that stands for it when met again."""
+"""While :func:`loss_source` makes a text: the functions met in it so far, each with the
+text that stands for it (:func:`value_text`)."""
 
 
 def _function_text(fn: Any, seen: frozenset[int]) -> str:
     """A Python function: its source (else its compiled code), and the defaults, closure
     values and module-level values (:func:`_globals_read`) it computes with; for a lambda
     whose lines do not identify it alone, its own expression and arguments too
-    (:func:`_lambda_extra`). Written once per text (:data:`_WRITTEN`)."""
-    written = _WRITTEN.get()
-    if written is not None and id(fn) in written:
-        return written[id(fn)]
-    text = _function_text_once(fn, seen)
-    if written is not None:  # numbered in the order written: the same code, the same text
-        written[id(fn)] = f"<function {len(written)} above>"
-    return text
-
-
-def _function_text_once(fn: Any, seen: frozenset[int]) -> str:
+    (:func:`_lambda_extra`)."""
     code = fn.__code__
     try:  # of its own code: getsource(fn) would give a @functools.wraps wrapper's wrapped
         snippet, start = inspect.getsourcelines(code)
@@ -358,13 +390,12 @@ def loss_source(fn: object, seen: frozenset[int] = frozenset()) -> str:
     """The text that identifies a loss function's code across sessions: a function's source
     (else its compiled code) with its defaults and closure values; for a
     ``functools.partial``, its function's and its arguments; for a callable object, its
-    class's code and its attributes (a bound method: its object's too). A function met
-    again in the same text is written as a reference to where it was first written out, so
-    that helpers calling each other cost their number, not their paths.
+    class's code and its attributes (a bound method: its object's too). The functions it
+    reads are written by a hash of their text (:func:`value_text`).
 
     Chapter: 05_training
     """
-    if _WRITTEN.get() is None:  # the outermost call: a fresh record of what was written
+    if _WRITTEN.get() is None:  # the outermost call: a fresh record of the functions met
         token = _WRITTEN.set({})
         try:
             return loss_source(fn, seen)
