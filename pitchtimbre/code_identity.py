@@ -72,7 +72,7 @@ def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
     if inspect.iscode(value):
         return _code_text(value, inner)
     if isinstance(value, ModuleType):  # a reader's helpers file or package, imported whole
-        return f"module({value.__name__}:{modules_digest(_with_submodules(value))})"
+        return f"module({value.__name__}:{_module_code_digest(value)})"
     written = _WRITTEN.get()
     if written is not None and inspect.isfunction(value):
         # a function within a key's text: by a hash of its whole text, worked out once per
@@ -84,10 +84,28 @@ def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
         return written[id(value)]
     if callable(value):
         return loss_source(value, inner)
-    text = _ADDRESS.sub("", repr(value))
-    if not inspect.isclass(value) and _is_readers(value):  # an object of the reader's class:
-        return f"{_readers_class_code(type(value), inner)}|{text}"  # its code, not its state
-    return text
+    if not inspect.isclass(value) and _is_readers(value):  # an object of the reader's class
+        code = _readers_class_code(type(value), inner)
+        return f"{code}|{_constant_attributes_text(value, inner)}"
+    return _ADDRESS.sub("", repr(value))
+
+
+def _constant_attributes_text(obj: object, seen: frozenset[int]) -> str:
+    """The attributes of a reader's object that are values of :data:`_CONSTANT_TYPES` (a
+    margin, a weight tensor): what it computes with. Lists, dicts and other objects are left
+    out: one the loss appends to (a tracker's) would change the key while it trains, and an
+    enum's members would walk one another. One the key cannot hold is keyed by its type."""
+    parts = []
+    for name, v in sorted(_attributes(obj).items()):
+        if not isinstance(v, _CONSTANT_TYPES) or (
+            callable(v) and not isinstance(v, functools.partial)
+        ):
+            continue
+        try:
+            parts.append(f"{name}={value_text(v, seen)}")
+        except Exception:  # a meta or sparse tensor, say
+            parts.append(f"{name}=<{type(v).__qualname__}>")
+    return "{" + ",".join(parts) + "}"
 
 
 def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
@@ -194,11 +212,24 @@ def _is_readers(value: Any) -> bool:
     return bool(files) and is_readers_file(files[0])
 
 
-def _with_submodules(module: ModuleType) -> list[ModuleType]:
-    """A module and, for a package, its imported submodules of the reader's code, by name."""
-    prefix = module.__name__ + "."
-    subs = [m for n, m in sorted(sys.modules.items()) if n.startswith(prefix) and m is not None]
-    return [module, *(m for m in subs if isinstance(m, ModuleType) and _is_readers(m))]
+def _module_code_digest(module: ModuleType) -> str:
+    """:func:`modules_digest` of a module; for a package, of every ``.py`` file in its
+    folders, read from disk (not what happens to be imported, which changes as it runs)."""
+    folders = sorted(getattr(module, "__path__", None) or [])
+    if not folders:
+        return modules_digest([module])
+    digest = hashlib.sha256()
+    for folder in folders:
+        for file in sorted(Path(folder).rglob("*.py")):
+            try:
+                text = code_text(file.read_text(encoding="utf-8"))
+            except Exception:  # unreadable, or not valid Python: its bytes
+                try:
+                    text = _bytes_digest(file.read_bytes())
+                except OSError:
+                    text = "<unreadable>"
+            digest.update(f"{file.relative_to(folder)}\n{text}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def is_readers_module(name: str | None) -> bool:

@@ -809,8 +809,9 @@ def _notebook_loss(margin: str, helper: str) -> tuple:
 def test_loss_identity_leaves_out_globals_the_loss_does_not_load_and_survives_odd_ones(
     toy_data, caplog
 ):
-    """Attribute names are not globals (``x.mean()`` next to a global ``mean``); a global the
-    key cannot hold (an object whose repr raises, a meta tensor) is keyed by its type, with a
+    """Attribute names are not globals (``x.mean()`` next to a global ``mean``); an object of
+    the notebook's class is keyed by its class's code and values, its repr unused (this one's
+    raises); a global the key cannot hold (a meta tensor) is keyed by its type, with a
     warning; a partial, an object array and a cached helper are keyed by what they
     compute."""
     from pitchtimbre.code_identity import _globals_read
@@ -841,8 +842,7 @@ def test_loss_identity_leaves_out_globals_the_loss_does_not_load_and_survives_od
     assert sorted(_globals_read(scope["loss"])) == ["ACT", "LABELS", "META", "ODD", "scale"]
     with caplog.at_level("WARNING"):
         base = key(scope["loss"], cfg)
-    assert "reads the global ODD" in caplog.text and "no repr" in caplog.text
-    assert "reads the global META" in caplog.text
+    assert "ODD" not in caplog.text and "reads the global META" in caplog.text
     assert "retrain=True" in caplog.text  # what to do instead, and it works for any value
     assert base == key(cell("1.0", "2.0", "['a', None]")["loss"], cfg)
     assert base != key(cell("2.0", "2.0", "['a', None]")["loss"], cfg)  # the partial's max
@@ -1174,3 +1174,48 @@ def test_notebook_objects_in_a_key_stay_small_stable_and_safe(toy_data, tmp_path
     assert loaded == key(restart(same, same), cfg)
     assert loaded != key(restart("(z1 - z2).square()", same), cfg)  # the loose class
     assert loaded != key(restart(same, "(z1 - z2).square()"), cfg)  # the package's submodule
+
+
+def test_the_values_a_readers_object_holds_are_keyed(toy_data, tmp_path, monkeypatch):
+    """An object of the reader's class is keyed by the numbers and tensors it holds (not its
+    repr, which drops or rounds them); a package imported whole is keyed by its files, not by
+    which of its submodules happen to be imported."""
+    import dataclasses
+    import importlib
+    import sys
+
+    from pitchtimbre.code_identity import loss_source
+
+    class Margin:
+        def __init__(self, m):
+            self.m = m
+
+    @dataclasses.dataclass
+    class Weights:
+        w: torch.Tensor
+
+    def make(obj):
+        def loss(z1, z2, same, cfg):
+            return (z1 - z2).abs().mean() * obj
+
+        return loss
+
+    assert loss_source(make(Margin(0.2))) != loss_source(make(Margin(0.9)))
+    assert loss_source(make(Margin(0.2))) == loss_source(make(Margin(0.2)))
+    near = torch.tensor([0.12345])
+    assert loss_source(make(Weights(near))) != loss_source(make(Weights(near + 4e-5)))
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sub.py").write_text("def f(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("pkg", "pkg.sub"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    scope: dict = {"__name__": "__main__", "pkg": importlib.import_module("pkg")}
+    exec("def loss(z1, z2, same, cfg):\n    return pkg.sub.f(z1 - z2).mean()\n", scope)
+    before = loss_source(scope["loss"])
+    importlib.import_module("pkg.sub")  # imported later, lazily say
+    assert loss_source(scope["loss"]) == before
+    (package / "sub.py").write_text("def f(x):\n    return 2 * x\n")
+    assert loss_source(scope["loss"]) != before
