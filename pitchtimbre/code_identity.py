@@ -4,7 +4,8 @@ A trained model is cached under a key that includes the trainer's own code
 (:func:`code_text` of its modules) and the contrastive loss it was trained with. For a
 function written by a reader that key must change whenever what the function computes may
 change (its code, its default arguments, the values it closes over, the constants and
-helper functions it reads from its notebook or module, the attributes of a callable object)
+helper functions it reads from its notebook or module, the registered losses it calls by
+name, the attributes of a callable object)
 and must stay the same for the same code in a new session or another process: no memory
 addresses, no set or dict order that depends on the hash seed, no printout that shortens a
 large tensor.
@@ -35,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .losses import CONTRASTIVE_LOSSES
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 log = logging.getLogger(__name__)
@@ -244,6 +247,33 @@ def is_readers_module(name: str | None) -> bool:
     return module is not None and _is_readers(module)
 
 
+# the names by which code reaches the registered losses (pitchtimbre.losses)
+_REGISTRY_NAMES = frozenset({"get_contrastive", "CONTRASTIVE_LOSSES"})
+
+
+def _names_and_strings(code: CodeType) -> tuple[set[str], set[str]]:
+    """The names a function's code and its nested code use (globals and attributes alike:
+    ``losses.get_contrastive``), and the strings among their constants."""
+    names, strings = set(code.co_names), {c for c in code.co_consts if isinstance(c, str)}
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            inner_names, inner_strings = _names_and_strings(const)
+            names |= inner_names
+            strings |= inner_strings
+    return names, strings
+
+
+def _registered_losses_read(fn: Any) -> dict[str, Any]:
+    """The registered losses a function may call by name (``get_contrastive('base')``):
+    those whose names its code spells out, else, when it reaches the registry with a name
+    it works out as it runs, every one; none when it does not reach the registry."""
+    names, strings = _names_and_strings(fn.__code__)
+    if not names & _REGISTRY_NAMES:
+        return {}
+    named = {name: f for name, f in CONTRASTIVE_LOSSES.items() if name in strings}
+    return named or dict(CONTRASTIVE_LOSSES)
+
+
 def _globals_read(fn: Any) -> dict[str, Any]:
     """The module-level values a function reads that can change what it computes: constants
     (:data:`_CONSTANT_TYPES`), and the modules, functions, classes and objects of the
@@ -377,6 +407,9 @@ def _function_text(fn: Any, seen: frozenset[int]) -> str:
     read = _globals_text(fn, seen)
     if read:  # absent when none, so a key without globals is what it was before
         parts.append("globals=" + read)
+    registered = _registered_losses_read(fn)
+    if registered:  # the losses it calls by name: editing one and registering it retrains
+        parts.append("registered=" + value_text(registered, seen))
     return "|".join(parts)
 
 

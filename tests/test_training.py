@@ -505,6 +505,53 @@ def test_editing_a_registered_loss_changes_the_model_key(toy_data, tmp_path, mon
     assert training.contrastive_identity(None, hinge) == "hinge"
 
 
+def _loss_calling(base_name: str) -> tuple:
+    """A notebook's loss that calls another registered loss by name, and that other loss."""
+    scope: dict = {"__name__": "__main__"}
+    exec(
+        "from pitchtimbre import losses\n"
+        "from pitchtimbre.losses import get_contrastive\n"
+        "def base(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n"
+        f"def mine(z1, z2, same, cfg):\n    return 2 * get_contrastive({base_name})(z1, z2, same, cfg)\n"
+        "def through_module(z1, z2, same, cfg):\n"
+        "    return losses.get_contrastive('base')(z1, z2, same, cfg)\n",
+        scope,
+    )
+    return scope["mine"], scope["through_module"]
+
+
+def test_a_loss_calling_a_registered_loss_by_name_is_keyed_by_it(toy_data, monkeypatch):
+    """Editing a registered loss that another calls by name and registering it again
+    retrains the other; registering an unrelated loss does not. A name worked out as the
+    loss runs keys every registered loss."""
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+    mine, through_module = _loss_calling("'base'")
+    scope: dict = {"__name__": "__main__"}
+    exec("def base(z1, z2, same, cfg):\n    return (z1 - z2).square().mean()\n", scope)
+    edited_base = scope["base"]
+    exec("def base(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n", scope)
+    same_base = scope["base"]
+
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "base", same_base)
+    first, first_via_module = key(mine, cfg), key(through_module, cfg)
+    assert key(_loss_calling("'base'")[0], cfg) == first  # the same code, a new session
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "unrelated", edited_base)
+    assert key(mine, cfg) == first  # another loss registered beside it: no retraining
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "base", edited_base)
+    assert key(mine, cfg) != first  # the loss it calls was edited
+    assert key(through_module, cfg) != first_via_module  # reached as losses.get_contrastive
+
+    dynamic = _loss_calling("cfg.contrastive")[0]  # the name is known only as it runs
+    before = key(dynamic, cfg)
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "unrelated", same_base)
+    assert key(dynamic, cfg) != before
+    itself = _loss_calling("'mine'")[0]  # it may call itself by name, too
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", itself)
+    assert "<recursion>" in code_identity.loss_source(itself)
+    assert key(itself, cfg) == key(itself, cfg)
+
+
 def test_device_choice(monkeypatch):
     assert pick_device("cpu").type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
