@@ -111,23 +111,37 @@ def _constant_attributes_text(obj: object, seen: frozenset[int]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def _own_functions(klass: type) -> list[tuple[str, Any]]:
+    """The functions a class defines itself, by name: methods, static and class methods."""
+    found = []
+    for name, member in sorted(vars(klass).items()):
+        if isinstance(member, (staticmethod, classmethod)):
+            member = member.__func__
+        if inspect.isfunction(member):
+            found.append((name, member))
+    return found
+
+
 def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
-    """The code of a reader's class: its source, else (a notebook cell's before Python 3.13,
-    a file loaded without a module name) the functions its own classes define, each by
-    :func:`value_text`; values it holds (an enum's members) are left out."""
-    try:
-        return inspect.getsource(cls)
-    except (OSError, TypeError):
-        pass
+    """The code of a reader's class and of the reader's classes it derives from: each one's
+    source with the module-level values its functions read (a helper in the notebook, a
+    constant: :func:`_globals_read`), else (a notebook cell's before Python 3.13, a file
+    loaded without a module name) the functions it defines, each by :func:`value_text`.
+    Values a class holds (an enum's members) are left out. A class of one source that reads
+    no globals is keyed by its source alone, as before base classes and globals counted."""
     parts = []
     for klass in cls.__mro__:
         if klass is object or not _is_readers(klass):
             continue
-        for name, member in sorted(vars(klass).items()):
-            if isinstance(member, (staticmethod, classmethod)):
-                member = member.__func__
-            if inspect.isfunction(member):
-                parts.append(f"{klass.__qualname__}.{name}={value_text(member, seen)}")
+        functions = _own_functions(klass)
+        try:
+            parts.append(inspect.getsource(klass))
+        except (OSError, TypeError):
+            parts.extend(f"{klass.__qualname__}.{n}={value_text(f, seen)}" for n, f in functions)
+            continue
+        reads = [f"{n}:{'|'.join(what)}" for n, f in functions if (what := _what_it_reads(f, seen))]
+        if reads:
+            parts.append(f"{klass.__qualname__} reads " + ",".join(reads))
     return "|".join(parts)
 
 
@@ -404,23 +418,34 @@ def _function_text(fn: Any, seen: frozenset[int]) -> str:
             except ValueError:  # a cell not filled yet
                 cells.append("<empty>")
         parts.append("closure=" + value_text(tuple(cells), seen))
+    parts.extend(_what_it_reads(fn, seen))
+    return "|".join(parts)
+
+
+def _what_it_reads(fn: Any, seen: frozenset[int]) -> list[str]:
+    """The module-level values a function reads (:func:`_globals_text`) and the registered
+    losses it calls by name (:func:`_registered_losses_read`); each part is absent when
+    empty, so a key without them is what it was before they counted."""
+    parts = []
     read = _globals_text(fn, seen)
-    if read:  # absent when none, so a key without globals is what it was before
+    if read:
         parts.append("globals=" + read)
     registered = _registered_losses_read(fn)
-    if registered:  # the losses it calls by name: editing one and registering it retrains
+    if registered:  # editing one of them and registering it again retrains
         parts.append("registered=" + value_text(registered, seen))
-    return "|".join(parts)
+    return parts
 
 
 def _class_text(cls: type, seen: frozenset[int]) -> str:
     """A class's source, else (a class defined in a notebook, before Python 3.13) what each
     of its own classes in the MRO defines: functions, static and class methods, properties
-    and plain values."""
+    and plain values. A reader's class with its source: :func:`_readers_class_code`."""
     try:
-        return inspect.getsource(cls)
+        source = inspect.getsource(cls)
     except (OSError, TypeError):
         pass
+    else:
+        return _readers_class_code(cls, seen) if _is_readers(cls) else source
     parts = []
     for klass in cls.__mro__:
         if klass is object:

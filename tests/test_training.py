@@ -552,6 +552,67 @@ def test_a_loss_calling_a_registered_loss_by_name_is_keyed_by_it(toy_data, monke
     assert key(itself, cfg) == key(itself, cfg)
 
 
+def _losses_file(folder, helper: str, base: str, unread: str = "0"):
+    """Import ``my_losses`` from ``folder``: a reader's loss class ``Mine``, derived from
+    ``Base``, whose method calls the module's helper ``distance``; and a class ``Plain``."""
+    import importlib.util
+    import sys
+
+    folder.mkdir()
+    path = folder / "my_losses.py"
+    path.write_text(
+        f"UNREAD = {unread}\n"
+        f"def distance(z1, z2):\n    return {helper}\n"
+        "class Base:\n"
+        "    def distance(self, z1, z2):\n        return distance(z1, z2)\n"
+        f"    def __call__(self, z1, z2, same, cfg):\n        return ({base}).mean()\n"
+        "class Mine(Base):\n    pass\n"
+        "class Plain:\n"
+        "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n"
+    )
+    spec = importlib.util.spec_from_file_location("my_losses", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["my_losses"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_readers_loss_class_is_keyed_by_its_bases_and_the_helpers_it_reads(
+    toy_data, tmp_path, monkeypatch
+):
+    """A loss object whose class has its source (a .py file; a notebook from Python 3.13 on)
+    retrains when the helper its methods call, or a base class of the reader's, is edited;
+    not when something it does not read is."""
+    import sys
+
+    cfg, _ = toy_data
+    key = training.contrastive_identity
+    monkeypatch.setitem(sys.modules, "my_losses", None)  # put back after the test
+    helper, base = "(z1 - z2).abs()", "2.0 * self.distance(z1, z2)"
+
+    def key_of(folder: str, helper: str, base: str, unread: str = "0") -> str:
+        # at once: inspect finds a class's source through the module imported under its name
+        return key(_losses_file(tmp_path / folder, helper, base, unread).Mine(), cfg)
+
+    first = key_of("a", helper, base)
+    assert key_of("b", helper, base) == first  # the same code, elsewhere
+    assert key_of("c", helper, base, unread="1") == first  # a constant no method reads
+    assert key_of("d", "(z1 - z2).square()", base) != first  # the helper a method calls
+    assert key_of("e", helper, "3.0 * self.distance(z1, z2)") != first  # the base class
+    # as a global of a notebook loss, the object is keyed the same way
+    scope: dict = {
+        "__name__": "__main__",
+        "TERM": _losses_file(tmp_path / "f", helper, base).Mine(),
+    }
+    exec("def loss(z1, z2, same, cfg):\n    return TERM(z1, z2, same, cfg)\n", scope)
+    before = key(scope["loss"], cfg)
+    scope["TERM"] = _losses_file(tmp_path / "g", "(z1 - z2).square()", base).Mine()
+    assert key(scope["loss"], cfg) != before
+    # a class of its own that reads no globals keeps the key it had: its source
+    plain = _losses_file(tmp_path / "h", helper, base).Plain
+    assert code_identity.loss_source(plain()) == inspect.getsource(plain) + "|{}"
+
+
 def test_device_choice(monkeypatch):
     assert pick_device("cpu").type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
