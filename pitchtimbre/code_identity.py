@@ -29,7 +29,7 @@ import site
 import sys
 import sysconfig
 import tokenize
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .losses import CONTRASTIVE_LOSSES
+from .losses import CONTRASTIVE_LOSSES, get_contrastive
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 log = logging.getLogger(__name__)
@@ -76,21 +76,38 @@ def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
         return _code_text(value, inner)
     if isinstance(value, ModuleType):  # a reader's helpers file or package, imported whole
         return f"module({value.__name__}:{_module_code_digest(value)})"
-    written = _WRITTEN.get()
-    if written is not None and inspect.isfunction(value):
-        # a function within a key's text: by a hash of its whole text, worked out once per
-        # key, so helpers calling each other cost their number, not their paths, and the
-        # text does not depend on the order in which they are met
-        if id(value) not in written:
-            text = loss_source(value, inner)
-            written[id(value)] = f"<function {value.__qualname__} {_bytes_digest(text.encode())}>"
-        return written[id(value)]
+    if inspect.isfunction(value):
+        return _once_per_key(
+            id(value), f"function {value.__qualname__}", lambda: loss_source(value, inner)
+        )
+    if inspect.isclass(value) and _is_readers(value):
+        return _once_per_key(
+            ("class", id(value)), f"class {value.__qualname__}", lambda: loss_source(value, inner)
+        )
     if callable(value):
         return loss_source(value, inner)
     if not inspect.isclass(value) and _is_readers(value):  # an object of the reader's class
-        code = _readers_class_code(type(value), inner)
+        cls = type(value)
+        code = _once_per_key(
+            ("class code", id(cls)),
+            f"class {cls.__qualname__}",
+            lambda: _readers_class_code(cls, inner),
+        )
         return f"{code}|{_constant_attributes_text(value, inner)}"
     return _ADDRESS.sub("", repr(value))
+
+
+def _once_per_key(memo: object, label: str, make: Callable[[], str]) -> str:
+    """Within a key's text (:data:`_WRITTEN`), a function or a reader's class by a hash of
+    its whole text, worked out once per key: helpers and classes referring to one another
+    cost their number, not their paths, and the text does not depend on the order in which
+    they are met. Outside a key, the text itself."""
+    written = _WRITTEN.get()
+    if written is None:
+        return make()
+    if memo not in written:
+        written[memo] = f"<{label} {_bytes_digest(make().encode())}>"
+    return written[memo]
 
 
 def _constant_attributes_text(obj: object, seen: frozenset[int]) -> str:
@@ -112,23 +129,51 @@ def _constant_attributes_text(obj: object, seen: frozenset[int]) -> str:
 
 
 def _own_functions(klass: type) -> list[tuple[str, Any]]:
-    """The functions a class defines itself, by name: methods, static and class methods."""
+    """The reader's functions a class defines itself, by name: methods, static and class
+    methods, and the accessors of its properties (not what a library puts in it: an enum's
+    ``__new__``)."""
     found = []
     for name, member in sorted(vars(klass).items()):
         if isinstance(member, (staticmethod, classmethod)):
             member = member.__func__
-        if inspect.isfunction(member):
-            found.append((name, member))
+        accessors = (
+            [(f"{name}.{a}", getattr(member, a)) for a in ("fget", "fset", "fdel")]
+            if isinstance(member, property)
+            else [(name, member)]
+        )
+        found.extend((n, f) for n, f in accessors if inspect.isfunction(f) and not _installed(f))
     return found
+
+
+def _class_constants_text(klass: type, seen: frozenset[int]) -> str:
+    """The values of :data:`_CONSTANT_TYPES` a class holds itself (``scale = SCALE``), not
+    functions nor what Python and libraries add under names that start and end with an
+    underscore (``__module__``, an enum's ``_use_args_``)."""
+    parts = [
+        f"{name}={value_text(v, seen)}"
+        for name, v in sorted(vars(klass).items())
+        if not (name.startswith("_") and name.endswith("_"))
+        and isinstance(v, _CONSTANT_TYPES)
+        and (isinstance(v, functools.partial) or not callable(v))
+    ]
+    return ",".join(parts)
+
+
+def _installed(fn: Any) -> bool:
+    """Whether a function was written in an installed file (the standard library, a library,
+    pitchtimbre), not by the reader (a notebook cell, ``exec``'d text, a file of theirs)."""
+    file = fn.__code__.co_filename
+    return os.path.isabs(file) and not is_readers_file(file)
 
 
 def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
     """The code of a reader's class and of the reader's classes it derives from: each one's
-    source with the module-level values its functions read (a helper in the notebook, a
-    constant: :func:`_globals_read`), else (a notebook cell's before Python 3.13, a file
-    loaded without a module name) the functions it defines, each by :func:`value_text`.
-    Values a class holds (an enum's members) are left out. A class of one source that reads
-    no globals is keyed by its source alone, as before base classes and globals counted."""
+    source, else (a notebook cell's before Python 3.13, a file loaded without a module name)
+    its functions, each by :func:`value_text`; with a source, what its functions compute with
+    besides their code (:func:`_function_inputs`: a helper they call, a default, a value a
+    decorator closes over). With the constants each holds (``scale = SCALE``); other values
+    (an enum's members) are left out. A class of one source whose functions read nothing
+    and that holds no constants is keyed by its source alone, as before these counted."""
     parts = []
     for klass in cls.__mro__:
         if klass is object or not _is_readers(klass):
@@ -138,10 +183,14 @@ def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
             parts.append(inspect.getsource(klass))
         except (OSError, TypeError):
             parts.extend(f"{klass.__qualname__}.{n}={value_text(f, seen)}" for n, f in functions)
-            continue
-        reads = [f"{n}:{'|'.join(what)}" for n, f in functions if (what := _what_it_reads(f, seen))]
-        if reads:
-            parts.append(f"{klass.__qualname__} reads " + ",".join(reads))
+        else:
+            inputs = [(n, _function_inputs(f, seen)) for n, f in functions]
+            reads = [f"{n}:{'|'.join(what)}" for n, what in inputs if what]
+            if reads:
+                parts.append(f"{klass.__qualname__} reads " + ",".join(reads))
+        constants = _class_constants_text(klass, seen)
+        if constants:
+            parts.append(f"{klass.__qualname__} holds {constants}")
     return "|".join(parts)
 
 
@@ -263,29 +312,67 @@ def is_readers_module(name: str | None) -> bool:
 
 # the names by which code reaches the registered losses (pitchtimbre.losses)
 _REGISTRY_NAMES = frozenset({"get_contrastive", "CONTRASTIVE_LOSSES"})
+# the instructions that call what is on the stack, from Python 3.8 to 3.13
+_CALLS = frozenset({"CALL", "PRECALL", "CALL_FUNCTION", "CALL_METHOD", "KW_NAMES", "CALL_KW"})
 
 
-def _names_and_strings(code: CodeType) -> tuple[set[str], set[str]]:
-    """The names a function's code and its nested code use (globals and attributes alike:
-    ``losses.get_contrastive``), and the strings among their constants."""
-    names, strings = set(code.co_names), {c for c in code.co_consts if isinstance(c, str)}
+def _registry_lookups(code: CodeType) -> tuple[bool, set[str] | None]:
+    """Whether code (nested code too) reaches the registered losses by one of
+    :data:`_REGISTRY_NAMES`, and the names it looks up: None unless every lookup is a call
+    of ``get_contrastive`` with one string written out (``get_contrastive('base')``)."""
+    reaches, names = False, set()
+    ins = list(dis.get_instructions(code))
+    for i, instruction in enumerate(ins):
+        value = instruction.argval  # a name, a string or any other value
+        if not (isinstance(value, str) and value in _REGISTRY_NAMES):
+            continue
+        reaches = True
+        if instruction.opname == "LOAD_CONST":  # getattr(losses, "get_contrastive")
+            names = None
+        elif instruction.opname.startswith("LOAD") and names is not None:
+            literal = (
+                instruction.argval == "get_contrastive"
+                and i + 2 < len(ins)
+                and ins[i + 1].opname == "LOAD_CONST"
+                and isinstance(ins[i + 1].argval, str)
+                and ins[i + 2].opname in _CALLS
+            )
+            names = names | {ins[i + 1].argval} if literal else None
     for const in code.co_consts:
         if inspect.iscode(const):
-            inner_names, inner_strings = _names_and_strings(const)
-            names |= inner_names
-            strings |= inner_strings
-    return names, strings
+            inner_reaches, inner_names = _registry_lookups(const)
+            reaches |= inner_reaches
+            names = None if names is None or inner_names is None else names | inner_names
+    return reaches, names
+
+
+def _is_registry(value: Any) -> bool:
+    """Whether a value is ``get_contrastive``, ``CONTRASTIVE_LOSSES`` or one of its methods
+    (``CONTRASTIVE_LOSSES.get``), under whatever name a function holds it."""
+    return (
+        value is get_contrastive
+        or value is CONTRASTIVE_LOSSES
+        or getattr(value, "__self__", None) is CONTRASTIVE_LOSSES
+    )
 
 
 def _registered_losses_read(fn: Any) -> dict[str, Any]:
-    """The registered losses a function may call by name (``get_contrastive('base')``):
-    those whose names its code spells out, else, when it reaches the registry with a name
-    it works out as it runs, every one; none when it does not reach the registry."""
-    names, strings = _names_and_strings(fn.__code__)
-    if not names & _REGISTRY_NAMES:
+    """The registered losses a function may call by name: those it names, when it looks
+    each up as ``get_contrastive('base')``; every one when it works a name out as it runs,
+    walks ``CONTRASTIVE_LOSSES`` or holds either under another name (an alias, a default, a
+    closure value); none when it does not reach them."""
+    reaches, names = _registry_lookups(fn.__code__)
+    space = fn.__globals__
+    aliases = [space[n] for n in _globals_named(fn.__code__) - _REGISTRY_NAMES if n in space]
+    aliases += [*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()]
+    aliases += list(_closure_values(fn))
+    if any(_is_registry(v) for v in aliases):  # called by a name the code does not show
+        reaches, names = True, None
+    if not reaches:
         return {}
-    named = {name: f for name, f in CONTRASTIVE_LOSSES.items() if name in strings}
-    return named or dict(CONTRASTIVE_LOSSES)
+    if names is None:
+        return dict(CONTRASTIVE_LOSSES)
+    return {name: f for name, f in CONTRASTIVE_LOSSES.items() if name in names}
 
 
 def _globals_read(fn: Any) -> dict[str, Any]:
@@ -384,11 +471,11 @@ def _lambda_extra(code: CodeType, snippet: list[str], start: int, seen: frozense
     return f"body={body}|args={','.join(code.co_varnames[:n_args])}/{shape}"
 
 
-_WRITTEN: contextvars.ContextVar[dict[int, str] | None] = contextvars.ContextVar(
+_WRITTEN: contextvars.ContextVar[dict[object, str] | None] = contextvars.ContextVar(
     "pitchtimbre_written_functions", default=None
 )
-"""While :func:`loss_source` makes a text: the functions met in it so far, each with the
-text that stands for it (:func:`value_text`)."""
+"""While :func:`loss_source` makes a text: the functions and the reader's classes met in it
+so far, each with the text that stands for it (:func:`_once_per_key`)."""
 
 
 def _function_text(fn: Any, seen: frozenset[int]) -> str:
@@ -406,27 +493,32 @@ def _function_text(fn: Any, seen: frozenset[int]) -> str:
         extra = _lambda_extra(code, snippet, start, seen) if code.co_name == "<lambda>" else ""
         if extra:  # a lambda alone on its lines keeps the key it had before this was added
             parts.append(extra)
+    return "|".join(parts + _function_inputs(fn, seen))
+
+
+def _closure_values(fn: Any) -> tuple[Any, ...]:
+    """The values a function closes over (``<empty>`` for a cell not filled yet)."""
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:
+            cells.append("<empty>")
+    return tuple(cells)
+
+
+def _function_inputs(fn: Any, seen: frozenset[int]) -> list[str]:
+    """What a function computes with besides its code: its defaults, the values it closes
+    over, the module-level values it reads (:func:`_globals_text`) and the registered losses
+    it calls by name (:func:`_registered_losses_read`). Each part is absent when empty, so a
+    key without them is what it was before they counted."""
+    parts = []
     if fn.__defaults__:
         parts.append("defaults=" + value_text(fn.__defaults__, seen))
     if fn.__kwdefaults__:
         parts.append("kwdefaults=" + value_text(fn.__kwdefaults__, seen))
     if fn.__closure__:
-        cells = []
-        for cell in fn.__closure__:
-            try:
-                cells.append(cell.cell_contents)
-            except ValueError:  # a cell not filled yet
-                cells.append("<empty>")
-        parts.append("closure=" + value_text(tuple(cells), seen))
-    parts.extend(_what_it_reads(fn, seen))
-    return "|".join(parts)
-
-
-def _what_it_reads(fn: Any, seen: frozenset[int]) -> list[str]:
-    """The module-level values a function reads (:func:`_globals_text`) and the registered
-    losses it calls by name (:func:`_registered_losses_read`); each part is absent when
-    empty, so a key without them is what it was before they counted."""
-    parts = []
+        parts.append("closure=" + value_text(_closure_values(fn), seen))
     read = _globals_text(fn, seen)
     if read:
         parts.append("globals=" + read)

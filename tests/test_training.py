@@ -535,7 +535,7 @@ def test_a_loss_calling_a_registered_loss_by_name_is_keyed_by_it(toy_data, monke
 
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "base", same_base)
     first, first_via_module = key(mine, cfg), key(through_module, cfg)
-    assert key(_loss_calling("'base'")[0], cfg) == first  # the same code, a new session
+    assert key(_loss_calling("'base'")[0], cfg) == first  # the same code, defined again
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "unrelated", edited_base)
     assert key(mine, cfg) == first  # another loss registered beside it: no retraining
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "base", edited_base)
@@ -550,6 +550,49 @@ def test_a_loss_calling_a_registered_loss_by_name_is_keyed_by_it(toy_data, monke
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", itself)
     assert "<recursion>" in code_identity.loss_source(itself)
     assert key(itself, cfg) == key(itself, cfg)
+
+
+_REACHING_THE_REGISTRY = {
+    "an alias": "def mine(z1, z2, same, cfg):\n    return gc('other')(z1, z2, same, cfg)\n",
+    "a global bound to it": "def mine(z1, z2, same, cfg):\n    return get('other')(z1, z2, same, cfg)\n",
+    "a default": "def mine(z1, z2, same, cfg, find=get_contrastive):\n"
+    "    return find('other')(z1, z2, same, cfg)\n",
+    "a walk of the registry": "def mine(z1, z2, same, cfg):\n"
+    "    return sum(f(z1, z2, same, cfg) for n, f in CONTRASTIVE_LOSSES.items() if n != 'mine')\n",
+    "a literal and a constant": "def mine(z1, z2, same, cfg):\n"
+    "    return get_contrastive('paper')(z1, z2, same, cfg) + get_contrastive(EXTRA)(z1, z2, same, cfg)\n",
+    "names in a tuple": "def mine(z1, z2, same, cfg):\n"
+    "    extra = sum(get_contrastive(n)(z1, z2, same, cfg) for n in ('hinge', 'other'))\n"
+    "    return get_contrastive('paper')(z1, z2, same, cfg) + extra\n",
+    "getattr": "def mine(z1, z2, same, cfg):\n"
+    "    return getattr(losses, 'get_contrastive')('other')(z1, z2, same, cfg)\n",
+}
+
+
+@pytest.mark.parametrize("how", sorted(_REACHING_THE_REGISTRY))
+def test_a_loss_reaching_another_by_a_name_its_code_hides_is_keyed_by_it(
+    toy_data, monkeypatch, how
+):
+    """However a loss reaches the registry (an alias, a walk, a name it works out), editing
+    the loss it reaches and registering it again retrains it."""
+    cfg, _ = toy_data
+    scope: dict = {"__name__": "__main__"}
+    exec(
+        "from pitchtimbre import losses\n"
+        "from pitchtimbre.losses import CONTRASTIVE_LOSSES, get_contrastive\n"
+        "from pitchtimbre.losses import get_contrastive as gc\n"
+        "get = losses.get_contrastive\n"
+        "EXTRA = 'other'\n"
+        "def first(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n"
+        "def edited(z1, z2, same, cfg):\n    return (z1 - z2).square().mean()\n"
+        + _REACHING_THE_REGISTRY[how],
+        scope,
+    )
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", scope["mine"])
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "other", scope["first"])
+    before = training.contrastive_identity(scope["mine"], cfg)
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "other", scope["edited"])
+    assert training.contrastive_identity(scope["mine"], cfg) != before
 
 
 def _losses_file(folder, helper: str, base: str, unread: str = "0"):
@@ -611,6 +654,76 @@ def test_a_readers_loss_class_is_keyed_by_its_bases_and_the_helpers_it_reads(
     # a class of its own that reads no globals keeps the key it had: its source
     plain = _losses_file(tmp_path / "h", helper, base).Plain
     assert code_identity.loss_source(plain()) == inspect.getsource(plain) + "|{}"
+
+
+_CLASSES_READING_A_VALUE = {
+    "a class attribute": "SCALE = {v}\nclass Mine:\n    scale = SCALE\n"
+    "    def __call__(self, z1, z2, same, cfg):\n        return self.scale * (z1 - z2).abs().mean()\n",
+    "a method's default": "SCALE = {v}\nclass Mine:\n"
+    "    def __call__(self, z1, z2, same, cfg, scale=SCALE):\n"
+    "        return scale * (z1 - z2).abs().mean()\n",
+    "a property": "def helper():\n    return {v}\nclass Mine:\n    @property\n"
+    "    def scale(self):\n        return helper()\n"
+    "    def __call__(self, z1, z2, same, cfg):\n        return self.scale * (z1 - z2).abs().mean()\n",
+    "a decorated method": "import functools\ndef helper(x):\n    return x * {v}\n"
+    "def logged(f):\n    @functools.wraps(f)\n    def wrapper(*args):\n        return f(*args)\n"
+    "    return wrapper\nclass Mine:\n    @logged\n"
+    "    def __call__(self, z1, z2, same, cfg):\n        return helper((z1 - z2).abs().mean())\n",
+    "a factory's closure": "def make(scale):\n    class Mine:\n"
+    "        def __call__(self, z1, z2, same, cfg):\n"
+    "            return scale * (z1 - z2).abs().mean()\n    return Mine\nMine = make({v})\n",
+}
+
+
+@pytest.mark.parametrize("how", sorted(_CLASSES_READING_A_VALUE))
+def test_a_readers_loss_class_is_keyed_by_the_values_it_computes_with(toy_data, tmp_path, how):
+    """A loss object whose class has its source retrains when a value its class computes
+    with changes outside that source: a constant it copies, a default, what a property or a
+    decorated method calls, what the factory that made it closes over."""
+    import importlib.util
+    import sys
+
+    cfg, _ = toy_data
+
+    def key_of(v: float) -> str:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))  # a file of its own each time
+        folder.mkdir()
+        path = folder / "value_losses.py"
+        path.write_text(_CLASSES_READING_A_VALUE[how].format(v=v))
+        spec = importlib.util.spec_from_file_location("value_losses", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["value_losses"] = module
+        try:
+            spec.loader.exec_module(module)
+            return training.contrastive_identity(module.Mine(), cfg)
+        finally:
+            del sys.modules["value_losses"]
+
+    assert key_of(1.0) == key_of(1.0)
+    assert key_of(1.0) != key_of(2.0)
+
+
+def test_classes_naming_one_another_are_keyed_in_linear_size(tmp_path, monkeypatch):
+    """Classes whose methods name each other are written once per key each, not once per
+    path through them (a factorial number)."""
+    import importlib.util
+    import sys
+
+    names = [f"C{i}" for i in range(7)]
+    source = "".join(
+        f"class {c}:\n    def kinds(self):\n        return ({', '.join(names)},)\n"
+        "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n"
+        for c in names
+    )
+    path = tmp_path / "kinds.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("kinds", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "kinds", module)
+    spec.loader.exec_module(module)
+    text = code_identity.loss_source(module.C0())
+    assert all(f"<class {c} " in text for c in names[1:])
+    assert len(text) < 5 * len(source)
 
 
 def test_device_choice(monkeypatch):
