@@ -84,24 +84,37 @@ def value_text(value: Any, seen: frozenset[int] = frozenset()) -> str:
         return _once_per_key(
             ("class", id(value)), f"class {value.__qualname__}", lambda: loss_source(value, inner)
         )
+    if not (inspect.isclass(value) or inspect.isroutine(value)) and _is_readers(value):
+        return _once_per_key(  # an object of the reader's class
+            ("object", id(value)),
+            f"object {type(value).__qualname__}",
+            lambda: _readers_object_text(value, inner),
+        )
     if callable(value):
         return loss_source(value, inner)
-    if not inspect.isclass(value) and _is_readers(value):  # an object of the reader's class
-        cls = type(value)
-        code = _once_per_key(
-            ("class code", id(cls)),
-            f"class {cls.__qualname__}",
-            lambda: _readers_class_code(cls, inner),
-        )
-        return f"{code}|{_constant_attributes_text(value, inner)}"
     return _ADDRESS.sub("", repr(value))
 
 
+def _readers_object_text(obj: object, seen: frozenset[int]) -> str:
+    """An object of the reader's class: a callable one (a loss object) by
+    :func:`loss_source`; another by its class's code and the constants it holds
+    (:func:`_constant_attributes_text`)."""
+    if callable(obj):
+        return loss_source(obj, seen)
+    cls = type(obj)
+    code = _once_per_key(
+        ("class code", id(cls)), f"class {cls.__qualname__}", lambda: _readers_class_code(cls, seen)
+    )
+    return f"{code}|{_constant_attributes_text(obj, seen)}"
+
+
 def _once_per_key(memo: object, label: str, make: Callable[[], str]) -> str:
-    """Within a key's text (:data:`_WRITTEN`), a function or a reader's class by a hash of
-    its whole text, worked out once per key: helpers and classes referring to one another
-    cost their number, not their paths, and the text does not depend on the order in which
-    they are met. Outside a key, the text itself."""
+    """Within a key's text (:data:`_WRITTEN`), a function, a reader's class or object by a
+    hash of its whole text, worked out once per key: helpers, classes and objects referring
+    to one another cost their number, not their paths. Outside a key, the text itself. Where
+    they form a cycle (two helpers calling each other), the text of each depends on which
+    was met first: it holds ``<recursion>`` where the cycle closes. Met in a set or as the
+    keys of a dict, that order can differ between processes, and the model retrains."""
     written = _WRITTEN.get()
     if written is None:
         return make()
@@ -128,34 +141,56 @@ def _constant_attributes_text(obj: object, seen: frozenset[int]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def _readers_function(member: Any) -> Any | None:
+    """The reader's function behind a class member: a method, a static or class method, a
+    cached property's function, unwrapped from a library's decorator (``@torch.no_grad()``);
+    None for anything else, and for what a library puts in a class (an enum's ``__new__``)."""
+    if isinstance(member, (staticmethod, classmethod)):
+        member = member.__func__
+    if isinstance(member, functools.cached_property):
+        member = member.func
+    for _ in range(100):  # a chain of library decorators, each with __wrapped__
+        if not (inspect.isfunction(member) and _installed(member)):
+            break
+        member = getattr(member, "__wrapped__", None)
+    return member if inspect.isfunction(member) and not _installed(member) else None
+
+
 def _own_functions(klass: type) -> list[tuple[str, Any]]:
-    """The reader's functions a class defines itself, by name: methods, static and class
-    methods, and the accessors of its properties (not what a library puts in it: an enum's
-    ``__new__``)."""
+    """The reader's functions a class defines itself, by name (:func:`_readers_function`),
+    with the accessors of its properties."""
     found = []
     for name, member in sorted(vars(klass).items()):
-        if isinstance(member, (staticmethod, classmethod)):
-            member = member.__func__
         accessors = (
             [(f"{name}.{a}", getattr(member, a)) for a in ("fget", "fset", "fdel")]
             if isinstance(member, property)
             else [(name, member)]
         )
-        found.extend((n, f) for n, f in accessors if inspect.isfunction(f) and not _installed(f))
+        for label, accessor in accessors:
+            fn = _readers_function(accessor)
+            if fn is not None:
+                found.append((label, fn))
     return found
 
 
 def _class_constants_text(klass: type, seen: frozenset[int]) -> str:
     """The values of :data:`_CONSTANT_TYPES` a class holds itself (``scale = SCALE``), not
-    functions nor what Python and libraries add under names that start and end with an
-    underscore (``__module__``, an enum's ``_use_args_``)."""
-    parts = [
-        f"{name}={value_text(v, seen)}"
-        for name, v in sorted(vars(klass).items())
-        if not (name.startswith("_") and name.endswith("_"))
-        and isinstance(v, _CONSTANT_TYPES)
-        and (isinstance(v, functools.partial) or not callable(v))
-    ]
+    functions, its own members (an enum's), nor what Python and libraries add under names
+    that start and end with an underscore (``__module__``, an enum's ``_use_args_``). One
+    the key cannot hold (a meta tensor) is keyed by its type."""
+    parts = []
+    for name, v in sorted(vars(klass).items()):
+        if (
+            (name.startswith("_") and name.endswith("_"))
+            or not isinstance(v, _CONSTANT_TYPES)
+            or (callable(v) and not isinstance(v, functools.partial))
+            or isinstance(v, klass)
+        ):
+            continue
+        try:
+            parts.append(f"{name}={value_text(v, seen)}")
+        except Exception:  # a meta or sparse tensor, say
+            parts.append(f"{name}=<{type(v).__qualname__}>")
     return ",".join(parts)
 
 
@@ -169,11 +204,13 @@ def _installed(fn: Any) -> bool:
 def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
     """The code of a reader's class and of the reader's classes it derives from: each one's
     source, else (a notebook cell's before Python 3.13, a file loaded without a module name)
-    its functions, each by :func:`value_text`; with a source, what its functions compute with
-    besides their code (:func:`_function_inputs`: a helper they call, a default, a value a
-    decorator closes over). With the constants each holds (``scale = SCALE``); other values
-    (an enum's members) are left out. A class of one source whose functions read nothing
-    and that holds no constants is keyed by its source alone, as before these counted."""
+    its functions, each by :func:`value_text`. With a source: what the functions written in
+    it compute with besides their code (:func:`_function_inputs`: a helper they call, a
+    default, a value a decorator or ``super()`` closes over), and each function it holds
+    that was written elsewhere (``__call__ = distance``) by :func:`value_text`. With the
+    constants each class holds (``scale = SCALE``), and the registered losses when it holds
+    the registry; other values (an enum's members) are left out. A class whose source is
+    all that counts is keyed by that source alone, as before the rest counted."""
     parts = []
     for klass in cls.__mro__:
         if klass is object or not _is_readers(klass):
@@ -184,13 +221,19 @@ def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
         except (OSError, TypeError):
             parts.extend(f"{klass.__qualname__}.{n}={value_text(f, seen)}" for n, f in functions)
         else:
-            inputs = [(n, _function_inputs(f, seen)) for n, f in functions]
-            reads = [f"{n}:{'|'.join(what)}" for n, what in inputs if what]
+            reads = []
+            for name, fn in functions:
+                if not fn.__qualname__.startswith(f"{klass.__qualname__}."):  # not in its source
+                    reads.append(f"{name}={value_text(fn, seen)}")
+                elif what := _function_inputs(fn, seen):
+                    reads.append(f"{name}:{'|'.join(what)}")
             if reads:
                 parts.append(f"{klass.__qualname__} reads " + ",".join(reads))
         constants = _class_constants_text(klass, seen)
         if constants:
             parts.append(f"{klass.__qualname__} holds {constants}")
+        if any(_is_registry(v) for v in vars(klass).values()):
+            parts.append("registered=" + value_text(dict(CONTRASTIVE_LOSSES), seen))
     return "|".join(parts)
 
 
@@ -312,32 +355,46 @@ def is_readers_module(name: str | None) -> bool:
 
 # the names by which code reaches the registered losses (pitchtimbre.losses)
 _REGISTRY_NAMES = frozenset({"get_contrastive", "CONTRASTIVE_LOSSES"})
-# the instructions that call what is on the stack, from Python 3.8 to 3.13
-_CALLS = frozenset({"CALL", "PRECALL", "CALL_FUNCTION", "CALL_METHOD", "KW_NAMES", "CALL_KW"})
+# the instructions that call what is on the stack with positional arguments (their arg: how
+# many), from Python 3.8 to 3.13
+_CALLS = frozenset({"CALL", "PRECALL", "CALL_FUNCTION", "CALL_METHOD"})
 
 
 def _registry_lookups(code: CodeType) -> tuple[bool, set[str] | None]:
     """Whether code (nested code too) reaches the registered losses by one of
     :data:`_REGISTRY_NAMES`, and the names it looks up: None unless every lookup is a call
-    of ``get_contrastive`` with one string written out (``get_contrastive('base')``)."""
+    of ``get_contrastive`` with one string written out (``get_contrastive('base')``); an
+    import under another name, an assignment or the name as a string (``getattr``) counts
+    as a name worked out as it runs."""
     reaches, names = False, set()
     ins = list(dis.get_instructions(code))
+    imported_at = set()  # `from ... import get_contrastive`: stored under its own name
     for i, instruction in enumerate(ins):
         value = instruction.argval  # a name, a string or any other value
-        if not (isinstance(value, str) and value in _REGISTRY_NAMES):
+        if i in imported_at or not (isinstance(value, str) and value in _REGISTRY_NAMES):
             continue
         reaches = True
-        if instruction.opname == "LOAD_CONST":  # getattr(losses, "get_contrastive")
-            names = None
-        elif instruction.opname.startswith("LOAD") and names is not None:
-            literal = (
-                instruction.argval == "get_contrastive"
-                and i + 2 < len(ins)
-                and ins[i + 1].opname == "LOAD_CONST"
-                and isinstance(ins[i + 1].argval, str)
-                and ins[i + 2].opname in _CALLS
-            )
-            names = names | {ins[i + 1].argval} if literal else None
+        after = ins[i + 1 : i + 3]
+        if (
+            instruction.opname == "IMPORT_FROM"
+            and after
+            and after[0].opname.startswith("STORE")
+            and after[0].argval == value
+        ):
+            imported_at.add(i + 1)
+            continue
+        literal = (
+            instruction.opname.startswith("LOAD")
+            and instruction.opname != "LOAD_CONST"
+            and value == "get_contrastive"
+            and len(after) == 2
+            and after[0].opname == "LOAD_CONST"
+            and isinstance(after[0].argval, str)
+            and after[1].opname in _CALLS
+            and after[1].arg == 1  # called with that one string: not pick(get_contrastive, 'x')
+        )
+        if names is not None:
+            names = names | {after[0].argval} if literal else None
     for const in code.co_consts:
         if inspect.iscode(const):
             inner_reaches, inner_names = _registry_lookups(const)

@@ -564,6 +564,11 @@ _REACHING_THE_REGISTRY = {
     "names in a tuple": "def mine(z1, z2, same, cfg):\n"
     "    extra = sum(get_contrastive(n)(z1, z2, same, cfg) for n in ('hinge', 'other'))\n"
     "    return get_contrastive('paper')(z1, z2, same, cfg) + extra\n",
+    "an import inside it": "def mine(z1, z2, same, cfg):\n"
+    "    from pitchtimbre.losses import get_contrastive as find\n"
+    "    return find('other')(z1, z2, same, cfg)\n",
+    "a helper given it": "def pick(find, name):\n    return find('other')\n"
+    "def mine(z1, z2, same, cfg):\n    return pick(get_contrastive, 'paper')(z1, z2, same, cfg)\n",
     "getattr": "def mine(z1, z2, same, cfg):\n"
     "    return getattr(losses, 'get_contrastive')('other')(z1, z2, same, cfg)\n",
 }
@@ -669,6 +674,14 @@ _CLASSES_READING_A_VALUE = {
     "def logged(f):\n    @functools.wraps(f)\n    def wrapper(*args):\n        return f(*args)\n"
     "    return wrapper\nclass Mine:\n    @logged\n"
     "    def __call__(self, z1, z2, same, cfg):\n        return helper((z1 - z2).abs().mean())\n",
+    "a function assigned in it": "def distance(self, z1, z2, same, cfg):\n"
+    "    return {v} * (z1 - z2).abs().mean()\nclass Mine:\n    __call__ = distance\n",
+    "a cached property": "import functools\ndef helper():\n    return {v}\nclass Mine:\n"
+    "    @functools.cached_property\n    def scale(self):\n        return helper()\n"
+    "    def __call__(self, z1, z2, same, cfg):\n        return self.scale * (z1 - z2).abs().mean()\n",
+    "a library's decorator": "import torch\ndef helper(x):\n    return x * {v}\nclass Mine:\n"
+    "    @torch.no_grad()\n    def prepare(self, z):\n        return helper(z)\n"
+    "    def __call__(self, z1, z2, same, cfg):\n        return (self.prepare(z1) - z2).abs().mean()\n",
     "a factory's closure": "def make(scale):\n    class Mine:\n"
     "        def __call__(self, z1, z2, same, cfg):\n"
     "            return scale * (z1 - z2).abs().mean()\n    return Mine\nMine = make({v})\n",
@@ -701,6 +714,50 @@ def test_a_readers_loss_class_is_keyed_by_the_values_it_computes_with(toy_data, 
 
     assert key_of(1.0) == key_of(1.0)
     assert key_of(1.0) != key_of(2.0)
+
+
+def test_odd_class_attributes_are_keyed_without_failing(toy_data, tmp_path, monkeypatch):
+    """A value the key cannot hold (a meta tensor) held by a class is keyed by its type; an
+    enum with many members (MIDI pitches) is written once, not member by member."""
+    import importlib.util
+    import sys
+
+    cfg, _ = toy_data
+    path = tmp_path / "odd_losses.py"
+    path.write_text(
+        "import enum, torch\n"
+        "Pitch = enum.IntEnum('Pitch', [f'P{i}' for i in range(400)])\n"
+        "class Mine:\n"
+        "    bank = torch.empty(4, device='meta')\n"
+        "    lowest = Pitch.P1\n"
+        "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n"
+    )
+    spec = importlib.util.spec_from_file_location("odd_losses", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "odd_losses", module)
+    spec.loader.exec_module(module)
+    text = code_identity.loss_source(module.Mine())
+    assert "bank=<Tensor>" in text
+    assert len(text) < 2 * len(path.read_text())
+    assert training.contrastive_identity(module.Mine(), cfg).startswith("odd_losses.Mine:")
+
+
+def test_objects_calling_one_another_are_keyed_in_linear_size():
+    """Loss objects that each hold and call the ones after them are written once per key
+    each, not once per path (a chain of 16 took minutes)."""
+    scope: dict = {"__name__": "__main__"}
+    exec(
+        "class Term:\n"
+        "    def __init__(self, later):\n        self.later = later\n"
+        "    def __call__(self, z1, z2, same, cfg):\n"
+        "        return sum(t(z1, z2, same, cfg) for t in self.later) + (z1 - z2).abs().mean()\n"
+        "terms = []\n"
+        "for _ in range(16):\n    terms.insert(0, Term(list(terms)))\n",
+        scope,
+    )
+    text = code_identity.loss_source(scope["terms"][0])
+    assert text.count("<object Term ") == 15
+    assert len(text) < 5_000
 
 
 def test_classes_naming_one_another_are_keyed_in_linear_size(tmp_path, monkeypatch):
