@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import contextvars
 import dis
+import enum
 import functools
 import hashlib
 import inspect
@@ -184,7 +185,7 @@ def _class_constants_text(klass: type, seen: frozenset[int]) -> str:
             (name.startswith("_") and name.endswith("_"))
             or not isinstance(v, _CONSTANT_TYPES)
             or (callable(v) and not isinstance(v, functools.partial))
-            or isinstance(v, klass)
+            or (issubclass(klass, enum.Enum) and isinstance(v, klass))
         ):
             continue
         try:
@@ -217,13 +218,18 @@ def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
             continue
         functions = _own_functions(klass)
         try:
-            parts.append(inspect.getsource(klass))
+            lines, start = inspect.getsourcelines(klass)
+            file = inspect.getsourcefile(klass)
         except (OSError, TypeError):
             parts.extend(f"{klass.__qualname__}.{n}={value_text(f, seen)}" for n, f in functions)
         else:
+            parts.append("".join(lines))
             reads = []
             for name, fn in functions:
-                if not fn.__qualname__.startswith(f"{klass.__qualname__}."):  # not in its source
+                code = fn.__code__
+                if not (  # written outside the class's lines: a wrapper, `__call__ = distance`
+                    code.co_filename == file and start <= code.co_firstlineno < start + len(lines)
+                ):
                     reads.append(f"{name}={value_text(fn, seen)}")
                 elif what := _function_inputs(fn, seen):
                     reads.append(f"{name}:{'|'.join(what)}")
@@ -232,7 +238,7 @@ def _readers_class_code(cls: type, seen: frozenset[int]) -> str:
         constants = _class_constants_text(klass, seen)
         if constants:
             parts.append(f"{klass.__qualname__} holds {constants}")
-        if any(_is_registry(v) for v in vars(klass).values()):
+        if any(_is_registry(getattr(v, "__func__", v)) for v in vars(klass).values()):
             parts.append("registered=" + value_text(dict(CONTRASTIVE_LOSSES), seen))
     return "|".join(parts)
 
@@ -357,7 +363,9 @@ def is_readers_module(name: str | None) -> bool:
 _REGISTRY_NAMES = frozenset({"get_contrastive", "CONTRASTIVE_LOSSES"})
 # the instructions that call what is on the stack with positional arguments (their arg: how
 # many), from Python 3.8 to 3.13
-_CALLS = frozenset({"CALL", "PRECALL", "CALL_FUNCTION", "CALL_METHOD"})
+_CALLS = frozenset(
+    {"CALL", "PRECALL", "CALL_FUNCTION", "CALL_METHOD", "CALL_KW", "CALL_FUNCTION_KW"}
+)
 
 
 def _registry_lookups(code: CodeType) -> tuple[bool, set[str] | None]:
@@ -383,11 +391,17 @@ def _registry_lookups(code: CodeType) -> tuple[bool, set[str] | None]:
         ):
             imported_at.add(i + 1)
             continue
+        after = ins[i + 1 : i + 4]
+        if after[1:2] and after[1].opname in ("KW_NAMES", "LOAD_CONST"):
+            kw = after[1].argval  # 3.11 and 3.12 name a KW_NAMES tuple by its index only
+            kw = code.co_consts[after[1].arg] if after[1].opname == "KW_NAMES" else kw
+            if kw == ("name",):  # get_contrastive(name='base')
+                after = [after[0], *after[2:]]
         literal = (
             instruction.opname.startswith("LOAD")
             and instruction.opname != "LOAD_CONST"
             and value == "get_contrastive"
-            and len(after) == 2
+            and len(after) >= 2
             and after[0].opname == "LOAD_CONST"
             and isinstance(after[0].argval, str)
             and after[1].opname in _CALLS

@@ -542,6 +542,13 @@ def test_a_loss_calling_a_registered_loss_by_name_is_keyed_by_it(toy_data, monke
     assert key(mine, cfg) != first  # the loss it calls was edited
     assert key(through_module, cfg) != first_via_module  # reached as losses.get_contrastive
 
+    by_keyword = _loss_calling("name='base'")[0]
+    before = key(by_keyword, cfg)
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "unrelated", mine)
+    assert key(by_keyword, cfg) == before  # get_contrastive(name='base') names it too
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "base", same_base)
+    assert key(by_keyword, cfg) != before
+
     dynamic = _loss_calling("cfg.contrastive")[0]  # the name is known only as it runs
     before = key(dynamic, cfg)
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "unrelated", same_base)
@@ -682,6 +689,10 @@ _CLASSES_READING_A_VALUE = {
     "a library's decorator": "import torch\ndef helper(x):\n    return x * {v}\nclass Mine:\n"
     "    @torch.no_grad()\n    def prepare(self, z):\n        return helper(z)\n"
     "    def __call__(self, z1, z2, same, cfg):\n        return (self.prepare(z1) - z2).abs().mean()\n",
+    "a decorator's own code": "import functools\n"
+    "def scaled(f):\n    @functools.wraps(f)\n    def wrapper(*args):\n        return {v} * f(*args)\n"
+    "    return wrapper\nclass Mine:\n    @scaled\n"
+    "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n",
     "a factory's closure": "def make(scale):\n    class Mine:\n"
     "        def __call__(self, z1, z2, same, cfg):\n"
     "            return scale * (z1 - z2).abs().mean()\n    return Mine\nMine = make({v})\n",
@@ -740,6 +751,36 @@ def test_odd_class_attributes_are_keyed_without_failing(toy_data, tmp_path, monk
     assert "bank=<Tensor>" in text
     assert len(text) < 2 * len(path.read_text())
     assert training.contrastive_identity(module.Mine(), cfg).startswith("odd_losses.Mine:")
+
+
+def test_loss_classes_on_a_protocol_or_holding_the_registry_are_keyed(
+    toy_data, tmp_path, monkeypatch
+):
+    """A loss class derived from the reader's typing.Protocol gets a key (isinstance on a
+    protocol raises); one holding get_contrastive is keyed by the registered losses."""
+    import importlib.util
+    import sys
+
+    cfg, _ = toy_data
+    path = tmp_path / "protocol_losses.py"
+    path.write_text(
+        "from typing import Protocol\n"
+        "from pitchtimbre.losses import get_contrastive\n"
+        "class Loss(Protocol):\n    def __call__(self, z1, z2, same, cfg): ...\n"
+        "class Mine(Loss):\n    find = staticmethod(get_contrastive)\n"
+        "    def __call__(self, z1, z2, same, cfg):\n"
+        "        return self.find('other')(z1, z2, same, cfg)\n"
+        "def first(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n"
+        "def edited(z1, z2, same, cfg):\n    return (z1 - z2).square().mean()\n"
+    )
+    spec = importlib.util.spec_from_file_location("protocol_losses", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "protocol_losses", module)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "other", module.first)
+    before = training.contrastive_identity(module.Mine(), cfg)
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "other", module.edited)
+    assert training.contrastive_identity(module.Mine(), cfg) != before
 
 
 def test_objects_calling_one_another_are_keyed_in_linear_size():
