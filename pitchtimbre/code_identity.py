@@ -382,7 +382,7 @@ def _registry_lookups(code: CodeType) -> tuple[bool, set[str] | None]:
         if i in imported_at or not (isinstance(value, str) and value in _REGISTRY_NAMES):
             continue
         reaches = True
-        after = ins[i + 1 : i + 3]
+        after = ins[i + 1 : i + 4]
         if (
             instruction.opname == "IMPORT_FROM"
             and after
@@ -391,7 +391,6 @@ def _registry_lookups(code: CodeType) -> tuple[bool, set[str] | None]:
         ):
             imported_at.add(i + 1)
             continue
-        after = ins[i + 1 : i + 4]
         if after[1:2] and after[1].opname in ("KW_NAMES", "LOAD_CONST"):
             kw = after[1].argval  # 3.11 and 3.12 name a KW_NAMES tuple by its index only
             kw = code.co_consts[after[1].arg] if after[1].opname == "KW_NAMES" else kw

@@ -3,12 +3,15 @@ small SoundFont render, and the settings of a model that trains in a second."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -28,6 +31,21 @@ def tiny_config(source: str, **train: object) -> ExperimentConfig:
         model=ModelConfig(hidden=16, layers=2, kernel_size=3),
         train=TrainConfig(**{"steps": 40, "log_every": 5, "checkpoint_every": 10, **train}),
     )
+
+
+def import_file(path: Path, text: str, monkeypatch: pytest.MonkeyPatch | None = None) -> ModuleType:
+    """Write ``text`` to ``path`` and import it as the module named by the file's stem, as a
+    reader's edited file would be (run again, a kernel restart). With ``monkeypatch`` the
+    module is also listed in ``sys.modules`` until the test ends: that is where ``inspect``
+    looks for a class's source."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    if monkeypatch is not None:
+        monkeypatch.setitem(sys.modules, path.stem, module)
+    spec.loader.exec_module(module)
+    return module
 
 
 _saved_env: dict[str, str | None] = {}

@@ -3,8 +3,9 @@ comment or layout changed does not."""
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
+
+from conftest import import_file
 
 from pitchtimbre.code_identity import code_text, modules_digest
 
@@ -60,19 +61,9 @@ def test_code_text_keeps_the_lines_inside_a_string_as_they_are():
     assert code_text('T = "a \\\nb"\n') == 'T = "a \\\nb"'  # a backslash-continued string
 
 
-def _module(path, text):
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_modules_digest_follows_the_code_of_the_files(tmp_path):
-    for folder in "abc":
-        (tmp_path / folder).mkdir()
-    first = _module(tmp_path / "a" / "first.py", LOSS)
-    reworded = _module(tmp_path / "b" / "first.py", LOSS.replace("the distance", "a comment"))
-    edited = _module(tmp_path / "c" / "first.py", LOSS.replace(".abs()", ".square()"))
+    first = import_file(tmp_path / "a" / "first.py", LOSS)
+    reworded = import_file(tmp_path / "b" / "first.py", LOSS.replace("the distance", "a comment"))
+    edited = import_file(tmp_path / "c" / "first.py", LOSS.replace(".abs()", ".square()"))
     assert modules_digest([first]) == modules_digest([reworded])
     assert modules_digest([first]) != modules_digest([edited])

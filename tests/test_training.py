@@ -10,7 +10,7 @@ import signal
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import import_file, tiny_config
 
 from pitchtimbre import code_identity, training
 from pitchtimbre.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -423,15 +423,8 @@ def test_trained_models_are_cached(toy_data, monkeypatch):
 def _user_loss(folder, body: str):
     """Import ``user_loss.contrastive`` from ``folder``: the same module and function name
     wherever it lives, as a student's edited file would be."""
-    import importlib.util
-
-    folder.mkdir()
-    path = folder / "user_loss.py"
-    path.write_text(f"def contrastive(z1, z2, same, cfg):\n    return {body}\n")
-    spec = importlib.util.spec_from_file_location("user_loss", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.contrastive
+    text = f"def contrastive(z1, z2, same, cfg):\n    return {body}\n"
+    return import_file(folder / "user_loss.py", text).contrastive
 
 
 def test_editing_a_custom_loss_changes_the_model_key(toy_data, tmp_path):
@@ -607,15 +600,11 @@ def test_a_loss_reaching_another_by_a_name_its_code_hides_is_keyed_by_it(
     assert training.contrastive_identity(scope["mine"], cfg) != before
 
 
-def _losses_file(folder, helper: str, base: str, unread: str = "0"):
+def _losses_file(folder, monkeypatch, helper: str, base: str, unread: str = "0"):
     """Import ``my_losses`` from ``folder``: a reader's loss class ``Mine``, derived from
     ``Base``, whose method calls the module's helper ``distance``; and a class ``Plain``."""
-    import importlib.util
-    import sys
-
-    folder.mkdir()
-    path = folder / "my_losses.py"
-    path.write_text(
+    return import_file(
+        folder / "my_losses.py",
         f"UNREAD = {unread}\n"
         f"def distance(z1, z2):\n    return {helper}\n"
         "class Base:\n"
@@ -623,13 +612,9 @@ def _losses_file(folder, helper: str, base: str, unread: str = "0"):
         f"    def __call__(self, z1, z2, same, cfg):\n        return ({base}).mean()\n"
         "class Mine(Base):\n    pass\n"
         "class Plain:\n"
-        "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n"
+        "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n",
+        monkeypatch,
     )
-    spec = importlib.util.spec_from_file_location("my_losses", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["my_losses"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_readers_loss_class_is_keyed_by_its_bases_and_the_helpers_it_reads(
@@ -638,16 +623,13 @@ def test_a_readers_loss_class_is_keyed_by_its_bases_and_the_helpers_it_reads(
     """A loss object whose class has its source (a .py file; a notebook from Python 3.13 on)
     retrains when the helper its methods call, or a base class of the reader's, is edited;
     not when something it does not read is."""
-    import sys
-
     cfg, _ = toy_data
     key = training.contrastive_identity
-    monkeypatch.setitem(sys.modules, "my_losses", None)  # put back after the test
     helper, base = "(z1 - z2).abs()", "2.0 * self.distance(z1, z2)"
 
     def key_of(folder: str, helper: str, base: str, unread: str = "0") -> str:
         # at once: inspect finds a class's source through the module imported under its name
-        return key(_losses_file(tmp_path / folder, helper, base, unread).Mine(), cfg)
+        return key(_losses_file(tmp_path / folder, monkeypatch, helper, base, unread).Mine(), cfg)
 
     first = key_of("a", helper, base)
     assert key_of("b", helper, base) == first  # the same code, elsewhere
@@ -657,14 +639,14 @@ def test_a_readers_loss_class_is_keyed_by_its_bases_and_the_helpers_it_reads(
     # as a global of a notebook loss, the object is keyed the same way
     scope: dict = {
         "__name__": "__main__",
-        "TERM": _losses_file(tmp_path / "f", helper, base).Mine(),
+        "TERM": _losses_file(tmp_path / "f", monkeypatch, helper, base).Mine(),
     }
     exec("def loss(z1, z2, same, cfg):\n    return TERM(z1, z2, same, cfg)\n", scope)
     before = key(scope["loss"], cfg)
-    scope["TERM"] = _losses_file(tmp_path / "g", "(z1 - z2).square()", base).Mine()
+    scope["TERM"] = _losses_file(tmp_path / "g", monkeypatch, "(z1 - z2).square()", base).Mine()
     assert key(scope["loss"], cfg) != before
     # a class of its own that reads no globals keeps the key it had: its source
-    plain = _losses_file(tmp_path / "h", helper, base).Plain
+    plain = _losses_file(tmp_path / "h", monkeypatch, helper, base).Plain
     assert code_identity.loss_source(plain()) == inspect.getsource(plain) + "|{}"
 
 
@@ -700,28 +682,19 @@ _CLASSES_READING_A_VALUE = {
 
 
 @pytest.mark.parametrize("how", sorted(_CLASSES_READING_A_VALUE))
-def test_a_readers_loss_class_is_keyed_by_the_values_it_computes_with(toy_data, tmp_path, how):
+def test_a_readers_loss_class_is_keyed_by_the_values_it_computes_with(
+    toy_data, tmp_path, monkeypatch, how
+):
     """A loss object whose class has its source retrains when a value its class computes
     with changes outside that source: a constant it copies, a default, what a property or a
     decorated method calls, what the factory that made it closes over."""
-    import importlib.util
-    import sys
-
     cfg, _ = toy_data
 
     def key_of(v: float) -> str:
         folder = tmp_path / str(len(list(tmp_path.iterdir())))  # a file of its own each time
-        folder.mkdir()
-        path = folder / "value_losses.py"
-        path.write_text(_CLASSES_READING_A_VALUE[how].format(v=v))
-        spec = importlib.util.spec_from_file_location("value_losses", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["value_losses"] = module
-        try:
-            spec.loader.exec_module(module)
-            return training.contrastive_identity(module.Mine(), cfg)
-        finally:
-            del sys.modules["value_losses"]
+        text = _CLASSES_READING_A_VALUE[how].format(v=v)
+        module = import_file(folder / "value_losses.py", text, monkeypatch)
+        return training.contrastive_identity(module.Mine(), cfg)
 
     assert key_of(1.0) == key_of(1.0)
     assert key_of(1.0) != key_of(2.0)
@@ -730,23 +703,18 @@ def test_a_readers_loss_class_is_keyed_by_the_values_it_computes_with(toy_data, 
 def test_odd_class_attributes_are_keyed_without_failing(toy_data, tmp_path, monkeypatch):
     """A value the key cannot hold (a meta tensor) held by a class is keyed by its type; an
     enum with many members (MIDI pitches) is written once, not member by member."""
-    import importlib.util
-    import sys
-
     cfg, _ = toy_data
     path = tmp_path / "odd_losses.py"
-    path.write_text(
+    module = import_file(
+        path,
         "import enum, torch\n"
         "Pitch = enum.IntEnum('Pitch', [f'P{i}' for i in range(400)])\n"
         "class Mine:\n"
         "    bank = torch.empty(4, device='meta')\n"
         "    lowest = Pitch.P1\n"
-        "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n"
+        "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n",
+        monkeypatch,
     )
-    spec = importlib.util.spec_from_file_location("odd_losses", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "odd_losses", module)
-    spec.loader.exec_module(module)
     text = code_identity.loss_source(module.Mine())
     assert "bank=<Tensor>" in text
     assert len(text) < 2 * len(path.read_text())
@@ -758,12 +726,9 @@ def test_loss_classes_on_a_protocol_or_holding_the_registry_are_keyed(
 ):
     """A loss class derived from the reader's typing.Protocol gets a key (isinstance on a
     protocol raises); one holding get_contrastive is keyed by the registered losses."""
-    import importlib.util
-    import sys
-
     cfg, _ = toy_data
-    path = tmp_path / "protocol_losses.py"
-    path.write_text(
+    module = import_file(
+        tmp_path / "protocol_losses.py",
         "from typing import Protocol\n"
         "from pitchtimbre.losses import get_contrastive\n"
         "class Loss(Protocol):\n    def __call__(self, z1, z2, same, cfg): ...\n"
@@ -771,12 +736,9 @@ def test_loss_classes_on_a_protocol_or_holding_the_registry_are_keyed(
         "    def __call__(self, z1, z2, same, cfg):\n"
         "        return self.find('other')(z1, z2, same, cfg)\n"
         "def first(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n"
-        "def edited(z1, z2, same, cfg):\n    return (z1 - z2).square().mean()\n"
+        "def edited(z1, z2, same, cfg):\n    return (z1 - z2).square().mean()\n",
+        monkeypatch,
     )
-    spec = importlib.util.spec_from_file_location("protocol_losses", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "protocol_losses", module)
-    spec.loader.exec_module(module)
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "other", module.first)
     before = training.contrastive_identity(module.Mine(), cfg)
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "other", module.edited)
@@ -804,21 +766,13 @@ def test_objects_calling_one_another_are_keyed_in_linear_size():
 def test_classes_naming_one_another_are_keyed_in_linear_size(tmp_path, monkeypatch):
     """Classes whose methods name each other are written once per key each, not once per
     path through them (a factorial number)."""
-    import importlib.util
-    import sys
-
     names = [f"C{i}" for i in range(7)]
     source = "".join(
         f"class {c}:\n    def kinds(self):\n        return ({', '.join(names)},)\n"
         "    def __call__(self, z1, z2, same, cfg):\n        return (z1 - z2).abs().mean()\n"
         for c in names
     )
-    path = tmp_path / "kinds.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("kinds", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "kinds", module)
-    spec.loader.exec_module(module)
+    module = import_file(tmp_path / "kinds.py", source, monkeypatch)
     text = code_identity.loss_source(module.C0())
     assert all(f"<class {c} " in text for c in names[1:])
     assert len(text) < 5 * len(source)
@@ -1299,8 +1253,6 @@ def test_two_lambdas_on_one_line_are_keyed_apart(toy_data, monkeypatch):
 def test_a_helper_imported_from_the_readers_own_file_is_keyed(toy_data, tmp_path, monkeypatch):
     """A loss in a notebook that calls a helper from a .py file beside it retrains when the
     file is edited (and the kernel restarted); torch's functions stay out of the key."""
-    import importlib.util
-    import sys
 
     from pitchtimbre.code_identity import is_readers_module
 
@@ -1309,11 +1261,8 @@ def test_a_helper_imported_from_the_readers_own_file_is_keyed(toy_data, tmp_path
     file = tmp_path / "my_helpers.py"
 
     def restart_and_define(helper_body: str):
-        file.write_text(f"def pairwise(z1, z2):\n    return {helper_body}\n")
-        spec = importlib.util.spec_from_file_location("my_helpers", file)
-        module = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, "my_helpers", module)
-        spec.loader.exec_module(module)
+        text = f"def pairwise(z1, z2):\n    return {helper_body}\n"
+        module = import_file(file, text, monkeypatch)
         scope: dict = {"__name__": "__main__", "pairwise": module.pairwise, "relu": torch.relu}
         exec("def loss(z1, z2, same, cfg):\n    return relu(pairwise(z1, z2)).mean()\n", scope)
         return scope["loss"]
@@ -1329,7 +1278,6 @@ def test_the_readers_helpers_file_is_keyed_however_it_is_used(toy_data, tmp_path
     """Imported whole (``import my_module``), as an object of its class, or loaded from its
     path without a module name: editing the helpers file retrains. A project under the
     interpreter's prefix (``/usr/src/app``) is the reader's too."""
-    import importlib.util
     import sys
 
     from pitchtimbre.code_identity import is_readers_file
@@ -1339,15 +1287,12 @@ def test_the_readers_helpers_file_is_keyed_however_it_is_used(toy_data, tmp_path
     file = tmp_path / "hmod.py"
 
     def restart_and_define(body: str, register: bool, loss: str):
-        file.write_text(
+        module = import_file(
+            file,
             f"def pairwise(z1, z2):\n    return {body}\n"
-            f"class Scorer:\n    def score(self, z1, z2):\n        return {body}\n"
+            f"class Scorer:\n    def score(self, z1, z2):\n        return {body}\n",
+            monkeypatch if register else None,  # else loaded from its path, no module name
         )
-        spec = importlib.util.spec_from_file_location("hmod", file)
-        module = importlib.util.module_from_spec(spec)
-        if register:
-            monkeypatch.setitem(sys.modules, "hmod", module)
-        spec.loader.exec_module(module)
         scope: dict = {"__name__": "__main__", "hmod": module, "scorer": module.Scorer()}
         scope["pairwise"] = module.pairwise
         exec(f"def loss(z1, z2, same, cfg):\n    return {loss}.mean()\n", scope)
@@ -1469,13 +1414,11 @@ def test_notebook_objects_in_a_key_stay_small_stable_and_safe(toy_data, tmp_path
     (package / "__init__.py").write_text("from . import dist\n")
 
     def restart(scorer_body: str, lib_body: str):
-        (tmp_path / "scorer_file.py").write_text(
-            f"class Scorer:\n    def score(self, z1, z2):\n        return {scorer_body}\n"
+        loose = import_file(
+            tmp_path / "scorer_file.py",
+            f"class Scorer:\n    def score(self, z1, z2):\n        return {scorer_body}\n",
         )
         (package / "dist.py").write_text(f"def pairwise(z1, z2):\n    return {lib_body}\n")
-        spec = importlib.util.spec_from_file_location("scorer_file", tmp_path / "scorer_file.py")
-        loose = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(loose)
         for name in ("mylib", "mylib.dist"):
             monkeypatch.delitem(sys.modules, name, raising=False)
         monkeypatch.syspath_prepend(str(tmp_path))
