@@ -174,6 +174,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     for line in ds.summary.lines():
         print(line)
     print(f"features            {tuple(ds.features.shape[1:])} per note ({cfg.features.kind})")
+    print(f"fingerprint         {ds.fingerprint} (features, labels, split, normalisation)")
     return 0
 
 
@@ -182,7 +183,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     Chapter: 01_introduction
     """
-    from .experiment import markdown_table, reproduce
+    from .experiment import data_line, markdown_table, reproduce
     from .machine import machine_lines
 
     cfg = build_config(args)
@@ -199,6 +200,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
     print(f"reproduce took {time.perf_counter() - start:.0f} s ({phases}, then figures)")
     print("on " + "; ".join(machine_lines(results["machine"])))
+    print("data: " + data_line(results["data"]))
     if results["train_processes"] > 1:
         print(f"({results['train_processes']} models trained at a time, in processes of their own)")
     if any(results["loaded_from_cache"]["vanilla"] + results["loaded_from_cache"]["proposed"]):

@@ -276,8 +276,9 @@ def reproduce(
     after the first logging window), ``loaded_from_cache``, ``train_processes``;
     ``seconds`` (the data, training and evaluation phases of this call), ``machine`` (CPU,
     GPU, torch and the training device, as :func:`~pitchtimbre.machine.describe_machine`
-    names them); ``data`` (note and instrument counts, exclusions) and ``config``.
-    ``results.md`` holds the table and, under it, the machine.
+    names them); ``data`` (note and instrument counts, exclusions, and the fingerprint of
+    :func:`data_line`) and ``config``. ``results.md`` holds the table and, under it, the
+    machine and the data.
 
     Chapter: 07_results
     """
@@ -355,18 +356,36 @@ def reproduce(
             "instruments_train": dataset.summary.instruments_train,
             "instruments_heldout": dataset.summary.instruments_heldout,
             "excluded": dataset.summary.excluded,
+            "fingerprint": dataset.fingerprint,
         },
         "config": cfg.to_dict(),
     }
     atomic_write_json(out / "results.json", results)
     measured_on = "Measured on: " + "; ".join(machine_lines(results["machine"])) + "\n"
-    atomic_write_bytes(out / "results.md", f"{markdown_table(results)}\n{measured_on}".encode())
+    trained_on = f"Data: {data_line(results['data'])}\n"
+    atomic_write_bytes(
+        out / "results.md", f"{markdown_table(results)}\n{measured_on}\n{trained_on}".encode()
+    )
     if figures:
         from .viz import plot_loss_curves, plot_metrics, save_figure
 
         save_figure(plot_metrics(results), out / "figures" / "metrics.png")
         save_figure(plot_loss_curves(histories), out / "figures" / "loss_curves.png")
     return results
+
+
+def data_line(data: dict) -> str:
+    """The notes a reproduction was trained and evaluated on, with their fingerprint: a hash
+    of the features, the labels, the split and the normalisation. Two machines that print the
+    same fingerprint trained on the same data, so a difference in their results comes from
+    the arithmetic (chapter 5), not from the notes.
+
+    Chapter: 07_results
+    """
+    return (
+        f"{data['notes']:,} notes, {data['heldout_notes']:,} of them from "
+        f"{data['instruments_heldout']} held-out instruments; fingerprint {data['fingerprint']}"
+    )
 
 
 def load_results(path: Path | str) -> dict:

@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from pitchtimbre.cli import main, os_error_line, parse_int_list, parse_range
+from pitchtimbre.config import profile_config
+from pitchtimbre.data import load_dataset
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -65,6 +67,9 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
     assert "features            (80, 32) per note (cqt)" in out
     cache = next(line.split()[-1] for line in out.splitlines() if line.startswith("cache"))
     assert cache.endswith(".npz")
+    cfg = profile_config("ci").with_overrides({"data.source": str(toy_folder)})
+    fingerprint = load_dataset(cfg.data, cfg.features, progress=False).fingerprint
+    assert f"fingerprint         {fingerprint} (features, labels, split" in out
 
 
 @pytest.mark.parametrize(

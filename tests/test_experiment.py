@@ -10,6 +10,7 @@ import torch
 from conftest import instruments_on_a_line, write_nsynth_folder
 
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from pitchtimbre.data import load_dataset
 from pitchtimbre.errors import DataError
 from pitchtimbre.experiment import (
     aggregate,
@@ -58,7 +59,7 @@ def reproduced(tmp_path_factory):
 
 
 def test_results_json_schema(reproduced):
-    results, out, _ = reproduced
+    results, out, folder = reproduced
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     assert on_disk["profile"] == "ci" and on_disk["seeds"] == [0, 1]
@@ -83,6 +84,21 @@ def test_results_json_schema(reproduced):
     assert on_disk["machine"]["device"] == str(pick_device(small_experiment("x").train.device))
     assert on_disk["machine"]["torch"] == torch.__version__
     assert f"cpu: {on_disk['machine']['cpu']}" in (out / "results.md").read_text()
+    # and the data they trained on: a fingerprint of the features, labels and split
+    cfg = small_experiment(str(folder))
+    fingerprint = load_dataset(cfg.data, cfg.features, progress=False).fingerprint
+    assert on_disk["data"]["fingerprint"] == fingerprint
+    notes, heldout = on_disk["data"]["notes"], on_disk["data"]["heldout_notes"]
+    assert 0 < heldout < notes
+    assert (
+        (out / "results.md")
+        .read_text()
+        .endswith(
+            f"\nData: {notes:,} notes, {heldout:,} of them from "
+            f"{on_disk['data']['instruments_heldout']} held-out instruments; "
+            f"fingerprint {fingerprint}\n"
+        )
+    )
     assert set(on_disk["seconds"]) == {"data", "training", "evaluation"}
     assert all(v >= 0 for v in on_disk["seconds"].values())
     for name in ("vanilla", "proposed"):
