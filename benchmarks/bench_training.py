@@ -2,7 +2,7 @@
 
     python benchmarks/bench_training.py            # cpu-profile model, 100 timed steps, up to 100k notes
     python benchmarks/bench_training.py --small    # ci-profile model, 30 timed steps, up to 5k notes (CI)
-    python benchmarks/bench_training.py --profile gpu --device cuda
+    python benchmarks/bench_training.py --profile gpu --device cuda --compile
 
 Three measurements, side by side in one run. Every loop trains the same ``PitchTimbreVAE``
 with the same loss (``pair_loss``), Adam, gradient clipping, bf16 autocast on CUDA and
@@ -28,6 +28,10 @@ batch size (``pairs.batch_size`` of the profile):
    target on a GPU is 0.9 or more; above 1.0 is noise). The two *data only* rows time each pipeline without
    the model (a batch of pairs drawn and its features on the device), which explains the
    ratios where the model's step is long enough to hide the difference (the CPU).
+   With ``--compile``, one more row: *ours* with ``train.compile`` (inductor; it needs a C
+   compiler), and ``eager / compiled``, above 1 when compiling the model pays. On two CPU
+   cores it did not (cpu profile: 85 ms against 66 to 71 ms a step on 2026-12-06); a GPU,
+   where a small model's step is mostly kernel launches, is where it may.
 
 3. **Peak memory against the number of notes.** For each N a fresh subprocess builds N
    synthetic notes and runs ``train_model`` for a few steps. *host data* is the growth of
@@ -418,6 +422,7 @@ class Timings:
     ours_call: float = math.inf  # the whole train_model call, setup and checkpoint included
     dataloader: float = math.inf
     model_only: float = math.inf
+    compiled: float = math.inf  # ours with train.compile, when asked
     data_ours: float = math.inf  # the pipelines alone, without the model
     data_dataloader: float = math.inf
 
@@ -429,10 +434,13 @@ def measure_speed(
     steps: int,
     repeat: int,
     workers: int,
+    compiled: bool = False,
 ) -> Timings:
-    """The fastest time of each loop over ``repeat`` rounds. Each round runs the three loops
-    one after another, starting one later than the round before, so that a slow stretch of
-    a shared machine does not always fall on the same loop."""
+    """The fastest time of each loop over ``repeat`` rounds. Each round runs the loops one
+    after another, starting one later than the round before, so that a slow stretch of a
+    shared machine does not always fall on the same loop. With ``compiled``, one more loop:
+    ``train_model`` with ``train.compile`` (its first logging window, the warm-up, holds the
+    compilation)."""
     warmup = cfg.train.log_every
     train = dataset.train()
     best = Timings()
@@ -455,7 +463,12 @@ def measure_speed(
         best.data_ours = min(best.data_ours, per_ours)
         best.data_dataloader = min(best.data_dataloader, per_dataloader)
 
-    loops = [ours, dataloader, model_only, data_only]
+    def ours_compiled() -> None:
+        with_compile = cfg.with_overrides({"train.compile": True})
+        per_step, _ = time_ours(with_compile, dataset, device, warmup, steps)
+        best.compiled = min(best.compiled, per_step)
+
+    loops = [ours, dataloader, model_only, data_only] + ([ours_compiled] if compiled else [])
     for r in range(repeat):
         for loop in loops[r % len(loops) :] + loops[: r % len(loops)]:
             loop()
@@ -479,6 +492,9 @@ def print_speed(t: Timings, batch_size: int, workers: int) -> None:
     print(f"  {'model only / end to end (GPU target >= 0.9)':48s} {t.model_only / t.ours:9.2f}")
     row("data only: PairSampler + FeatureStore.gather", t.data_ours)
     row(f"data only: DataLoader batch + copy (workers={workers})", t.data_dataloader)
+    if math.isfinite(t.compiled):
+        row("ours with train.compile (torch.compile), steady", t.compiled)
+        print(f"  {'eager / compiled (above 1: compiling pays)':48s} {t.ours / t.compiled:9.2f}")
     print()
 
 
@@ -562,6 +578,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="DataLoader num_workers")
     ap.add_argument("--notes", help="comma-separated note counts for the memory table")
     ap.add_argument("--real-data", action="store_true", help="the profile's data for 1 and 2")
+    ap.add_argument(
+        "--compile", action="store_true", help="also time ours with train.compile (inductor)"
+    )
     ap.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)  # child process
     args = ap.parse_args()
     size = SMALL if args.small else DEFAULT
@@ -598,7 +617,7 @@ def main() -> None:
         f"steps: {log_every} warm-up (= log_every) + {steps} timed per loop, "
         f"fastest of {repeat} rounds\n"
     )
-    timings = measure_speed(cfg, dataset, device, steps, repeat, args.workers)
+    timings = measure_speed(cfg, dataset, device, steps, repeat, args.workers, args.compile)
     print_speed(timings, cfg.pairs.batch_size, args.workers)
     measure_memory(profile, device, notes, size.memory_steps)
     print(f"\n(the benchmark took {time.perf_counter() - start:.0f} s)")

@@ -12,8 +12,10 @@
 #   4. the same reproduce with its six models trained six at a time (`--parallel 6`), from
 #      the notes and features step 3 left (run after it), to see whether one model at a
 #      time leaves the GPU idle;
-#   5. the training benchmark at the `gpu` profile's size, the feature benchmark, and six
-#      gpu-profile models trained side by side against one after another.
+#   5. the training benchmark at the `gpu` profile's size (with a row for torch.compile,
+#      whose step may be shorter where a small model's step is mostly kernel launches), the
+#      feature benchmark, and six gpu-profile models trained side by side against one after
+#      another.
 # A failing step is reported and the next one still runs; the exit status is the number of
 # failed steps. PART runs one group where a time limit per command calls for several calls
 # (same OUT: the log grows): checks (1, 2), reproduce (3), parallel (4) or benchmarks (5).
@@ -82,7 +84,7 @@ step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce
 step parallel "reproduce, gpu profile, six models at a time, data cached" \
     reproduce_gpu_side_by_side
 step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
-    --profile gpu --device cuda
+    --profile gpu --device cuda --compile
 step benchmarks "feature benchmark" "$PY" benchmarks/bench_features.py
 step benchmarks "six gpu-profile models side by side" "$PY" benchmarks/bench_parallel.py \
     --profile gpu --models 6 --steps 1000 --device cuda

@@ -33,5 +33,5 @@ step "every chapter through nbval"
 step "benchmarks (small)"
 "$VENV/python" benchmarks/bench_data.py --small
 "$VENV/python" benchmarks/bench_features.py --small
-"$VENV/python" benchmarks/bench_training.py --small
+"$VENV/python" benchmarks/bench_training.py --small --compile
 "$VENV/python" benchmarks/bench_parallel.py --small

@@ -56,7 +56,7 @@ def test_gpu_run_runs_every_step_and_counts_the_failed_ones(tmp_path):
     assert f"reproduce --profile gpu --out {out}/results-gpu" in steps[2]
     assert f"reproduce --profile gpu --parallel 6 --out {out}/results-gpu-parallel" in steps[3]
     assert steps[4:] == [
-        "benchmarks/bench_training.py --profile gpu --device cuda",
+        "benchmarks/bench_training.py --profile gpu --device cuda --compile",
         "benchmarks/bench_features.py",
         "benchmarks/bench_parallel.py --profile gpu --models 6 --steps 1000 --device cuda",
     ]
@@ -85,7 +85,7 @@ def test_gpu_run_runs_one_part_when_asked_and_refuses_an_unknown_part(tmp_path):
     run = gpu_run(tmp_path, str(out), "benchmarks")
     assert run.returncode == 0, run.stdout + run.stderr
     assert ran(run.stdout) == [
-        "benchmarks/bench_training.py --profile gpu --device cuda",
+        "benchmarks/bench_training.py --profile gpu --device cuda --compile",
         "benchmarks/bench_features.py",
         "benchmarks/bench_parallel.py --profile gpu --models 6 --steps 1000 --device cuda",
     ]
