@@ -30,7 +30,7 @@ batch size (``pairs.batch_size`` of the profile):
    ratios where the model's step is long enough to hide the difference (the CPU).
    With ``--compile``, one more row: *ours* with ``train.compile`` (inductor; it needs a C
    compiler), and ``eager / compiled``, above 1 when compiling the model pays. On two CPU
-   cores it did not (cpu profile: 85 ms against 66 to 71 ms a step on 2026-12-06); a GPU,
+   cores it did not (cpu profile: 84 to 87 ms against 66 to 71 ms a step on 2026-12-06); a GPU,
    where a small model's step is mostly kernel launches, is where it may.
 
 3. **Peak memory against the number of notes.** For each N a fresh subprocess builds N

@@ -79,25 +79,22 @@ def test_results_json_schema(reproduced):
         + on_disk["per_seed"][1]["proposed"]["pitch"]["denseness"]
     ) / 2
     assert on_disk["models"]["proposed"]["pitch"]["denseness"] == pytest.approx(mean)
-    assert (out / "results.md").read_text().startswith("| run |")
+    summary = (out / "results.md").read_text()
+    assert summary.startswith("| run |")
     # the machine the timings belong to: in results.json and under the table in results.md
     assert on_disk["machine"]["device"] == str(pick_device(small_experiment("x").train.device))
     assert on_disk["machine"]["torch"] == torch.__version__
-    assert f"cpu: {on_disk['machine']['cpu']}" in (out / "results.md").read_text()
+    assert f"cpu: {on_disk['machine']['cpu']}" in summary
     # and the data they trained on: a fingerprint of the features, labels and split
     cfg = small_experiment(str(folder))
     fingerprint = load_dataset(cfg.data, cfg.features, progress=False).fingerprint
     assert on_disk["data"]["fingerprint"] == fingerprint
     notes, heldout = on_disk["data"]["notes"], on_disk["data"]["heldout_notes"]
     assert 0 < heldout < notes
-    assert (
-        (out / "results.md")
-        .read_text()
-        .endswith(
-            f"\nData: {notes:,} notes, {heldout:,} of them from "
-            f"{on_disk['data']['instruments_heldout']} held-out instruments; "
-            f"fingerprint {fingerprint}\n"
-        )
+    assert summary.endswith(
+        f"\nData: {notes:,} notes, {heldout:,} of them from "
+        f"{on_disk['data']['instruments_heldout']} held-out instruments; "
+        f"fingerprint {fingerprint}\n"
     )
     assert set(on_disk["seconds"]) == {"data", "training", "evaluation"}
     assert all(v >= 0 for v in on_disk["seconds"].values())
