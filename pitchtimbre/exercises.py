@@ -16,6 +16,7 @@ Chapter: 09_exercises
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -108,7 +109,8 @@ COMMON_PROBES = (
     Probe(
         "same-label pairs",
         _random(flags="same"),
-        "for a same-label pair the cross term D_12 is added",
+        "for a same-label pair the cross term D_12 is added; D_11 and D_22 average over the "
+        "frame pairs t != t' of one note only",
     ),
     Probe(
         "different-label pairs",
@@ -121,7 +123,7 @@ COMMON_PROBES = (
     Probe(
         "notes whose frames coincide",
         _collapsed,
-        "D_11 and D_22 average over frame pairs t != t' of one note (zero here)",
+        "all frames of a note are equal here, so D_11 and D_22 are 0 and only D_12 counts",
     ),
 )
 
@@ -253,14 +255,26 @@ class CheckResult:
         )
 
 
+def value_tolerance(cfg: LossConfig) -> float:
+    """How far a right answer's value may be from the solution's: the solution's distances are
+    sqrt(d^2 + eps) with ``cfg.distance_eps`` (smooth at 0), a plain norm (``torch.cdist``,
+    ``Tensor.norm``) gives d, at most sqrt(eps) less; a loss adds up at most four distances
+    (the triplet exercise). Far below what any wrong answer misses by.
+
+    Chapter: 09_exercises
+    """
+    return 1e-9 + 4 * math.sqrt(cfg.distance_eps)
+
+
 def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> CheckResult:
-    """Compare ``fn`` with the solution of exercise ``name`` on each probe: the value and the
-    gradients with respect to both latents. Never raises for a wrong or unfinished answer; it
-    says what is wrong.
+    """Compare ``fn`` with the solution of exercise ``name`` on each probe: the value (within
+    ``rtol`` and :func:`value_tolerance`) and the gradients with respect to both latents.
+    Never raises for a wrong or unfinished answer; it says what is wrong.
 
     Chapter: 09_exercises
     """
     ex = EXERCISES[name]
+    atol = value_tolerance(ex.cfg)
     lines, passed = [], True
     g = torch.Generator().manual_seed(seed)
     for probe in ex.probes:
@@ -283,10 +297,10 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
             return CheckResult(
                 name, False, ["the loss must return a scalar tensor (mean over the batch)"]
             )
-        if not torch.allclose(got.detach().double(), want.detach(), rtol=rtol, atol=1e-9):
+        if not torch.allclose(got.detach().double(), want.detach(), rtol=rtol, atol=atol):
             passed = False
             lines.append(
-                f"✗ {probe.description}: expected {want.item():.4f}, got {got.item():.4f}; hint: {probe.hint}"
+                f"✗ {probe.description}: expected {want.item():.6g}, got {got.item():.6g}; hint: {probe.hint}"
             )
             continue
         if not got.requires_grad:
@@ -296,6 +310,14 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
             )
             continue
         got.backward()
+        if any(g is not None and not torch.isfinite(g).all() for g in (b1.grad, b2.grad)):
+            passed = False
+            lines.append(
+                f"✗ {probe.description}: the value is right, the gradient is not finite: a square "
+                "root of a zero distance has no derivative; use torch.cdist or "
+                "pitchtimbre.losses.euclidean, or add cfg.distance_eps under the root"
+            )
+            continue
         grads_ok = all(
             mine.grad is not None
             and torch.allclose(mine.grad.double(), ref.grad, rtol=1e-5, atol=1e-8)

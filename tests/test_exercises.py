@@ -125,6 +125,61 @@ def test_check_explains_what_is_wrong():
     assert "scalar" in str(check("hinge", per_pair))
 
 
+def _frame_distances(a: torch.Tensor, b: torch.Tensor, root=torch.cdist) -> torch.Tensor:
+    """What a student might write: [B, T, D] x [B, S, D] -> [B, T, S], no smoothing."""
+    return root(a, b)
+
+
+def _d(a, b, same_note: bool, root=torch.cdist) -> torch.Tensor:
+    d = _frame_distances(a, b, root)
+    if not same_note:
+        return d.mean(dim=(1, 2))
+    t = d.shape[1]
+    return (d.sum(dim=(1, 2)) - d.diagonal(dim1=1, dim2=2).sum(1)) / (t * (t - 1))
+
+
+def _own_hinge(z1, z2, same, cfg, root=torch.cdist):
+    d12 = _d(z1, z2, False, root)
+    cross = torch.where(same, d12, torch.clamp(cfg.margin - d12, min=0))
+    return (_d(z1, z1, True, root) + _d(z2, z2, True, root) + cross).mean()
+
+
+def _own_triplet(z1, z2, same, cfg):
+    gather = (_d(z1, z1, True) + _d(z2, z2, True)).mean()
+    d12 = _d(z1, z2, False)
+    pos, neg = d12[same], d12[~same]
+    if len(pos) == 0 or len(neg) == 0:
+        return gather
+    return gather + torch.clamp(pos[:, None] - neg[None, :] + cfg.margin, min=0).mean()
+
+
+def test_right_answers_with_a_plain_norm_pass():
+    # the solutions smooth every distance, sqrt(d^2 + cfg.distance_eps); a right answer built
+    # on torch.cdist does not, and must still pass (it failed on notes whose frames coincide)
+    assert check("hinge", _own_hinge).passed, str(check("hinge", _own_hinge))
+    assert check("triplet", _own_triplet).passed, str(check("triplet", _own_triplet))
+
+    def with_diagonal(z1, z2, same, cfg):  # D_11 and D_22 over every (t, t'), t = t' included
+        d12 = _frame_distances(z1, z2).mean(dim=(1, 2))
+        own = _frame_distances(z1, z1).mean(dim=(1, 2)) + _frame_distances(z2, z2).mean(dim=(1, 2))
+        return (own + torch.where(same, d12, torch.clamp(cfg.margin - d12, min=0))).mean()
+
+    result = check("hinge", with_diagonal)
+    assert not result.passed
+    assert any("t != t'" in line for line in result.lines if line.startswith("✗ same-label"))
+
+
+def test_a_root_of_a_zero_distance_gets_its_own_hint():
+    def root(a, b):  # d/dx sqrt(x) is infinite at x = 0: NaN where two frames coincide,
+        return ((a[:, :, None] - b[:, None]) ** 2).sum(-1).sqrt()  # as a frame with itself
+
+    result = check("hinge", lambda z1, z2, same, cfg: _own_hinge(z1, z2, same, cfg, root))
+    wrong = [line for line in result.lines if line.startswith("✗")]
+    assert not result.passed and len(wrong) == len(EXERCISES["hinge"].probes)
+    assert all("the value is right, the gradient is not finite" in line for line in wrong)
+    assert "cfg.distance_eps" in wrong[0]
+
+
 def test_try_loss_and_table(toy_folder, tmp_path, monkeypatch, capsys):
     from pitchtimbre.book import Chapter
     from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig
