@@ -102,13 +102,14 @@ class LatentExplorer:
             pitch_b_timbre_a=dec(b, a),
         )
 
-    def audio(self, spec: torch.Tensor) -> np.ndarray:
+    def audio(self, spec: torch.Tensor, seed: int = 0) -> np.ndarray:
         """A waveform for a spectrogram of this data set [F, T], or one per spectrogram of a
-        stack [N, F, T] (Griffin-Lim, faster on a stack; see :mod:`pitchtimbre.audio`).
+        stack [N, F, T] (Griffin-Lim, faster on a stack; see :mod:`pitchtimbre.audio`);
+        ``seed`` picks Griffin-Lim's random starting phase.
 
         Chapter: 08_latent_explorer
         """
-        return features_to_audio(spec, self.notes.mean, self.notes.std, self.features)
+        return features_to_audio(spec, self.notes.mean, self.notes.std, self.features, seed=seed)
 
     def swap_figure(self, s: Swap) -> Figure:
         """Originals, reconstructions and swaps of two notes in one figure.

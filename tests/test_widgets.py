@@ -38,6 +38,14 @@ def test_a_swap_decodes_the_pitch_of_one_note_with_the_timbre_of_the_other(explo
     assert not torch.allclose(s.pitch_a_timbre_b, s.pitch_b_timbre_a)
 
 
+def test_audio_starts_griffin_lim_from_the_seeded_phase(explorer):
+    spec = explorer.swap(0, 1).pitch_a_timbre_b
+    first, again, other = (explorer.audio(spec, seed=s) for s in (0, 0, 1))
+    assert first.shape == other.shape and first.ndim == 1
+    assert (first == again).all() and not (first == other).all()
+    assert (explorer.audio(spec) == first).all()  # seed 0 unless asked
+
+
 def test_pick_takes_the_loudest_note_of_a_family_nearest_a_pitch(explorer):
     records = explorer.notes.records
     family = records[0].instrument_family_str
