@@ -72,7 +72,8 @@ def knn_predict(
 ) -> torch.Tensor:
     """Leave-group-out kNN: each row of ``x`` [N, D] gets the majority label (from
     ``target``) of its k nearest rows among those with a *different* ``exclude_group``
-    value; ties go to the label of the closer neighbours. Returns the predicted labels [N].
+    value; of labels with equal votes, the one whose neighbours' ranks (1 = nearest) add up
+    to less wins. Returns the predicted labels [N].
 
     Chapter: 06_metrics
     """
