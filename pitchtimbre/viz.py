@@ -2,7 +2,7 @@
 
 Every function returns a matplotlib Figure (the book displays it; ``save_figure`` writes it).
 
-Chapter: 07_results
+Chapter: 02_data (the first figures; each function names its own chapter)
 """
 
 from __future__ import annotations
