@@ -9,6 +9,7 @@ from pitchtimbre.config import LossConfig, ModelConfig
 from pitchtimbre.errors import ConfigError
 from pitchtimbre.losses import (
     CONTRASTIVE_LOSSES,
+    DISTANCES,
     cosine_distance,
     euclidean,
     gaussian_nll,
@@ -20,7 +21,7 @@ from pitchtimbre.losses import (
     register_contrastive,
     squared_euclidean,
 )
-from pitchtimbre.model import PitchTimbreVAE
+from pitchtimbre.model import FrameEncoder, PitchTimbreVAE, reparameterise
 from pitchtimbre.toy import boundedness_demo
 
 CFG = LossConfig()
@@ -123,11 +124,20 @@ def test_zero_distance_has_a_finite_gradient():
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "cosine"])
-def test_distances_stay_float32_under_bf16_autocast(distance):
-    """Large latents a small distance apart: bf16 would round the distance away. (CPU
-    autocast leaves cdist in float32 anyway; the cosine distance's matrix product is what
-    it would lower to bf16 without the guard in ``mean_frame_distance``.)"""
+def test_distances_stay_float32_under_bf16_autocast(distance, monkeypatch):
+    """Large latents a small distance apart: bf16 would round the distance away. The guard in
+    ``mean_frame_distance`` turns autocast off around the distance (CUDA's autocast would
+    lower cdist too; CPU's lowers only the cosine distance's matrix product, so the values
+    below tell for cosine only, the spy for both)."""
     cfg = LossConfig(distance=distance)
+    inside = []
+    real = DISTANCES[distance]
+
+    def spy(a, b, eps):
+        inside.append((a.dtype, b.dtype, torch.is_autocast_enabled("cpu")))
+        return real(a, b, eps)
+
+    monkeypatch.setitem(DISTANCES, distance, spy)
     torch.manual_seed(0)
     z1 = (8 * torch.randn(4, 32, 16) / 4).requires_grad_()
     z2 = (z1.detach() + 0.05 * torch.randn(4, 32, 16)).requires_grad_()
@@ -142,6 +152,7 @@ def test_distances_stay_float32_under_bf16_autocast(distance):
 
     exact = loss_and_grads(bf16=False)
     mixed = loss_and_grads(bf16=True)
+    assert inside and all(seen == (torch.float32, torch.float32, False) for seen in inside)
     assert mixed[0].dtype == torch.float32
     for e, m in zip(exact, mixed, strict=True):
         assert torch.allclose(e, m, rtol=1e-5, atol=1e-6)
@@ -168,6 +179,48 @@ def test_elbo_terms_by_hand():
     mu = torch.full((1, 3, 4), 2.0)
     lv = torch.zeros(1, 3, 4)
     assert kl_to_standard_normal(mu, lv).item() == pytest.approx(4 * 0.5 * 4.0)
+
+
+def test_elbo_terms_where_sigma_and_the_variance_are_not_one():
+    # at sigma = 1 and logvar = 0 the terms in sigma and in logvar vanish: check them apart
+    x = torch.tensor([[[2.0]]])  # F = 1, T = 1
+    two = torch.tensor(math.log(2.0))
+    # 0.5 * ((2 - 0) / 2)^2 + log 2 + 0.5 log(2 pi)
+    expected = 0.5 + math.log(2.0) + 0.5 * math.log(2 * math.pi)
+    assert gaussian_nll(x, torch.zeros_like(x), two).item() == pytest.approx(expected)
+    # KL(N(1, 4) || N(0, 1)) = 0.5 * (1 + 4 - log 4 - 1)
+    kl = kl_to_standard_normal(torch.tensor([[[1.0]]]), torch.tensor([[[math.log(4.0)]]]))
+    assert kl.item() == pytest.approx(0.5 * (4.0 - math.log(4.0)))
+
+    g = torch.Generator().manual_seed(0)
+    x, mean = torch.randn(3, 5, 4, generator=g), torch.randn(3, 5, 4, generator=g)
+    nll = -torch.distributions.Normal(mean, 2.0).log_prob(x).sum(1).mean()
+    assert gaussian_nll(x, mean, two).item() == pytest.approx(nll.item())
+    mu, logvar = torch.randn(3, 4, 6, generator=g), torch.randn(3, 4, 6, generator=g)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    prior = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    want = torch.distributions.kl_divergence(q, prior).sum(-1).mean()
+    assert kl_to_standard_normal(mu, logvar).item() == pytest.approx(want.item())
+
+
+def test_reparameterise_scales_the_noise_by_the_standard_deviation():
+    mean = torch.tensor([[1.0, -2.0, 0.0]])
+    logvar = torch.tensor([[math.log(4.0), math.log(0.25), 0.0]])  # std 2, 0.5, 1
+    z = reparameterise(mean, logvar, torch.Generator().manual_seed(3))
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(z, mean + torch.tensor([[2.0, 0.5, 1.0]]) * eps)
+
+
+def test_the_encoder_clips_the_log_variance_to_minus_12_and_8():
+    enc = FrameEncoder(4, 2, ModelConfig(hidden=4, layers=2, kernel_size=3))
+    head = enc.net[-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.5, -0.5, 100.0, -100.0]))  # means, then log-variances
+    mean, logvar = enc(torch.randn(2, 4, 5))
+    assert torch.equal(mean[..., 0], torch.full((2, 5), 0.5))
+    assert torch.equal(logvar[..., 0], torch.full((2, 5), 8.0))
+    assert torch.equal(logvar[..., 1], torch.full((2, 5), -12.0))
 
 
 def _tiny_model() -> PitchTimbreVAE:

@@ -62,6 +62,28 @@ def test_scale_moves_both_metrics_but_not_their_ratio():
     assert b["divergence"] == pytest.approx(3 * a["divergence"])
     assert b["ratio"] == pytest.approx(a["ratio"])
     assert b["probe"] == a["probe"]
+    assert a["ratio"] == pytest.approx(a["divergence"] / a["denseness"])  # divergence on top
+
+
+def test_the_poster_tables_ratio_is_divergence_over_denseness():
+    from pitchtimbre.experiment import poster_table
+
+    vanilla = poster_table()["vanilla"]
+    assert vanilla["pitch"]["ratio"] == pytest.approx(2.279 / 3.334)
+    assert vanilla["timbre"]["ratio"] == pytest.approx(1.541 / 3.640)
+
+
+def test_the_probes_read_a_notes_frames_averaged():
+    # the label shows only in the mean over frames: each frame alone is +/- noise around it
+    labels = torch.arange(12) % 3
+    g = torch.Generator().manual_seed(0)
+    noise = 20 * torch.randn(12, 1, 2, generator=g)
+    z = torch.cat([noise, -noise], dim=1) + labels[:, None, None].float()  # frames t, -t
+    instrument = torch.arange(12) // 3
+    m = space_metrics(z, labels, labels, instrument, k=1)
+    assert m["probe"]["pitch"] == 1.0
+    first_frame_only = space_metrics(z[:, :1], labels, labels, instrument, k=1)
+    assert first_frame_only["probe"]["pitch"] < 1.0
 
 
 def test_knn_probe_only_uses_other_groups():

@@ -549,7 +549,10 @@ def test_a_loss_calling_a_registered_loss_by_name_is_keyed_by_it(toy_data, monke
     itself = _loss_calling("'mine'")[0]  # it may call itself by name, too
     monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", itself)
     assert "<recursion>" in code_identity.loss_source(itself)
-    assert key(itself, cfg) == key(itself, cfg)
+    first = key(itself, cfg)
+    again = _loss_calling("'mine'")[0]  # the same cell run again: a new function object
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "mine", again)
+    assert again is not itself and key(again, cfg) == first
 
 
 _REACHING_THE_REGISTRY = {
@@ -856,8 +859,43 @@ def test_the_bf16_autocast_training_loop_runs(toy_data, tmp_path, monkeypatch):
     assert load_checkpoint(mixed.checkpoint).model.sigma.dtype == torch.float32
     first, last = mixed.history[0], mixed.history[-1]
     assert last["total"] < first["total"] and last["recon"] < first["recon"]
-    for a, b in zip(plain.history, mixed.history, strict=True):  # bf16 keeps ~3 digits
-        assert b["total"] == pytest.approx(a["total"], rel=0.05)
+    # bf16 keeps ~3 digits a number; a logged loss averages many, so the runs stay within
+    # 1.6e-4 of each other over 30 steps (measured on CPU). Noise drawn from another
+    # generator than the float32 run's moves them by 1.6e-3: 1e-3 tells the two apart
+    gaps = [
+        abs(b["total"] - a["total"]) / abs(a["total"])
+        for a, b in zip(plain.history, mixed.history, strict=True)
+    ]
+    assert max(gaps) < 1e-3, gaps
+
+
+def test_gradients_are_clipped_to_train_grad_clip_every_step(toy_data, tmp_path, monkeypatch):
+    cfg, ds = toy_data
+    cfg = cfg.with_overrides({"train.steps": 6})
+    clipped = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        clipped.append(max_norm)
+        return real_clip(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    train_model(cfg, ds, tmp_path / "default", progress=False)
+    assert clipped == [cfg.train.grad_clip] * 6 and cfg.train.grad_clip == 10.0
+    clipped.clear()
+    free = train_model(
+        cfg.with_overrides({"train.grad_clip": None}), ds, tmp_path / "none", progress=False
+    )
+    assert clipped == []
+    tight = train_model(
+        cfg.with_overrides({"train.grad_clip": 1e-6}), ds, tmp_path / "tight", progress=False
+    )
+    assert clipped == [1e-6] * 6
+    moved = [
+        (t - f).abs().max().item()
+        for t, f in zip(tight.model.parameters(), free.model.parameters(), strict=True)
+    ]
+    assert max(moved) > 1e-4, moved  # a clipped gradient takes another path
 
 
 def test_the_compiled_model_trains_like_the_eager_one(toy_data, tmp_path, monkeypatch):

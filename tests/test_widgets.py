@@ -8,8 +8,9 @@ import torch
 
 from pitchtimbre.config import DataConfig, FeatureConfig, ModelConfig
 from pitchtimbre.data import load_dataset
+from pitchtimbre.errors import DataError
 from pitchtimbre.model import PitchTimbreVAE
-from pitchtimbre.widgets import LatentExplorer
+from pitchtimbre.widgets import LatentExplorer, Swap, swap_pitch_accuracy
 
 
 @pytest.fixture
@@ -44,6 +45,37 @@ def test_audio_starts_griffin_lim_from_the_seeded_phase(explorer):
     assert first.shape == other.shape and first.ndim == 1
     assert (first == again).all() and not (first == other).all()
     assert (explorer.audio(spec) == first).all()  # seed 0 unless asked
+
+
+def _playing(explorer: LatentExplorer, pitch: int) -> torch.Tensor:
+    """A spectrogram [F, T] whose loudest bin, every frame, is MIDI ``pitch``."""
+    f = explorer.features
+    spec = torch.zeros(f.n_bins, f.n_frames)
+    spec[round((pitch - f.fmin_midi) * f.bins_per_octave / 12)] = 5.0
+    return spec
+
+
+def test_swap_pitch_accuracy_counts_swaps_that_play_as_pitch(explorer, monkeypatch):
+    notes = explorer.notes
+    pitch = [int(p) for p in notes.pitch]
+
+    def swapping(plays_a: bool):
+        def swap(a: int, b: int, model: str = "proposed") -> Swap:
+            as_a, as_b = _playing(explorer, pitch[a]), _playing(explorer, pitch[b])
+            if not plays_a:  # each swap follows its timbre's note
+                as_a, as_b = as_b, as_a
+            return Swap(a, b, (as_a, as_b), (as_a, as_b), as_a, as_b)
+
+        return swap
+
+    monkeypatch.setattr(explorer, "swap", swapping(plays_a=True))
+    assert swap_pitch_accuracy(explorer, "proposed", pairs=20) == 1.0
+    monkeypatch.setattr(explorer, "swap", swapping(plays_a=False))
+    assert swap_pitch_accuracy(explorer, "proposed", pairs=20) == 0.0  # B's pitch, never A's
+
+    explorer.notes = notes.subset(notes.pitch == notes.pitch[0])
+    with pytest.raises(DataError, match="at least two pitches and two instruments"):
+        swap_pitch_accuracy(explorer, "proposed")
 
 
 def test_pick_takes_the_loudest_note_of_a_family_nearest_a_pitch(explorer):
