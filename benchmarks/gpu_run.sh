@@ -14,8 +14,9 @@
 #      time leaves the GPU idle;
 #   5. the training benchmark at the `gpu` profile's size (with a row for torch.compile,
 #      whose step may be shorter where a small model's step is mostly kernel launches), the
-#      feature benchmark, and six gpu-profile models trained side by side against one after
-#      another.
+#      feature benchmark, a step of three gpu-profile models stacked and vmapped against a
+#      step of each (bench_lockstep.py: whether training in lock-step would pay), and six
+#      gpu-profile models trained side by side against one after another.
 # A failing step is reported and the next one still runs; the exit status is the number of
 # failed steps. PART runs one group where a time limit per command calls for several calls
 # (same OUT: the log grows): checks (1, 2), reproduce (3), parallel (4) or benchmarks (5).
@@ -86,6 +87,8 @@ step parallel "reproduce, gpu profile, six models at a time, data cached" \
 step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
     --profile gpu --device cuda --compile
 step benchmarks "feature benchmark" "$PY" benchmarks/bench_features.py
+step benchmarks "three gpu-profile models in lock-step" "$PY" benchmarks/bench_lockstep.py \
+    --profile gpu --models 3 --device cuda
 step benchmarks "six gpu-profile models side by side" "$PY" benchmarks/bench_parallel.py \
     --profile gpu --models 6 --steps 1000 --device cuda
 printf '\n%d step(s) failed; log in %s\n' "$failed" "$OUT/gpu_run.log"

@@ -35,3 +35,4 @@ step "benchmarks (small)"
 "$VENV/python" benchmarks/bench_features.py --small
 "$VENV/python" benchmarks/bench_training.py --small --compile
 "$VENV/python" benchmarks/bench_parallel.py --small
+"$VENV/python" benchmarks/bench_lockstep.py --small

@@ -58,6 +58,7 @@ def test_gpu_run_runs_every_step_and_counts_the_failed_ones(tmp_path):
     assert steps[4:] == [
         "benchmarks/bench_training.py --profile gpu --device cuda --compile",
         "benchmarks/bench_features.py",
+        "benchmarks/bench_lockstep.py --profile gpu --models 3 --device cuda",
         "benchmarks/bench_parallel.py --profile gpu --models 6 --steps 1000 --device cuda",
     ]
     assert log.rstrip().endswith(f"1 step(s) failed; log in {out}/gpu_run.log")
@@ -87,6 +88,7 @@ def test_gpu_run_runs_one_part_when_asked_and_refuses_an_unknown_part(tmp_path):
     assert ran(run.stdout) == [
         "benchmarks/bench_training.py --profile gpu --device cuda --compile",
         "benchmarks/bench_features.py",
+        "benchmarks/bench_lockstep.py --profile gpu --models 3 --device cuda",
         "benchmarks/bench_parallel.py --profile gpu --models 6 --steps 1000 --device cuda",
     ]
     bad = gpu_run(tmp_path, str(out), "everything")
