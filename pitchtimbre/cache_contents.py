@@ -33,8 +33,13 @@ OTHER_CODE = "trained by other trainer code (another version of pitchtimbre, or 
 """Why a model that this code will not load can go, when asked: its checkpoint's code is not
 :func:`~pitchtimbre.training.trainer_code`."""
 
+MODEL_FOLDER = re.compile(r"^(vanilla|proposed)-seed-?[0-9]+-[0-9a-f]{16}$")
+"""The name :func:`~pitchtimbre.training.model_dir` gives a model's folder. Only folders so
+named are judged: anything else under ``models/`` (a cache pointed at a project folder, say)
+is listed and kept."""
 _TEMPORARY_FILE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # cache.atomic_path's
 _STAGING_FOLDER = re.compile(r".+\.partial-[0-9a-f]{8}$")  # a render's staging folder
+NOT_OURS = "not named as this package names a model's folder: kept"
 KINDS = ("notes", "features", "models", "results")
 """The cache's top-level folders, in the order they are made."""
 
@@ -235,6 +240,9 @@ def _look(kind: str, path: Path, leftovers: set[Path]) -> CacheEntry | None:
         if kind == "leftover":
             why = ("left by a killed write", False)
         elif kind == "models" and path.is_dir():
+            if not MODEL_FOLDER.match(path.name):
+                size, modified = _size_and_mtime(path, leftovers)
+                return CacheEntry(kind, path, size, modified, note=NOT_OURS)
             why = model_staleness(path)
         return _entry(kind, path, leftovers, why)
     except FileNotFoundError:

@@ -135,6 +135,24 @@ def test_prune_keeps_recent_entries_and_what_can_still_be_used(cache_with_models
     assert model_staleness(c["current"]) is None
 
 
+def test_folders_the_package_did_not_name_stay(cache_with_models):
+    """A cache pointed at a project folder whose models/ holds the user's own work: old,
+    without a pitchtimbre checkpoint, and not to be touched."""
+    models = cache_with_models["current"].parent
+    theirs = [models / "resnet_baseline", models / "old_runs" / "run1", models / "proposed-seed0"]
+    for folder in theirs:
+        folder.mkdir(parents=True)
+        (folder / "weights.pt").write_bytes(b"mine")
+    _age(models, OLD)
+    listed = {e.path: e for e in cache_entries()}
+    for folder in (models / "resnet_baseline", models / "old_runs", models / "proposed-seed0"):
+        assert listed[folder].stale is None and listed[folder].note == cache_contents.NOT_OURS
+    removed = {e.path for e in prune_cache(other_code=True).removed}
+    assert cache_with_models["no_checkpoint"] in removed  # the package's own still go
+    assert all(folder.is_dir() for folder in theirs)
+    assert cache_contents.MODEL_FOLDER.match(cache_with_models["current"].name)  # model_dir's
+
+
 def test_a_checkpoint_this_user_cannot_open_stays(cache_with_models, monkeypatch):
     # another user's model in a shared cache: unreadable to us says nothing of its content
     c = cache_with_models
