@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from pitchtimbre.cli import main
 from pitchtimbre.config import RenderConfig
 from pitchtimbre.data import pitch_check
 from pitchtimbre.data.nsynth import REQUIRED_FIELDS, read_examples
@@ -22,7 +23,7 @@ from pitchtimbre.data.soundfont import (
     make_renderer,
     read_presets,
 )
-from pitchtimbre.errors import DataError
+from pitchtimbre.errors import ConfigError, DataError
 
 # both back ends the set-up installs (pyproject.toml: midirenderer a dependency, tinysoundfont
 # a no-deps install): a missing one fails here instead of dropping out of the tests
@@ -203,6 +204,24 @@ def test_render_is_byte_deterministic(tmp_path, small_render):
         assert (
             hashlib.sha256(wav.read_bytes()).digest() == hashlib.sha256(twin.read_bytes()).digest()
         )
+
+
+def test_a_folder_holding_another_examples_json_is_refused_untouched(tmp_path, small_render):
+    theirs = tmp_path / "nsynth-test"
+    (theirs / "audio").mkdir(parents=True)
+    index = '{"keyboard_acoustic_004-060-100": {"pitch": 60}}'
+    (theirs / "examples.json").write_text(index)
+    cfg = RenderConfig(programs=(0,), pitch_range=(60, 60), velocities=(80,), pitch_check=False)
+    with pytest.raises(ConfigError, match=r"nsynth-test: holds an examples.json that no render"):
+        render_soundfont(cfg, theirs, progress=False)
+    assert (theirs / "examples.json").read_text() == index
+    assert not any((theirs / "audio").iterdir())
+    code = main(["render", "--out", str(theirs), "--programs", "0", "--pitches", "60:60",
+                 "--velocities", "80", "--no-pitch-check", "--quiet"])  # fmt: skip
+    assert code == 2 and (theirs / "examples.json").read_text() == index
+    again = tmp_path / "again"  # an earlier render's folder is rendered into again
+    render_soundfont(cfg, again, progress=False)
+    assert render_soundfont(cfg, again, progress=False).written == 1
 
 
 def test_off_pitch_presets_are_excluded_and_counted(tmp_path):

@@ -78,13 +78,20 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     is off by more than ``cfg.pitch_tolerance_cents`` are left out and counted in the
     summary (``render_summary.json``). ``examples.json`` is written last, atomically, so a
     folder without it is an unfinished render. Deterministic: the same config and SoundFont
-    give the same wav bytes.
+    give the same wav bytes. A folder holding an ``examples.json`` that no render wrote (an
+    NSynth split, say) is refused before anything is written; an earlier render's is replaced.
 
     Chapter: 02_data
     """
     import soundfile
     from tqdm.auto import tqdm
 
+    out = Path(out)
+    if examples_path(out).exists() and not (out / SUMMARY_FILE).exists():
+        raise ConfigError(
+            f"{out}: holds an examples.json that no render wrote (an NSynth folder?), which "
+            "this render would replace; render into a new or empty folder"
+        )
     t0 = time.perf_counter()
     lowest = lowest_checkable_pitch(cfg.sample_rate)
     if cfg.pitch_check and cfg.pitch_range[0] < lowest:
@@ -96,7 +103,6 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     sf_path = resolve_soundfont(cfg)
     presets = read_presets(sf_path)  # validates the file: clear error when missing/corrupt
     renderer = make_renderer(sf_path, cfg.sample_rate, cfg.renderer)
-    out = Path(out)
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     summary = RenderSummary(
