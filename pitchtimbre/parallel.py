@@ -21,6 +21,8 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
@@ -83,15 +85,36 @@ def processes_for(cfg: ExperimentConfig, jobs: int) -> int:
 _dataset: NoteDataset | None = None  # a worker's copy of the notes, sent once per worker
 
 
-def _receive_dataset(dataset: NoteDataset, threads: int) -> None:
-    """A worker's start: keep the notes, take its share of the CPU threads and leave Ctrl-C
-    to the caller. A Ctrl-C in a terminal reaches every process of its group, workers
-    included; the caller stops them, so a worker's trainer must not also announce that it
-    runs on to its next logged step (it sees SIGINT ignored and installs no handler)."""
+PARENT_CHECK_SECONDS = 1.0
+"""How often a worker checks that the process that started it is still there."""
+
+
+def exit_with_parent(parent: int, every: float = PARENT_CHECK_SECONDS) -> None:
+    """Wait (in a worker's thread) until the process ``parent`` is gone, then end this
+    process at once. A caller killed by SIGTERM, SIGHUP (its terminal closed) or SIGKILL runs
+    no clean-up, and its workers would otherwise train on, then hold their memory (a GPU's
+    too), forever. Each model continues later from its last checkpoint.
+
+    Chapter: 05_training
+    """
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
+
+
+def _receive_dataset(dataset: NoteDataset, threads: int, parent: int) -> None:
+    """A worker's start: keep the notes, take its share of the CPU threads, end with the
+    caller (:func:`exit_with_parent`) and leave Ctrl-C to the caller. A Ctrl-C in a terminal
+    reaches every process of its group, workers included; the caller stops them, so a
+    worker's trainer must not also announce that it runs on to its next logged step (it
+    sees SIGINT ignored and installs no handler)."""
     global _dataset
     _dataset = dataset
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True
+    ).start()
 
 
 def _step_writer(path: str) -> Callable[[int], None]:
@@ -236,7 +259,8 @@ def train_in_processes(
     ``POLL_SECONDS``. An error raised in a worker is raised here once the other models have
     finished (and are cached); a worker that dies (a segfault, no memory left) takes the
     others down with it, which raises :class:`WorkerCrashed`. Ctrl-C stops every worker at once, and each model continues
-    later from its last checkpoint.
+    later from its last checkpoint; so does a caller killed outright (SIGTERM, a closed
+    terminal), whose workers end within ``PARENT_CHECK_SECONDS``.
 
     Chapter: 05_training
     """
@@ -253,7 +277,9 @@ def train_in_processes(
     # an executor of its own, not loky's shared one: joblib (the pitch check) keeps that one
     # with settings of its own, and these workers hold GPU memory until they exit
     executor = ProcessPoolExecutor(
-        max_workers=processes, initializer=_receive_dataset, initargs=(dataset, threads)
+        max_workers=processes,
+        initializer=_receive_dataset,
+        initargs=(dataset, threads, os.getpid()),
     )
     reports: Path | None = None
     futures: list = []

@@ -319,6 +319,74 @@ def test_workers_leave_ctrl_c_to_the_caller(toy_folder, tmp_path, monkeypatch, o
     assert len(train_in_processes(jobs, ds, processes=2, progress=False)) == 2
 
 
+CALLER = """
+import os, sys, time
+from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from pitchtimbre.data import load_dataset
+from pitchtimbre.parallel import train_in_processes
+
+def slow(z1, z2, same, cfg):  # records its worker, then keeps it training
+    with open(os.path.join(sys.argv[2], str(os.getpid())), "w"):
+        pass
+    time.sleep(0.05)
+    return (z1 - z2).norm(dim=-1).mean()
+
+cfg = ExperimentConfig(
+    profile="ci",
+    data=DataConfig(source=sys.argv[1], heldout_per_family=1),
+    model=ModelConfig(hidden=8, layers=2, kernel_size=3),
+    train=TrainConfig(steps=100000, log_every=50, checkpoint_every=50000),
+)
+ds = load_dataset(cfg.data, cfg.features, progress=False)
+jobs = [(cfg.with_overrides({"train.seed": s}), slow) for s in (0, 1)]
+train_in_processes(jobs, ds, processes=2, progress=False)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+def test_workers_end_when_their_caller_is_killed(toy_folder, tmp_path):
+    """SIGTERM (``kill``, ``timeout``) or a closed terminal ends the caller without its
+    clean-up; its workers must not train on, holding their memory, with nobody to read them."""
+    import subprocess
+    import time
+
+    pids = tmp_path / "workers"
+    pids.mkdir()
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER)
+    env = {**os.environ, "PITCHTIMBRE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    caller = subprocess.Popen([sys.executable, str(script), str(toy_folder), str(pids)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+            assert caller.poll() is None, "the caller ended before its workers trained"
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2, workers
+        caller.send_signal(signal.SIGTERM)
+        caller.wait(timeout=30)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 10  # they check every PARENT_CHECK_SECONDS (1 s)
+    try:
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [pid for pid in workers if alive(pid)]
+        assert not left, f"workers {left} outlived their caller by 10 s"
+    finally:
+        for pid in filter(alive, workers):  # never leave them to the rest of the test run
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_move_bars_follows_the_reports_and_starts_a_resumed_bar_where_it_resumes(tmp_path):
     import io
 
