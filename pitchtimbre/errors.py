@@ -47,3 +47,11 @@ class WorkerCrashed(PitchTimbreError):
 
     Chapter: 05_training
     """
+
+
+class TrainingInterrupted(PitchTimbreError):
+    """A worker process's model stopped on Ctrl-C (at a logged step, saved), to continue
+    later.
+
+    Chapter: 05_training
+    """

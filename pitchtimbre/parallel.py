@@ -33,7 +33,7 @@ import torch
 from . import distributed
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset
-from .errors import CheckpointError, PitchTimbreError, WorkerCrashed
+from .errors import CheckpointError, PitchTimbreError, TrainingInterrupted, WorkerCrashed
 from .losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES, ContrastiveLoss
 from .training import (
     CHECKPOINT_FILE,
@@ -102,16 +102,32 @@ def exit_with_parent(parent: int, every: float = PARENT_CHECK_SECONDS) -> None:
     os._exit(1)
 
 
-def _receive_dataset(dataset: NoteDataset, threads: int, parent: int) -> None:
+_stopping = False  # a worker was asked to stop: it starts no other model
+_in_job = False  # a worker is preparing or finishing a model (outside the training loop)
+
+
+def _stop_asked(signum: int, frame: object) -> None:
+    """A worker's SIGINT handler outside the training loop (the trainer installs its own in
+    it): stop the model being prepared, and start no other."""
+    global _stopping
+    _stopping = True
+    if _in_job:
+        raise KeyboardInterrupt
+
+
+def _receive_dataset(dataset: NoteDataset, threads: int, parent: int, pids: str) -> None:
     """A worker's start: keep the notes, take its share of the CPU threads, end with the
-    caller (:func:`exit_with_parent`) and leave Ctrl-C to the caller. A Ctrl-C in a terminal
-    reaches every process of its group, workers included; the caller stops them, so a
-    worker's trainer must not also announce that it runs on to its next logged step (it
-    sees SIGINT ignored and installs no handler)."""
+    caller (:func:`exit_with_parent`) and take Ctrl-C from the caller alone. A Ctrl-C in a
+    terminal reaches every process of the terminal's foreground group; a worker leaves it
+    (a session of its own) and writes its process id into the folder ``pids``, so that the
+    caller can pass the Ctrl-C on, once, and its trainer stops as a lone trainer does."""
     global _dataset
     _dataset = dataset
     torch.set_num_threads(threads)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "setsid"):
+        os.setsid()
+    signal.signal(signal.SIGINT, _stop_asked)
+    Path(pids, str(os.getpid())).touch()
     threading.Thread(
         target=exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True
     ).start()
@@ -180,6 +196,24 @@ def _register_shared(shared: Mapping[str, bytes]) -> None:
                 type(exc).__name__,
                 exc,
             )
+
+
+def _interruptible(*job: Any) -> str:
+    """A worker's job, run by :func:`_train_in_worker`, stopped by Ctrl-C as a lone trainer
+    is (see :func:`_receive_dataset`): a model stopped, saved or not, is reported as
+    :class:`~pitchtimbre.errors.TrainingInterrupted`, and after a Ctrl-C the worker starts
+    no other model."""
+    global _stopping, _in_job
+    if _stopping:  # Ctrl-C came while this job waited in the worker's queue
+        raise TrainingInterrupted("stopped before it started")
+    _in_job = True
+    try:
+        return _train_in_worker(*job)
+    except KeyboardInterrupt:  # the trainer saved its logged step (or, asked twice, did not)
+        _stopping = True
+        raise TrainingInterrupted(f"stopped; {job[3]} continues from its checkpoint") from None
+    finally:
+        _in_job = False
 
 
 def _train_in_worker(
@@ -258,9 +292,12 @@ def train_in_processes(
     worker writes its last logged step into a file that this process reads every
     ``POLL_SECONDS``. An error raised in a worker is raised here once the other models have
     finished (and are cached); a worker that dies (a segfault, no memory left) takes the
-    others down with it, which raises :class:`WorkerCrashed`. Ctrl-C stops every worker at once, and each model continues
-    later from its last checkpoint; so does a caller killed outright (SIGTERM, a closed
-    terminal), whose workers end within ``PARENT_CHECK_SECONDS``.
+    others down with it, which raises :class:`WorkerCrashed`. Ctrl-C reaches each worker's
+    trainer as it would a lone one: it runs on to its next logged step, saves it and stops
+    (a second Ctrl-C stops every worker at once, their last periodic checkpoints kept),
+    then ``KeyboardInterrupt`` is raised here; a model continues later from where it
+    stopped. A caller killed outright (SIGTERM, a closed terminal) takes its workers with it
+    within ``PARENT_CHECK_SECONDS``, each model kept at its last periodic checkpoint.
 
     Chapter: 05_training
     """
@@ -276,10 +313,11 @@ def train_in_processes(
     log.info("training %d models in %d processes", len(jobs), processes)
     # an executor of its own, not loky's shared one: joblib (the pitch check) keeps that one
     # with settings of its own, and these workers hold GPU memory until they exit
+    pids = Path(tempfile.mkdtemp(prefix="pitchtimbre-workers-"))
     executor = ProcessPoolExecutor(
         max_workers=processes,
         initializer=_receive_dataset,
-        initargs=(dataset, threads, os.getpid()),
+        initargs=(dataset, threads, os.getpid(), str(pids)),
     )
     reports: Path | None = None
     futures: list = []
@@ -306,7 +344,7 @@ def train_in_processes(
             report = None if at is None else str(at)
             own, shared = losses_for(cfg, fn)
             job = (cfg, fn, retrain, folder, report, own, code, shared)
-            futures.append(executor.submit(_train_in_worker, *job))
+            futures.append(executor.submit(_interruptible, *job))
         bars = [
             tqdm(
                 total=cfg.train.steps,
@@ -331,7 +369,10 @@ def train_in_processes(
                 bar = bars[futures.index(future)]
                 bar.update(bar.total - bar.n)  # also a model that was in the cache already
                 bar.close()
-    except BaseException:  # Ctrl-C: stop every worker now
+    except KeyboardInterrupt:
+        _stop_at_logged_steps(executor, futures, pids)
+        raise
+    except BaseException:
         for future in futures:
             future.cancel()
         executor.shutdown(wait=False, kill_workers=True)
@@ -339,8 +380,9 @@ def train_in_processes(
     finally:
         for bar in bars:
             bar.close()
-        if reports is not None:
-            shutil.rmtree(reports, ignore_errors=True)
+        for folder in (reports, pids):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     executor.shutdown(wait=True)
     crashed = [e for e in errors if isinstance(e, BrokenExecutor)]
     if crashed:  # before any other error: the others may be its consequence
@@ -354,6 +396,30 @@ def train_in_processes(
     if errors:
         raise errors[0]
     return [Path(future.result()) for future in futures]
+
+
+def _stop_at_logged_steps(executor: Any, futures: Sequence[Any], pids: Path) -> None:
+    """Ctrl-C in the caller: pass it on to every worker once (each trainer runs on to its
+    next logged step, saves it and stops; a worker starts no other model) and wait for
+    them. A second Ctrl-C stops them at once."""
+    for future in futures:
+        future.cancel()  # those no worker has taken
+    log.warning(
+        "Ctrl-C: each model runs on to its next logged step and saves it there; press "
+        "Ctrl-C again to stop at once"
+    )
+    try:
+        for pid in (int(p.name) for p in pids.iterdir()):
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:  # a worker that has ended
+                pass
+        wait([f for f in futures if not f.cancelled()])
+    except KeyboardInterrupt:
+        log.warning("stopped at once; each model continues from its last periodic checkpoint")
+        executor.shutdown(wait=False, kill_workers=True)
+        return
+    executor.shutdown(wait=True)  # idle workers end on their own, leaving nothing behind
 
 
 def trained_models(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import sys
@@ -19,7 +20,7 @@ from pitchtimbre.errors import ConfigError, PitchTimbreError, TrainingDiverged, 
 from pitchtimbre.experiment import reproduce
 from pitchtimbre.losses import CONTRASTIVE_LOSSES
 from pitchtimbre.parallel import is_trained, processes_for, train_in_processes, trained_models
-from pitchtimbre.training import load_checkpoint
+from pitchtimbre.training import load_checkpoint, read_checkpoint
 
 
 def experiment(source: str, parallel_models: int) -> ExperimentConfig:
@@ -302,17 +303,20 @@ def test_a_worker_reports_its_logged_steps_in_its_progress_file(toy_folder, tmp_
     assert parallel._read_step(tmp_path / "missing") is None
 
 
-def test_workers_leave_ctrl_c_to_the_caller(toy_folder, tmp_path, monkeypatch, one_thread):
-    # the caller stops every worker on Ctrl-C; a worker's trainer must not install its own
-    # "run on to the next logged step" handler, which would promise what does not happen
+def test_workers_take_ctrl_c_from_the_caller_alone(toy_folder, tmp_path, monkeypatch, one_thread):
+    # a terminal's Ctrl-C reaches its foreground process group: a worker leaves it (a session
+    # of its own), and while it trains, its trainer's own handler takes the caller's Ctrl-C
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
     cfg = experiment(str(toy_folder), 2)
     ds = load_dataset(cfg.data, cfg.features, progress=False)
     parent = os.getpid()
 
     def checks_sigint(z1, z2, same, loss_cfg):
-        if os.getpid() != parent and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            raise RuntimeError("a worker handles Ctrl-C itself")
+        if os.getpid() != parent:
+            if os.getsid(0) != os.getpid():
+                raise RuntimeError("a worker shares the caller's session")
+            if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, parallel._stop_asked):
+                raise RuntimeError("the trainer does not handle Ctrl-C in a worker")
         return (z1 - z2).norm(dim=-1).mean()
 
     jobs = [(cfg.with_overrides({"train.seed": s}), checks_sigint) for s in (0, 1)]
@@ -335,7 +339,7 @@ cfg = ExperimentConfig(
     profile="ci",
     data=DataConfig(source=sys.argv[1], heldout_per_family=1),
     model=ModelConfig(hidden=8, layers=2, kernel_size=3),
-    train=TrainConfig(steps=100000, log_every=50, checkpoint_every=50000),
+    train=TrainConfig(steps=100000, log_every=5, checkpoint_every=50000),
 )
 ds = load_dataset(cfg.data, cfg.features, progress=False)
 jobs = [(cfg.with_overrides({"train.seed": s}), slow) for s in (0, 1)]
@@ -343,10 +347,9 @@ train_in_processes(jobs, ds, processes=2, progress=False)
 """
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
-def test_workers_end_when_their_caller_is_killed(toy_folder, tmp_path):
-    """SIGTERM (``kill``, ``timeout``) or a closed terminal ends the caller without its
-    clean-up; its workers must not train on, holding their memory, with nobody to read them."""
+def _start_caller(toy_folder, tmp_path):
+    """The caller script in a process of its own, once both its workers train; with the
+    folder where they write their process ids."""
     import subprocess
     import time
 
@@ -356,35 +359,72 @@ def test_workers_end_when_their_caller_is_killed(toy_folder, tmp_path):
     script.write_text(CALLER)
     env = {**os.environ, "PITCHTIMBRE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     caller = subprocess.Popen([sys.executable, str(script), str(toy_folder), str(pids)], env=env)
+    deadline = time.monotonic() + 120
+    while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+        if caller.poll() is not None:
+            raise AssertionError("the caller ended before its workers trained")
+        time.sleep(0.2)
+    return caller, [int(p.name) for p in pids.iterdir()]
+
+
+def _alive(pid: int) -> bool:
     try:
-        deadline = time.monotonic() + 120
-        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
-            assert caller.poll() is None, "the caller ended before its workers trained"
-            time.sleep(0.2)
-        workers = [int(p.name) for p in pids.iterdir()]
-        assert len(workers) == 2, workers
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _gone_within(workers: list[int], seconds: float) -> list[int]:
+    """The workers still alive after ``seconds`` (then killed, never left to other tests)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy_folder, tmp_path):
+    """As a lone trainer does: the steps trained so far are kept (there is no periodic
+    checkpoint in this run), and every model continues from them."""
+    import time
+
+    caller, workers = _start_caller(toy_folder, tmp_path)
+    try:
+        time.sleep(1.0)  # a few logged steps (every 5) in
+        caller.send_signal(signal.SIGINT)
+        assert caller.wait(timeout=60) != 0
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+    assert _gone_within(workers, 10) == []
+    states = [
+        read_checkpoint(p) for p in sorted((tmp_path / "cache").glob("models/*/checkpoint.pt"))
+    ]
+    assert len(states) == 2
+    for state in states:
+        assert state["step"] > 0 and state["step"] % 5 == 0 and not state["complete"]
+        assert json.loads(state["history"])[-1]["step"] == state["step"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_workers_end_when_their_caller_is_killed(toy_folder, tmp_path):
+    """SIGTERM (``kill``, ``timeout``) or a closed terminal ends the caller without its
+    clean-up; its workers must not train on, holding their memory, with nobody to read them."""
+    caller, workers = _start_caller(toy_folder, tmp_path)
+    try:
         caller.send_signal(signal.SIGTERM)
         caller.wait(timeout=30)
     finally:
         if caller.poll() is None:
             caller.kill()
-
-    def alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    deadline = time.monotonic() + 10  # they check every PARENT_CHECK_SECONDS (1 s)
-    try:
-        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = [pid for pid in workers if alive(pid)]
-        assert not left, f"workers {left} outlived their caller by 10 s"
-    finally:
-        for pid in filter(alive, workers):  # never leave them to the rest of the test run
-            os.kill(pid, signal.SIGKILL)
+    # they check every PARENT_CHECK_SECONDS (1 s)
+    assert _gone_within(workers, 10) == [], "workers outlived their caller by 10 s"
 
 
 def test_move_bars_follows_the_reports_and_starts_a_resumed_bar_where_it_resumes(tmp_path):
