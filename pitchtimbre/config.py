@@ -40,7 +40,26 @@ def _check(obj: object, name: str, ok: bool, must: str) -> None:
 
 
 class _Config:
-    """Shared helpers: dict round trip and dotted overrides."""
+    """Shared helpers: the type check of every field, dict round trip and dotted overrides."""
+
+    def __post_init__(self) -> None:
+        """Every field of the type its annotation names (a list where a tuple is wanted is
+        taken as the tuple), so that ``"no"`` for a bool or ``"80"`` for a tuple of ints
+        fails here, naming the field, instead of meaning something else later. Each
+        config's own ``__post_init__`` calls this first, then checks ranges.
+
+        Chapter: 01_introduction
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, list) and any(
+                typing.get_origin(a) is tuple for a in _union_args(hints[f.name])
+            ):
+                value = _coerce_plain(value)
+                object.__setattr__(self, f.name, value)  # frozen: set once, before use
+            if not _has_type(value, hints[f.name]):
+                _fail(self, f.name, _type_name(hints[f.name]))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain data; a float field set to an int reads as a float, so
@@ -121,6 +140,54 @@ def _coerce_plain(value: Any) -> Any:
     return value
 
 
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type: bool, int (not a bool), float (an int
+    too), str, a Literal, a tuple (of a given length or ``...``), a nested config, None in
+    an optional."""
+    if hint is Any:
+        return True
+    if hint is type(None) or hint is None:
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_has_type(v, args[0]) for v in value)
+        return len(value) == len(args) and all(
+            _has_type(v, a) for v, a in zip(value, args, strict=True)
+        )
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return _is_num(value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    """How an error names the type a field wants."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            plural = {int: "ints", float: "numbers", str: "strs", bool: "bools"}
+            return f"a tuple of {plural.get(args[0], _type_name(args[0]))}"
+        return f"a tuple of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+    if hint is type(None):
+        return "None"
+    names = {bool: "True or False", int: "an int", float: "a number", str: "a str"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -162,6 +229,7 @@ class RenderConfig(_Config):
     # ("clipped"). TimGM6mb has two presets (39, 94) rendered 8-32 times too loud.
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self, "bank", _is_int(self.bank) and 0 <= self.bank <= 128, "an int in 0..128")
         _check(
             self,
@@ -250,6 +318,7 @@ class DataConfig(_Config):
     """For an NSynth root: the official split whose instruments are the unseen ones."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(
             self, "source", isinstance(self.source, str) and self.source != "", "a non-empty str"
         )
@@ -308,6 +377,7 @@ class FeatureConfig(_Config):
     magnitude exceeds 10 * log_floor). Part of the cache key."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self, "kind", self.kind in ("cqt", "mel"), "'cqt' or 'mel'")
         _check(self, "backend", self.backend in ("librosa", "torch"), "'librosa' or 'torch'")
         for name in ("sample_rate", "hop_length", "n_bins", "bins_per_octave", "n_fft", "n_frames"):
@@ -367,6 +437,7 @@ class PairConfig(_Config):
     pairs, so the setting is part of a model's cache key."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self, "batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1")
         _check(
             self,
@@ -407,6 +478,7 @@ class ModelConfig(_Config):
     drifting ~12x as a learned sigma falls from 1 (see ``LossConfig`` for the runs)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(
             self,
             "sigma",
@@ -492,6 +564,7 @@ class LossConfig(_Config):
     """Added under the square root so that the gradient of a zero distance is finite."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("lambda_pitch", "lambda_timbre", "beta"):
             _check(
                 self,
@@ -558,6 +631,7 @@ class TrainConfig(_Config):
     measured."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(
             self,
             "features_on",
@@ -607,6 +681,7 @@ class EvalConfig(_Config):
     knn_k: int = 5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self, "frames", _is_int(self.frames) and self.frames >= 1, "an int >= 1")
         _check(self, "knn_k", _is_int(self.knn_k) and self.knn_k >= 1, "an int >= 1")
 
@@ -631,6 +706,7 @@ class ExperimentConfig(_Config):
     """Training steps of each model the exercises chapter trains with a modified loss."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self, "profile", self.profile in PROFILES, f"one of {PROFILES}")
         _check(
             self,

@@ -40,6 +40,41 @@ def test_bad_values_are_rejected_naming_the_field(factory, field):
         factory()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.amp": "no"}, r"TrainConfig\.amp: must be True or False, got 'no'"),
+        ({"data.render.pitch_check": "False"}, r"RenderConfig\.pitch_check: must be True or"),
+        ({"data.velocities": "80"}, r"DataConfig\.velocities: must be a tuple of ints or None"),
+        ({"data.pitch_range": ["a", "b"]}, r"DataConfig\.pitch_range: must be a tuple of 2"),
+        ({"data.families": "guitar"}, r"DataConfig\.families: must be a tuple of strs or None"),
+        ({"data": 5}, r"ExperimentConfig\.data: must be a DataConfig, got 5"),
+        ({"train": "fast"}, r"ExperimentConfig\.train: must be a TrainConfig, got 'fast'"),
+        ({"data.render": None}, r"DataConfig\.render: must be a RenderConfig, got None"),
+        ({"train.steps": 100.0}, r"TrainConfig\.steps: must be an int"),
+        ({"train.steps": True}, r"TrainConfig\.steps: must be an int"),
+        ({"loss.lambda_pitch": "20"}, r"LossConfig\.lambda_pitch: must be a number"),
+        ({"loss.on": "means"}, r"LossConfig\.on: must be one of 'mean', 'sample'"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_rejected_naming_the_field(overrides, message):
+    """A string for a bool would switch it on, a string for a tuple of ints would fail far
+    from here or match substrings: each is refused where it is set."""
+    with pytest.raises(ConfigError, match=message):
+        profile_config("ci").with_overrides(overrides)
+
+
+def test_the_type_check_takes_lists_for_tuples_and_checks_direct_construction():
+    cfg = DataConfig(velocities=[60, 90], families=["brass"])  # as JSON would give them
+    assert cfg.velocities == (60, 90) and cfg.families == ("brass",)
+    with pytest.raises(ConfigError, match=r"ExperimentConfig\.train: must be a TrainConfig"):
+        ExperimentConfig(train={"steps": 10})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"RenderConfig\.velocities: must be a tuple of ints"):
+        RenderConfig(velocities=(60, 90.5))
+    assert LossConfig(lambda_pitch=20).lambda_pitch == 20  # an int is a number
+    assert DataConfig(pitch_range=None).pitch_range is None
+
+
 def test_hold_must_cover_the_feature_frames():
     with pytest.raises(ConfigError, match=r"data\.render\.hold_s"):
         ExperimentConfig(data=DataConfig(render=RenderConfig(hold_s=0.3)))
