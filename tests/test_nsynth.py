@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -110,6 +111,30 @@ def test_corrupt_wav_is_named(toy_folder):
             FeatureConfig(),
             progress=False,
         )
+
+
+def test_an_unreadable_wav_gets_the_advice_that_fits_where_it_is(toy_folder, tmp_path, monkeypatch):
+    rec = read_examples(toy_folder)[5]
+    rec.audio_path.write_bytes(b"RIFF0000WAVEjunkjunk")
+    with pytest.raises(DataError, match=r"not a readable wav \(.*\); re-render or re-extract"):
+        load_audio(rec, 16000, 16000)
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(  # as for another user's file with mode 600 (root reads anything)
+        os, "access", lambda p, mode: False if p == rec.audio_path else real_access(p, mode)
+    )
+    with pytest.raises(DataError, match=rf"{rec.audio_path.name}: you may not read it; check its"):
+        load_audio(rec, 16000, 16000)
+    monkeypatch.setattr(os, "access", real_access)
+    # a render in the package cache: the user did not write it, and deleting it re-renders
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    render = tmp_path / "cache" / "notes" / "timgm6mb-0123456789abcdef"
+    (render / "audio").mkdir(parents=True)
+    cached = render / "audio" / rec.audio_path.name
+    cached.write_bytes(b"RIFF0000WAVEjunkjunk")
+    with pytest.raises(DataError, match=rf"package cache's notes; delete {render} and run again"):
+        load_audio(dataclasses.replace(rec, audio_path=cached), 16000, 16000)
 
 
 def test_other_sample_rates_are_resampled(tmp_path):

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..cache import atomic_path, cache_dir, stable_hash
 from ..config import FeatureConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .nsynth import NoteRecord
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,25 @@ def samples_to_load(cfg: FeatureConfig) -> int:
     return math.ceil((cfg.seconds_needed + 0.5) * cfg.sample_rate)
 
 
+def _unreadable_wav(path: Path, why: str) -> str:
+    """What to say, and to do, about a wav the reader refused: its permissions, a render in
+    the package cache (delete it: the next run renders it anew), or the user's own file."""
+    if not os.access(path, os.R_OK):
+        return f"{path}: you may not read it; check its permissions"
+    try:
+        notes = cache_dir().resolve() / "notes"
+    except ConfigError:  # no usable cache: the file cannot be in it
+        notes = None
+    where = Path(path).resolve()
+    if notes is not None and notes in where.parents:
+        rendered = notes / where.relative_to(notes).parts[0]
+        return (
+            f"{path}: not a readable wav ({why}), in the package cache's notes; delete "
+            f"{rendered} and run again to render it anew"
+        )
+    return f"{path}: not a readable wav ({why}); re-render or re-extract it"
+
+
 def load_audio(
     rec: NoteRecord, sample_rate: int, n_samples: int | None = None, pad: bool = True
 ) -> np.ndarray:
@@ -83,9 +103,7 @@ def load_audio(
             f"{rec.audio_path}: wav missing; restore it or drop {rec.note_str} from examples.json"
         ) from None
     except (RuntimeError, soundfile.LibsndfileError) as exc:
-        raise DataError(
-            f"{rec.audio_path}: not a readable wav ({str(exc).splitlines()[0]}); re-render or re-extract it"
-        ) from None
+        raise DataError(_unreadable_wav(rec.audio_path, str(exc).splitlines()[0])) from None
     mono = audio.mean(axis=1)
     if not np.isfinite(mono).all():
         raise DataError(
