@@ -9,13 +9,14 @@ Chapter: 01_introduction
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .config import PROFILES, ExperimentConfig, profile_config
@@ -109,6 +110,24 @@ def writable_folder(path: Path, option: str = "--out") -> Path:
     return path
 
 
+@contextlib.contextmanager
+def output_folder(path: Path, option: str = "--out") -> Iterator[Path]:
+    """:func:`writable_folder`, removed again when this command created it and fails while
+    it is still empty (a bad ``--source`` found after the check leaves no stray folder).
+
+    Chapter: 01_introduction
+    """
+    created = not path.exists()
+    writable_folder(path, option)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only an empty folder goes
+        raise
+
+
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
     """The profile's settings with the command line's overrides applied.
 
@@ -152,7 +171,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.no_pitch_check:
         fields["pitch_check"] = False
     cfg = RenderConfig(**fields)  # type: ignore[arg-type]
-    summary = render_soundfont(cfg, writable_folder(args.out), progress=not args.quiet)
+    with output_folder(args.out) as out:
+        summary = render_soundfont(cfg, out, progress=not args.quiet)
     print(
         f"wrote {summary.written} of {summary.requested} notes to {args.out} ({summary.renderer}, {summary.seconds} s)"
     )
@@ -187,10 +207,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .machine import machine_lines
 
     cfg = build_config(args)
-    writable_folder(args.out)
-    print(f"profile {cfg.profile}: seeds {list(cfg.seeds)}, {cfg.train.steps} steps per model")
-    start = time.perf_counter()
-    results = reproduce(cfg, args.out, progress=not args.quiet, fresh=args.fresh)
+    with output_folder(args.out):
+        print(f"profile {cfg.profile}: seeds {list(cfg.seeds)}, {cfg.train.steps} steps per model")
+        start = time.perf_counter()
+        results = reproduce(cfg, args.out, progress=not args.quiet, fresh=args.fresh)
     if not results:  # another process of a torchrun group: rank 0 reports
         return 0
     print(markdown_table(results))
@@ -216,8 +236,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """
     from .experiment import evaluate_checkpoint
 
-    out = writable_folder(args.out)
-    results = evaluate_checkpoint(args.checkpoint, args.source, out, progress=not args.quiet)
+    with output_folder(args.out) as out:
+        results = evaluate_checkpoint(args.checkpoint, args.source, out, progress=not args.quiet)
     ((name, metrics),) = results["models"].items()
     print(
         f"{name} model on {results['source']}: {results['data']['notes']} notes, {results['data']['instruments']} instruments"

@@ -132,6 +132,25 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["reproduce", "--profile", "ci", "--source", "{missing}"],
+        ["evaluate", "--checkpoint", "{missing}", "--source", "soundfont"],
+        ["render", "--soundfont", "{missing}", "--programs", "0"],
+    ],
+)
+def test_a_failed_command_leaves_no_output_folder_it_created(tmp_path, command):
+    missing = str(tmp_path / "nothere.sf2")
+    out = tmp_path / "new" / "out"
+    code = main([*(part.format(missing=missing) for part in command), "--out", str(out)])
+    assert code == 2 and not out.exists()
+    kept = tmp_path / "kept"  # a folder that was there before stays, empty or not
+    kept.mkdir()
+    assert main([*(p.format(missing=missing) for p in command), "--out", str(kept)]) == 2
+    assert kept.is_dir()
+
+
 def test_an_unusable_cache_folder_is_named(tmp_path):
     a_file = tmp_path / "cache"
     a_file.write_text("not a folder")
