@@ -70,6 +70,22 @@ def test_malformed_examples_json(toy_folder):
     path.write_text(json.dumps({"x-060-100": {**fields, "instrument_str": None}}))
     with pytest.raises(DataError, match=r"\['instrument_str'\] that are not text"):
         read_examples(toy_folder, check_audio=False)
+    # labels int() would change quietly: a bool, a fraction
+    for name, value in (("velocity", True), ("pitch", 60.7), ("instrument", False)):
+        path.write_text(json.dumps({"x-060-100": {**fields, name: value}}))
+        with pytest.raises(
+            DataError, match=rf"entry 'x-060-100' has {name} {value!r}, not a whole number"
+        ):
+            read_examples(toy_folder, check_audio=False)
+    path.write_text(json.dumps({"x-060-100": {**fields, "pitch": 60.0}}))  # whole: fine
+    assert read_examples(toy_folder, check_audio=False)[0].pitch == 60
+    # two keys naming one note: its wav would count twice
+    one = {**fields, "note_str": "x-060-100"}
+    path.write_text(json.dumps({"x-060-100": one, "x-060-100-copy": one}))
+    with pytest.raises(
+        DataError, match=r"1 note_str value\(s\) name more than one entry, first 'x-060-100'"
+    ):
+        read_examples(toy_folder, check_audio=False)
     path.write_text(json.dumps({"x-060-100": {**fields, "pitch": 300}}))
     with pytest.raises(DataError, match=r"entry 'x-060-100' has pitch 300, outside MIDI's 0..127"):
         read_examples(toy_folder, check_audio=False)

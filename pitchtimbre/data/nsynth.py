@@ -16,6 +16,7 @@ import os
 import shutil
 import tarfile
 import urllib.request
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,6 +139,8 @@ def read_examples(folder: Path | str, check_audio: bool = True) -> list[NoteReco
                 f"{path}: entry {key!r} has field(s) {not_text} that are not text; NSynth's "
                 "layout has names there"
             )
+        for name in ("pitch", "velocity", "instrument", "instrument_family", "sample_rate"):
+            _whole_number(fields[name], f"{path}: entry {key!r} has {name}")
         try:
             rec = NoteRecord(
                 note_str=str(fields.get("note_str", key)),
@@ -162,9 +165,22 @@ def read_examples(folder: Path | str, check_audio: bool = True) -> list[NoteReco
                     f"{path}: entry {key!r} has {name} {getattr(rec, name)}, outside MIDI's 0..127"
                 )
         records.append(rec)
+    twice = sorted(n for n, c in Counter(r.note_str for r in records).items() if c > 1)
+    if twice:
+        raise DataError(
+            f"{path}: {len(twice)} note_str value(s) name more than one entry, first "
+            f"{twice[0]!r}; each note is one entry with a wav of its own"
+        )
     if check_audio:
         check_audio_exists(records, path)
     return records
+
+
+def _whole_number(value: object, what: str) -> None:
+    """Refuse a label that int() would quietly change: a bool (True -> 1) or a fraction
+    (60.7 -> 60). Whole floats (60.0) and digit strings pass, as NSynth's readers allow."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise DataError(f"{what} {value!r}, not a whole number; fix that entry")
 
 
 def check_audio_exists(records: Iterable[NoteRecord], source: Path) -> None:
