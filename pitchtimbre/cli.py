@@ -52,18 +52,31 @@ def parse_range(text: str) -> tuple[int, int]:
 
     Chapter: 01_introduction
     """
-    lo, _, hi = text.partition(":")
-    return (int(lo), int(hi or lo))
+    lo, colon, hi = text.partition(":")
+    if colon and not hi:
+        raise ValueError(f"{text!r} has no upper end")
+    low, high = int(lo), int(hi or lo)
+    if high < low:
+        raise BackwardsRange(f"the range {text} runs backwards; write {high}:{low}")
+    return (low, high)
+
+
+_FORMATS = {
+    parse_int_list: "numbers such as '60 90 120', '0,1,5' or a range '0:7'",
+    parse_range: "a range such as '48:72', or one number",
+}
 
 
 def _arg(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
+    # argparse names the option before the message ("argument --pitches: ...")
     def wrapped(text: str) -> object:
         try:
             return parse(text)
         except BackwardsRange as exc:
-            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: cannot read {text!r}") from None
+            wanted = _FORMATS.get(parse, "another value")
+            raise argparse.ArgumentTypeError(f"cannot read {text!r}; write {wanted}") from None
 
     wrapped.__name__ = name
     return wrapped

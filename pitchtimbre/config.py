@@ -31,7 +31,11 @@ T = TypeVar("T")
 
 def _fail(obj: object, name: str, must: str) -> None:
     value = getattr(obj, name)
-    raise ConfigError(f"{type(obj).__name__}.{name}: must be {must}, got {value!r}")
+    shown = repr(value)
+    if len(shown) > 100:  # a tuple of 200 programs, say
+        size = f", {len(value)} items" if isinstance(value, tuple | list) else ""
+        shown = f"{shown[:80]}...{shown[-10:]}{size}"
+    raise ConfigError(f"{type(obj).__name__}.{name}: must be {must}, got {shown}")
 
 
 def _check(obj: object, name: str, ok: bool, must: str) -> None:

@@ -20,7 +20,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_parsers():
     assert parse_int_list("0 1,5 7:9") == (0, 1, 5, 7, 8, 9)
-    assert parse_range("48:72") == (48, 72)
+    assert parse_range("48:72") == (48, 72) and parse_range("60") == (60, 60)
+    with pytest.raises(ValueError, match="no upper end"):
+        parse_range("60:")  # not quietly 60:60
+    with pytest.raises(ValueError, match="the range 72:48 runs backwards; write 48:72"):
+        parse_range("72:48")
     with pytest.raises(ValueError, match="the range 9:7 runs backwards; write 7:9"):
         parse_int_list("9:7")
 
@@ -90,6 +94,22 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
             "examples.json: pass the folder that holds it",
         ),
         (["render", "--out", "{tmp}/o", "--pitches", "high"], "--pitches: cannot read 'high'"),
+        (
+            ["render", "--out", "{tmp}/o", "--pitches", "80:40"],
+            "argument --pitches: the range 80:40 runs backwards; write 40:80",
+        ),
+        (
+            ["render", "--out", "{tmp}/o", "--pitches", "60:"],
+            "argument --pitches: cannot read '60:'; write a range such as '48:72'",
+        ),
+        (
+            ["render", "--out", "{tmp}/o", "--velocities", "abc"],
+            "argument --velocities: cannot read 'abc'; write numbers such as '60 90 120'",
+        ),
+        (  # not the 201 numbers one by one
+            ["render", "--out", "{tmp}/o", "--programs", "0:200"],
+            "20, 21, 2... 199, 200), 201 items",
+        ),
         (
             ["render", "--out", "{tmp}/o", "--programs", "5:2"],
             "--programs: the range 5:2 runs backwards; write 2:5",
