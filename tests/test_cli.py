@@ -116,8 +116,8 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
         ),
         (["render", "--out", "{tmp}/o", "--programs", "0 0"], "none repeated"),
         (
-            ["render", "--out", "{tmp}/o", "--programs", "0", "--pitches", "10:60"],
-            "RenderConfig.pitch_range: the pitch check (pyin) needs MIDI >= 13 at 16000 Hz, got 10;",
+            ["render", "--out", "{tmp}/o", "--programs", "0", "--pitches", "20:60"],
+            "RenderConfig.pitch_range: the pitch check (pyin) needs MIDI >= 25 at 16000 Hz, got 20;",
         ),
         (
             ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--steps", "0"],

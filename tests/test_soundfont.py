@@ -285,6 +285,27 @@ def _checked_here(monkeypatch) -> list[int]:
     return here
 
 
+@pytest.mark.parametrize("sample_rate", [16000, 44100])
+def test_the_lowest_checkable_pitch_is_checked_without_librosas_warning(sample_rate):
+    """Below it, librosa warns at every note that pyin's frame holds less than two periods
+    (render --pitches 20:30 printed two warnings a pitch)."""
+    import warnings
+
+    from pitchtimbre.data.pitch_check import lowest_checkable_pitch
+
+    low = lowest_checkable_pitch(sample_rate)
+    t = np.arange(sample_rate) / sample_rate
+
+    def tone(midi: int) -> np.ndarray:
+        return np.sin(2 * np.pi * 440 * 2 ** ((midi - 69) / 12) * t)[None].astype(np.float32)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert abs(estimate_midi(tone(low), low, sample_rate)[0] - low) < 0.5
+    with pytest.warns(UserWarning, match="less than two periods"):
+        estimate_midi(tone(low - 1), low - 1, sample_rate)
+
+
 def test_a_crashed_pitch_check_worker_is_a_clear_error(monkeypatch):
     heads = _tones({60: 0.0, 64: 0.0, 67: 0.0}, notes=2)
     parent, real = os.getpid(), pitch_check.pitch_error_cents

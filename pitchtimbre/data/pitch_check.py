@@ -36,12 +36,14 @@ def _frame_length(sample_rate: int) -> int:
 
 
 def lowest_checkable_pitch(sample_rate: int) -> int:
-    """The lowest MIDI pitch the check can search around: pyin needs a period that fits its
-    frame, so the search's lowest frequency must exceed sample_rate / (frame - 1).
+    """The lowest MIDI pitch the check can search around: two periods of the search's lowest
+    frequency must fit pyin's frame, so that frequency must exceed sample_rate / (frame / 2)
+    (with less, librosa warns at every note and the estimate is less reliable; with less
+    than one period, pyin refuses).
 
     Chapter: 02_data
     """
-    floor_hz = sample_rate / (_frame_length(sample_rate) - 1)
+    floor_hz = sample_rate / (_frame_length(sample_rate) // 2)
     low = 69 + 12 * math.log2(floor_hz / 440.0) + PYIN_SPAN_SEMITONES
     return math.floor(low) + 1
 
