@@ -40,10 +40,32 @@ def save_figure(fig: Figure, path: Path | str, dpi: int = 120) -> Path:
     return path
 
 
+WARM_UP_SHARE = 0.05
+"""The share of the logged steps a loss curve's y-axis may leave off the top or bottom: the
+first steps, whose losses dwarf the rest (the reconstruction starts near 550 on the cpu
+profile and ends near 10)."""
+
+
+def _steady_limits(values: list[np.ndarray]) -> tuple[float, float] | None:
+    """Y-limits that show every curve after its first ``WARM_UP_SHARE`` of points, or None
+    when the first points would squash the rest less than twofold (then all are shown)."""
+    later = np.concatenate([v[int(np.ceil(len(v) * WARM_UP_SHARE)) :] for v in values])
+    every = np.concatenate(values)
+    if later.size == 0 or not np.isfinite(later).all():
+        return None
+    lo, hi = float(later.min()), float(later.max())
+    span = hi - lo
+    if span == 0 or (every.max() - every.min()) < 2 * span:
+        return None
+    return lo - 0.08 * span, hi + 0.08 * span
+
+
 def plot_loss_curves(
     histories: dict[str, Sequence[dict[str, float]]], terms: Sequence[str] | None = None
 ) -> Figure:
-    """Each logged loss term against the step, one line per model.
+    """Each logged loss term against the step, one line per model. Where the first steps'
+    losses would squash the rest of a curve, its axis leaves them off (and says so); a term
+    that never changes (σ when it is fixed) says that in its title.
 
     Chapter: 05_training
     """
@@ -55,10 +77,19 @@ def plot_loss_curves(
     rows = -(-len(terms) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
     for ax, term in zip(axes.flat, terms, strict=False):
+        values = []
         for name, hist in histories.items():
             steps = [h["step"] for h in hist]
-            ax.plot(steps, [h[term] for h in hist], label=name, color=MODEL_COLOURS.get(name))
-        ax.set_title(TERM_LABELS.get(term, term), fontsize=9)
+            values.append(np.array([h[term] for h in hist], dtype=float))
+            ax.plot(steps, values[-1], label=name, color=MODEL_COLOURS.get(name))
+        title = TERM_LABELS.get(term, term)
+        every = np.concatenate(values) if values else np.array([])
+        if every.size and np.all(every == every[0]):
+            title += f" (fixed at {every[0]:.3g})"
+        elif values and (limits := _steady_limits(values)) is not None:
+            ax.set_ylim(*limits)
+            title += "\n(the first steps run off the axis)"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(terms) :]:

@@ -69,3 +69,20 @@ def test_umap_projection_of_small_data_is_seeded_and_keeps_clusters_apart():
 def test_unknown_projection_is_refused():
     with pytest.raises(ValueError, match="method must be 'pca' or 'umap'"):
         viz.project_2d(np.zeros((4, 2)), "tsne")
+
+
+def test_loss_curves_leave_the_first_steps_off_a_squashed_axis_and_name_a_fixed_term():
+    import matplotlib.pyplot as plt
+
+    steps = range(10, 1010, 10)  # 100 logged steps
+    recon = [550.0 * 0.5**i + 10 + (i % 3) for i in range(100)]  # a drop that dwarfs the rest
+    hist = [{"step": s, "recon": r, "kl_pitch": 5.0 + i, "sigma": 0.3}
+            for i, (s, r) in enumerate(zip(steps, recon, strict=True))]  # fmt: skip
+    fig = viz.plot_loss_curves({"proposed": hist}, ["recon", "kl_pitch", "sigma"])
+    recon_ax, kl_ax, sigma_ax = fig.axes[:3]
+    low, high = recon_ax.get_ylim()
+    assert 29 < high < 35 and 8 < low < 10  # the steady part fills the axis, 550 is off the top
+    assert "run off the axis" in recon_ax.get_title()
+    assert kl_ax.get_ylim()[1] >= 104 and "run off" not in kl_ax.get_title()  # nothing hidden
+    assert sigma_ax.get_title().endswith("(fixed at 0.3)")
+    plt.close(fig)
