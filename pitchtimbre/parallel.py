@@ -323,67 +323,81 @@ def train_in_processes(
     futures: list = []
     bars: list = []
     errors: list[Exception] = []
-    try:  # from here on, Ctrl-C stops the workers (they ignore it themselves)
-        if progress:
-            reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
-        steps_of = [None if reports is None else reports / f"model-{i}" for i in range(len(jobs))]
-        registered = registered_here()  # a loss registered in a notebook cell, say
-        # every one that can be pickled goes, pickled, and is loaded on its own in the
-        # worker (a loss may call another by name); the one a job trains with goes as it
-        # is, and fails that job alone if it cannot be sent (it holds a lock, say)
-        pickled = {name: _pickled(fn) for name, fn in registered.items()}
+    with _CtrlC() as ctrl_c:
+        try:
+            if progress:
+                reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
+            steps_of = [
+                None if reports is None else reports / f"model-{i}" for i in range(len(jobs))
+            ]
+            registered = registered_here()  # a loss registered in a notebook cell, say
+            # every one that can be pickled goes, pickled, and is loaded on its own in the
+            # worker (a loss may call another by name); the one a job trains with goes as
+            # it is, and fails that job alone if it cannot be sent (it holds a lock, say)
+            pickled = {name: _pickled(fn) for name, fn in registered.items()}
 
-        def losses_for(cfg: ExperimentConfig, fn: ContrastiveLoss | None) -> tuple:
-            name = cfg.loss.contrastive
-            own = {name: registered[name]} if fn is None and name in registered else {}
-            shared = {k: b for k, b in pickled.items() if b is not None and k not in own}
-            return own, shared
+            def losses_for(cfg: ExperimentConfig, fn: ContrastiveLoss | None) -> tuple:
+                name = cfg.loss.contrastive
+                own = {name: registered[name]} if fn is None and name in registered else {}
+                shared = {k: b for k, b in pickled.items() if b is not None and k not in own}
+                return own, shared
 
-        code = trainer_code()
-        for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True):
-            report = None if at is None else str(at)
-            own, shared = losses_for(cfg, fn)
-            job = (cfg, fn, retrain, folder, report, own, code, shared)
-            futures.append(executor.submit(_interruptible, *job))
-        bars = [
-            tqdm(
-                total=cfg.train.steps,
-                desc=f"train {model_name(cfg)} (seed {cfg.train.seed}, {processes} at a time)",
-                unit="step",
-                position=i,
-                disable=not progress,
-            )
-            for i, (cfg, _) in enumerate(jobs)
-        ]
-        started = [False] * len(jobs)
-        running = set(futures)
-        while running:
-            finished, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-            move_bars(bars, steps_of, started)
-            for future in sorted(finished, key=futures.index):
-                try:
-                    future.result()
-                except Exception as exc:  # the other models still finish and are cached
-                    errors.append(exc)
-                    continue
-                bar = bars[futures.index(future)]
-                bar.update(bar.total - bar.n)  # also a model that was in the cache already
+            code = trainer_code()
+            for (cfg, fn), folder, at in zip(jobs, folders, steps_of, strict=True):
+                report = None if at is None else str(at)
+                own, shared = losses_for(cfg, fn)
+                job = (cfg, fn, retrain, folder, report, own, code, shared)
+                futures.append(executor.submit(_interruptible, *job))
+            bars = [
+                tqdm(
+                    total=cfg.train.steps,
+                    desc=f"train {model_name(cfg)} (seed {cfg.train.seed}, {processes} at a time)",
+                    unit="step",
+                    position=i,
+                    disable=not progress,
+                )
+                for i, (cfg, _) in enumerate(jobs)
+            ]
+            started = [False] * len(jobs)
+            running = set(futures)
+            signalled: set[int] = set()
+            while running and ctrl_c.presses < 2:
+                finished, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                move_bars(bars, steps_of, started)
+                if ctrl_c.presses:
+                    for future in futures:
+                        future.cancel()  # those no worker has taken
+                    running = {f for f in running if not f.cancelled()}
+                    _pass_on_ctrl_c(pids, signalled)  # again each round: a late worker too
+                for future in sorted(finished, key=futures.index):
+                    try:
+                        future.result()
+                    except TrainingInterrupted:
+                        continue  # stopped by the Ctrl-C passed on: saved, not an error
+                    except Exception as exc:  # the other models still finish and are cached
+                        errors.append(exc)
+                        continue
+                    bar = bars[futures.index(future)]
+                    bar.update(bar.total - bar.n)  # also a model that was in the cache
+                    bar.close()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            executor.shutdown(wait=False, kill_workers=True)
+            raise
+        finally:
+            for bar in bars:
                 bar.close()
-    except KeyboardInterrupt:
-        _stop_at_logged_steps(executor, futures, pids)
-        raise
-    except BaseException:
-        for future in futures:
-            future.cancel()
+            for folder in (reports, pids):
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+    if ctrl_c.presses >= 2:
         executor.shutdown(wait=False, kill_workers=True)
-        raise
-    finally:
-        for bar in bars:
-            bar.close()
-        for folder in (reports, pids):
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-    executor.shutdown(wait=True)
+        log.warning("stopped at once; each model continues from its last periodic checkpoint")
+        raise KeyboardInterrupt
+    executor.shutdown(wait=True)  # idle workers end on their own, leaving nothing behind
+    if ctrl_c.presses:
+        raise KeyboardInterrupt
     crashed = [e for e in errors if isinstance(e, BrokenExecutor)]
     if crashed:  # before any other error: the others may be its consequence
         codes = re.search(r"exit codes of the workers are (\{.*?\})", str(crashed[0]))
@@ -398,28 +412,54 @@ def train_in_processes(
     return [Path(future.result()) for future in futures]
 
 
-def _stop_at_logged_steps(executor: Any, futures: Sequence[Any], pids: Path) -> None:
-    """Ctrl-C in the caller: pass it on to every worker once (each trainer runs on to its
-    next logged step, saves it and stops; a worker starts no other model) and wait for
-    them. A second Ctrl-C stops them at once."""
-    for future in futures:
-        future.cancel()  # those no worker has taken
-    log.warning(
-        "Ctrl-C: each model runs on to its next logged step and saves it there; press "
-        "Ctrl-C again to stop at once"
-    )
+class _CtrlC:
+    """Ctrl-C while models train in workers: the handler only counts the presses, and the
+    caller's polling loop acts on them, so that no ``KeyboardInterrupt`` lands inside
+    ``concurrent.futures``' locks (a future's lock left held would hang the clean-up).
+    Installed only in the main thread, and not where Ctrl-C is ignored."""
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _CtrlC:
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._count)
+            self._installed = True
+        return self
+
+    def _count(self, signum: int, frame: object) -> None:
+        self.presses += 1
+        if self.presses == 1:
+            log.warning(
+                "Ctrl-C: each model runs on to its next logged step and saves it there; "
+                "press Ctrl-C again to stop at once"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            previous = self._previous
+            signal.signal(
+                signal.SIGINT, signal.default_int_handler if previous is None else previous
+            )
+
+
+def _pass_on_ctrl_c(pids: Path, signalled: set[int]) -> None:
+    """Send Ctrl-C (SIGINT) once to every worker that wrote its process id into ``pids``
+    and has not had it yet: its trainer stops at its next logged step, saved, and the
+    worker starts no other model."""
     try:
-        for pid in (int(p.name) for p in pids.iterdir()):
-            try:
-                os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:  # a worker that has ended
-                pass
-        wait([f for f in futures if not f.cancelled()])
-    except KeyboardInterrupt:
-        log.warning("stopped at once; each model continues from its last periodic checkpoint")
-        executor.shutdown(wait=False, kill_workers=True)
+        found = {int(p.name) for p in pids.iterdir()}
+    except OSError:
         return
-    executor.shutdown(wait=True)  # idle workers end on their own, leaving nothing behind
+    for pid in sorted(found - signalled):
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:  # a worker that has ended
+            pass
+        signalled.add(pid)
 
 
 def trained_models(

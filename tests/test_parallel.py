@@ -413,6 +413,22 @@ def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_second_ctrl_c_stops_every_worker_at_once(toy_folder, tmp_path):
+    import time
+
+    caller, workers = _start_caller(toy_folder, tmp_path)
+    try:
+        caller.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        caller.send_signal(signal.SIGINT)
+        assert caller.wait(timeout=60) != 0
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+    assert _gone_within(workers, 10) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_workers_end_when_their_caller_is_killed(toy_folder, tmp_path):
     """SIGTERM (``kill``, ``timeout``) or a closed terminal ends the caller without its
     clean-up; its workers must not train on, holding their memory, with nobody to read them."""
