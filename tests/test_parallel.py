@@ -324,7 +324,10 @@ def test_workers_take_ctrl_c_from_the_caller_alone(toy_folder, tmp_path, monkeyp
 
 
 CALLER = """
-import os, sys, time
+import os, signal, sys, time
+# as in a terminal's foreground: a background job (CI, say) starts with Ctrl-C ignored,
+# which the caller respects, so these tests would wait for nothing
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.parallel import train_in_processes
