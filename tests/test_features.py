@@ -76,6 +76,18 @@ def test_a_note_too_short_for_its_frames_is_reported(toy_folder, caplog):
     assert feats.shape[0] == len(records)
 
 
+def test_notes_that_are_all_too_short_are_refused(toy_folder):
+    """Every note padded with silence would train a model on silence: an error, not a
+    warning, and no cache is written."""
+    records = read_examples(toy_folder)
+    for rec in records:
+        soundfile.write(rec.audio_path, harmonic_tone(60, 0.3, seconds=0.1), 16000)
+    cfg = FeatureConfig()
+    with pytest.raises(DataError, match=r"every note is shorter than the 0\.576 s the features"):
+        feat.note_features(records, cfg, progress=False)
+    assert not feat.feature_cache_path(records, cfg).exists()
+
+
 def test_a_changed_wav_invalidates_the_feature_cache(toy_folder, monkeypatch):
     records = read_examples(toy_folder)
     cfg = FeatureConfig()

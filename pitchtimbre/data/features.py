@@ -297,6 +297,12 @@ def note_features(
             peaks[start : start + len(chunk)] = np.abs(audio).max(axis=1)
             feats[start : start + len(chunk)] = compute_features(audio, cfg)
             bar.update(len(chunk))
+    if short and len(short) == len(records):
+        raise DataError(
+            f"features: every note is shorter than the {cfg.seconds_needed:.3f} s the features "
+            f"need (FeatureConfig.offset_s plus n_frames hops; first: {short[0]}), so they "
+            "would be padded silence; use longer notes, or lower offset_s or n_frames"
+        )
     if short:
         log.warning(
             "features: %d note(s) shorter than the %.3f s the features need, padded with "
