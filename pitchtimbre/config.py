@@ -57,10 +57,13 @@ class _Config:
         hints = typing.get_type_hints(type(self))
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if isinstance(value, list) and any(
+            plain = _plain_scalars(value)
+            if isinstance(plain, list) and any(
                 typing.get_origin(a) is tuple for a in _union_args(hints[f.name])
             ):
-                value = _coerce_plain(value)
+                plain = _coerce_plain(plain)
+            if plain is not value:
+                value = plain
                 object.__setattr__(self, f.name, value)  # frozen: set once, before use
             if not _has_type(value, hints[f.name]):
                 _fail(self, f.name, _type_name(hints[f.name]))
@@ -136,6 +139,21 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if dataclasses.is_dataclass(arg) and isinstance(value, dict):
             return _from_dict(arg, value, where)
     return _coerce_plain(value)
+
+
+def _plain_scalars(value: Any) -> Any:
+    """numpy's numbers and bools as Python's (``np.int64(48)`` -> 48), also inside a list or
+    tuple: a setting computed with numpy is the same setting, and the same cache key. Other
+    values come back as they are (the same object)."""
+    if isinstance(value, list | tuple):
+        items = [_plain_scalars(v) for v in value]
+        if any(a is not b for a, b in zip(items, value, strict=True)):
+            return type(value)(items)
+        return value
+    item = getattr(value, "item", None)
+    if type(value).__module__ == "numpy" and callable(item) and getattr(value, "ndim", 1) == 0:
+        return item()
+    return value
 
 
 def _coerce_plain(value: Any) -> Any:

@@ -72,6 +72,13 @@ def test_the_type_check_takes_lists_for_tuples_and_checks_direct_construction():
     with pytest.raises(ConfigError, match=r"RenderConfig\.velocities: must be a tuple of ints"):
         RenderConfig(velocities=(60, 90.5))
     assert LossConfig(lambda_pitch=20).lambda_pitch == 20  # an int is a number
+    import numpy as np
+
+    computed = DataConfig(pitch_range=(np.int64(48), np.int64(72)), velocities=[np.int32(90)])
+    assert computed.pitch_range == (48, 72) and type(computed.pitch_range[0]) is int
+    assert computed == DataConfig(pitch_range=(48, 72), velocities=(90,))  # the same setting
+    assert type(TrainConfig(lr=np.float32(1e-3)).lr) is float
+    assert TrainConfig(amp=np.bool_(False)).amp is False
     assert DataConfig(pitch_range=None).pitch_range is None
 
 
