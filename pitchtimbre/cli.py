@@ -130,14 +130,16 @@ def output_folder(path: Path, option: str = "--out") -> Iterator[Path]:
 
     Chapter: 01_introduction
     """
-    created = not path.exists()
+    missing = [p for p in [path, *path.parents] if not p.exists()]  # innermost first
     writable_folder(path, option)
     try:
         yield path
     except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                path.rmdir()  # only an empty folder goes
+        for folder in missing:
+            try:
+                folder.rmdir()  # only an empty folder goes
+            except OSError:
+                break
         raise
 
 

@@ -143,16 +143,16 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 def _plain_scalars(value: Any) -> Any:
     """numpy's numbers and bools as Python's (``np.int64(48)`` -> 48), also inside a list or
-    tuple: a setting computed with numpy is the same setting, and the same cache key. Other
-    values come back as they are (the same object)."""
+    tuple, and a numpy array as a tuple: a setting computed with numpy is the same setting,
+    and the same cache key. Other values come back as they are (the same object)."""
     if isinstance(value, list | tuple):
         items = [_plain_scalars(v) for v in value]
         if any(a is not b for a, b in zip(items, value, strict=True)):
             return type(value)(items)
         return value
-    item = getattr(value, "item", None)
-    if type(value).__module__ == "numpy" and callable(item) and getattr(value, "ndim", 1) == 0:
-        return item()
+    if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
+        plain = value.tolist()  # a number for a scalar, nested lists for an array
+        return tuple(plain) if isinstance(plain, list) else plain
     return value
 
 

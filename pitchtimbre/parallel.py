@@ -314,16 +314,20 @@ def train_in_processes(
     # an executor of its own, not loky's shared one: joblib (the pitch check) keeps that one
     # with settings of its own, and these workers hold GPU memory until they exit
     pids = Path(tempfile.mkdtemp(prefix="pitchtimbre-workers-"))
-    executor = ProcessPoolExecutor(
-        max_workers=processes,
-        initializer=_receive_dataset,
-        initargs=(dataset, threads, os.getpid(), str(pids)),
-    )
+    try:
+        executor = ProcessPoolExecutor(
+            max_workers=processes,
+            initializer=_receive_dataset,
+            initargs=(dataset, threads, os.getpid(), str(pids)),
+        )
+    except BaseException:
+        shutil.rmtree(pids, ignore_errors=True)
+        raise
     reports: Path | None = None
     futures: list = []
     bars: list = []
     errors: list[Exception] = []
-    with _CtrlC() as ctrl_c:
+    with _CtrlC(pids) as ctrl_c:
         try:
             if progress:
                 reports = Path(tempfile.mkdtemp(prefix="pitchtimbre-progress-"))
@@ -397,6 +401,8 @@ def train_in_processes(
         raise KeyboardInterrupt
     executor.shutdown(wait=True)  # idle workers end on their own, leaving nothing behind
     if ctrl_c.presses:
+        for exc in errors:  # what went wrong before the Ctrl-C, not to be lost with it
+            log.error("while stopping: %s: %s", type(exc).__name__, exc)
         raise KeyboardInterrupt
     crashed = [e for e in errors if isinstance(e, BrokenExecutor)]
     if crashed:  # before any other error: the others may be its consequence
@@ -413,21 +419,28 @@ def train_in_processes(
 
 
 class _CtrlC:
-    """Ctrl-C while models train in workers: the handler only counts the presses, and the
-    caller's polling loop acts on them, so that no ``KeyboardInterrupt`` lands inside
-    ``concurrent.futures``' locks (a future's lock left held would hang the clean-up).
-    Installed only in the main thread, and not where Ctrl-C is ignored."""
+    """Ctrl-C and Ctrl-Z while models train in workers. The Ctrl-C handler only counts the
+    presses, and the caller's polling loop acts on them, so that no ``KeyboardInterrupt``
+    is raised inside ``concurrent.futures``. The workers left the terminal's process group
+    (:func:`_receive_dataset`), so Ctrl-Z (SIGTSTP) would stop the caller alone: the
+    caller stops its workers (the ids in ``pids``) before it stops, and continues them when
+    it continues. Installed only in the main thread, and neither where Ctrl-C is ignored
+    nor, for Ctrl-Z, where there is no SIGTSTP (Windows)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pids: Path) -> None:
+        self.pids = pids
         self.presses = 0
-        self._previous: Any = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _CtrlC:
-        main = threading.current_thread() is threading.main_thread()
-        if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._count)
-            self._installed = True
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        wanted = {signal.SIGINT: self._count}
+        if hasattr(signal, "SIGTSTP"):
+            wanted[signal.SIGTSTP] = self._pause
+        for signum, handler in wanted.items():
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, handler)
         return self
 
     def _count(self, signum: int, frame: object) -> None:
@@ -438,28 +451,58 @@ class _CtrlC:
                 "press Ctrl-C again to stop at once"
             )
 
+    def _pause(self, signum: int, frame: object) -> None:
+        workers = _our_workers(self.pids)
+        for pid in workers:
+            _signal_quietly(pid, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stops here; runs on when continued (fg, bg)
+        signal.signal(signal.SIGTSTP, self._pause)
+        for pid in workers:
+            _signal_quietly(pid, signal.SIGCONT)
+
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            previous = self._previous
-            signal.signal(
-                signal.SIGINT, signal.default_int_handler if previous is None else previous
-            )
+        for signum, previous in self._previous.items():
+            fallback = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, fallback if previous is None else previous)
+
+
+def _our_workers(pids: Path) -> list[int]:
+    """The process ids the workers wrote into ``pids`` that still belong to a worker: a
+    worker leads a session of its own, which an unrelated process that took over a dead
+    worker's id almost never does."""
+    try:
+        found = sorted(int(p.name) for p in pids.iterdir())
+    except (OSError, ValueError):
+        return []
+    ours = []
+    for pid in found:
+        try:
+            if os.getsid(pid) == pid:
+                ours.append(pid)
+        except OSError:  # gone
+            pass
+    return ours
+
+
+def _signal_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:  # gone since, or no longer ours to signal
+        pass
 
 
 def _pass_on_ctrl_c(pids: Path, signalled: set[int]) -> None:
     """Send Ctrl-C (SIGINT) once to every worker that wrote its process id into ``pids``
     and has not had it yet: its trainer stops at its next logged step, saved, and the
-    worker starts no other model."""
-    try:
-        found = {int(p.name) for p in pids.iterdir()}
-    except OSError:
+    worker starts no other model. Only on POSIX: elsewhere ``os.kill`` would end the
+    worker outright, and the console's Ctrl-C reaches the workers itself."""
+    if os.name != "posix":
         return
-    for pid in sorted(found - signalled):
-        try:
-            os.kill(pid, signal.SIGINT)
-        except ProcessLookupError:  # a worker that has ended
-            pass
-        signalled.add(pid)
+    for pid in _our_workers(pids):
+        if pid not in signalled:
+            _signal_quietly(pid, signal.SIGINT)
+            signalled.add(pid)
 
 
 def trained_models(

@@ -164,7 +164,7 @@ def test_a_failed_command_leaves_no_output_folder_it_created(tmp_path, command):
     missing = str(tmp_path / "nothere.sf2")
     out = tmp_path / "new" / "out"
     code = main([*(part.format(missing=missing) for part in command), "--out", str(out)])
-    assert code == 2 and not out.exists()
+    assert code == 2 and not (tmp_path / "new").exists()  # nor the parent it made
     kept = tmp_path / "kept"  # a folder that was there before stays, empty or not
     kept.mkdir()
     assert main([*(p.format(missing=missing) for p in command), "--out", str(kept)]) == 2

@@ -79,6 +79,9 @@ def test_the_type_check_takes_lists_for_tuples_and_checks_direct_construction():
     assert computed == DataConfig(pitch_range=(48, 72), velocities=(90,))  # the same setting
     assert type(TrainConfig(lr=np.float32(1e-3)).lr) is float
     assert TrainConfig(amp=np.bool_(False)).amp is False
+    assert profile_config("ci").with_overrides(
+        {"data.render.pitch_range": np.array([48, 60])}
+    ).data.render.pitch_range == (48, 60)
     assert DataConfig(pitch_range=None).pitch_range is None
 
 

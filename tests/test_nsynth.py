@@ -71,7 +71,8 @@ def test_malformed_examples_json(toy_folder):
     with pytest.raises(DataError, match=r"\['instrument_str'\] that are not text"):
         read_examples(toy_folder, check_audio=False)
     # labels int() would change quietly: a bool, a fraction
-    for name, value in (("velocity", True), ("pitch", 60.7), ("instrument", False)):
+    wrong = (("velocity", True), ("pitch", 60.7), ("instrument", False), ("instrument_source", 1.7))
+    for name, value in wrong:
         path.write_text(json.dumps({"x-060-100": {**fields, name: value}}))
         with pytest.raises(
             DataError, match=rf"entry 'x-060-100' has {name} {value!r}, not a whole number"

@@ -360,7 +360,12 @@ def _start_caller(toy_folder, tmp_path):
     pids.mkdir()
     script = tmp_path / "caller.py"
     script.write_text(CALLER)
-    env = {**os.environ, "PITCHTIMBRE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PITCHTIMBRE_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "TMPDIR": str(tmp_path),  # a caller killed outright cannot remove its temporary folders
+    }
     caller = subprocess.Popen([sys.executable, str(script), str(toy_folder), str(pids)], env=env)
     deadline = time.monotonic() + 120
     while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
@@ -428,6 +433,36 @@ def test_a_second_ctrl_c_stops_every_worker_at_once(toy_folder, tmp_path):
     finally:
         if caller.poll() is None:
             caller.kill()
+    assert _gone_within(workers, 10) == []
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (R running, S sleeping, T stopped)."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states in /proc")
+def test_ctrl_z_stops_the_workers_with_their_caller_and_fg_continues_them(toy_folder, tmp_path):
+    """The workers left the terminal's process group, so Ctrl-Z (SIGTSTP) reaches the
+    caller alone: it must stop them too, or they train on while the job is stopped."""
+    import time
+
+    caller, workers = _start_caller(toy_folder, tmp_path)
+    try:
+        caller.send_signal(signal.SIGTSTP)
+        deadline = time.monotonic() + 10
+        while _state(caller.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(caller.pid) == "T"
+        assert [_state(pid) for pid in workers] == ["T", "T"]
+        caller.send_signal(signal.SIGCONT)  # fg or bg
+        deadline = time.monotonic() + 10
+        while "T" in [_state(pid) for pid in workers] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "T" not in [_state(pid) for pid in [caller.pid, *workers]]
+    finally:
+        caller.kill()
+        caller.wait(timeout=30)
     assert _gone_within(workers, 10) == []
 
 

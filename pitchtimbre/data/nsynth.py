@@ -139,7 +139,14 @@ def read_examples(folder: Path | str, check_audio: bool = True) -> list[NoteReco
                 f"{path}: entry {key!r} has field(s) {not_text} that are not text; NSynth's "
                 "layout has names there"
             )
-        for name in ("pitch", "velocity", "instrument", "instrument_family", "sample_rate"):
+        for name in (
+            "pitch",
+            "velocity",
+            "instrument",
+            "instrument_family",
+            "instrument_source",
+            "sample_rate",
+        ):
             _whole_number(fields[name], f"{path}: entry {key!r} has {name}")
         try:
             rec = NoteRecord(
