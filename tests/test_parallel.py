@@ -366,7 +366,12 @@ def _start_caller(toy_folder, tmp_path):
         "OMP_NUM_THREADS": "1",
         "TMPDIR": str(tmp_path),  # a caller killed outright cannot remove its temporary folders
     }
-    caller = subprocess.Popen([sys.executable, str(script), str(toy_folder), str(pids)], env=env)
+    # a process group of its own, with its parent (this test) in another group of the same
+    # session, as a shell's job is: a stop signal's default action then stops it (in an
+    # orphaned group, a background CI job's, the kernel would discard it)
+    caller = subprocess.Popen(
+        [sys.executable, str(script), str(toy_folder), str(pids)], env=env, process_group=0
+    )
     deadline = time.monotonic() + 120
     while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
         if caller.poll() is not None:
