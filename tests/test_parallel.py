@@ -401,20 +401,27 @@ def _gone_within(workers: list[int], seconds: float) -> list[int]:
     return left
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
-def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy_folder, tmp_path):
-    """As a lone trainer does: the steps trained so far are kept (there is no periodic
-    checkpoint in this run), and every model continues from them."""
+def _press_ctrl_c(caller, after: list[float]) -> None:
+    """Send the caller Ctrl-C (SIGINT) once after each pause in ``after`` (seconds), then
+    wait for it to end, as an interrupted command does, with a non-zero status."""
     import time
 
-    caller, workers = _start_caller(toy_folder, tmp_path)
     try:
-        time.sleep(1.0)  # a few logged steps (every 5) in
-        caller.send_signal(signal.SIGINT)
+        for pause in after:
+            time.sleep(pause)
+            caller.send_signal(signal.SIGINT)
         assert caller.wait(timeout=60) != 0
     finally:
         if caller.poll() is None:
             caller.kill()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy_folder, tmp_path):
+    """As a lone trainer does: the steps trained so far are kept (there is no periodic
+    checkpoint in this run), and every model continues from them."""
+    caller, workers = _start_caller(toy_folder, tmp_path)
+    _press_ctrl_c(caller, after=[1.0])  # a few logged steps (every 5) in
     assert _gone_within(workers, 10) == []
     states = [
         read_checkpoint(p) for p in sorted((tmp_path / "cache").glob("models/*/checkpoint.pt"))
@@ -427,17 +434,8 @@ def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_a_second_ctrl_c_stops_every_worker_at_once(toy_folder, tmp_path):
-    import time
-
     caller, workers = _start_caller(toy_folder, tmp_path)
-    try:
-        caller.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        caller.send_signal(signal.SIGINT)
-        assert caller.wait(timeout=60) != 0
-    finally:
-        if caller.poll() is None:
-            caller.kill()
+    _press_ctrl_c(caller, after=[0.0, 0.2])
     assert _gone_within(workers, 10) == []
 
 
