@@ -144,16 +144,21 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 def _plain_scalars(value: Any) -> Any:
     """numpy's numbers and bools as Python's (``np.int64(48)`` -> 48), also inside a list or
     tuple, and a numpy array as a tuple: a setting computed with numpy is the same setting,
-    and the same cache key. Other values come back as they are (the same object)."""
+    and the same cache key. A float narrower than Python's is taken as the shortest decimal
+    that it rounds from (``np.float32(0.7)`` -> 0.7, not 0.699999988...), the number its
+    writer meant. Other values come back as they are (the same object)."""
     if isinstance(value, list | tuple):
         items = [_plain_scalars(v) for v in value]
         if any(a is not b for a, b in zip(items, value, strict=True)):
             return type(value)(items)
         return value
-    if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
-        plain = value.tolist()  # a number for a scalar, nested lists for an array
-        return tuple(plain) if isinstance(plain, list) else plain
-    return value
+    if type(value).__module__ != "numpy" or not callable(getattr(value, "tolist", None)):
+        return value
+    if getattr(value, "ndim", 0) > 0:  # an array: its items are numpy scalars or rows
+        return tuple(_plain_scalars(v) for v in value)
+    if value.dtype.kind == "f" and value.dtype.itemsize < 8 and math.isfinite(value):
+        return float(str(value))  # numpy prints the shortest decimal that rounds to it
+    return value.tolist()
 
 
 def _coerce_plain(value: Any) -> Any:

@@ -78,6 +78,15 @@ def test_the_type_check_takes_lists_for_tuples_and_checks_direct_construction():
     assert computed.pitch_range == (48, 72) and type(computed.pitch_range[0]) is int
     assert computed == DataConfig(pitch_range=(48, 72), velocities=(90,))  # the same setting
     assert type(TrainConfig(lr=np.float32(1e-3)).lr) is float
+    # the number written, not float32's nearest 0.699999988: one setting, one cache key
+    assert TrainConfig(grad_clip=np.float32(0.7)) == TrainConfig(grad_clip=0.7)
+    assert LossConfig(lambda_pitch=np.float16(0.1)).lambda_pitch == 0.1
+    assert (
+        profile_config("ci")
+        .with_overrides({"features.offset_s": np.array([0.064], dtype=np.float32)[0]})
+        .features.offset_s
+        == 0.064
+    )
     assert TrainConfig(amp=np.bool_(False)).amp is False
     assert profile_config("ci").with_overrides(
         {"data.render.pitch_range": np.array([48, 60])}
