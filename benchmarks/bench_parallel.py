@@ -24,10 +24,11 @@ import torch
 from bench_training import synthetic_dataset
 
 from pitchtimbre.cache import CACHE_ENV
+from pitchtimbre.checkpoints import load_checkpoint
 from pitchtimbre.config import profile_config
 from pitchtimbre.machine import describe_machine, machine_lines
 from pitchtimbre.parallel import train_in_processes
-from pitchtimbre.training import load_checkpoint, trained_model
+from pitchtimbre.training import trained_model
 
 
 def main() -> None:

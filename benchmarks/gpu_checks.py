@@ -33,10 +33,11 @@ from pathlib import Path
 import torch
 from bench_training import synthetic_dataset
 
+from pitchtimbre.checkpoints import TrainResult, load_checkpoint
 from pitchtimbre.config import ExperimentConfig, profile_config
 from pitchtimbre.data import NoteDataset
 from pitchtimbre.machine import describe_machine, machine_lines
-from pitchtimbre.training import TrainResult, load_checkpoint, train_model
+from pitchtimbre.training import train_model
 
 STEPS = 60
 

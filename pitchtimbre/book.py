@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from .cache import cache_dir
+from .checkpoints import TrainResult
 from .config import ExperimentConfig, profile_config
 from .data.dataset import NoteDataset, load_dataset
-from .machine import cpu_kernels
-from .training import TrainResult, pick_device
+from .machine import cpu_kernels, pick_device
 
 BOOK_CHAPTERS: dict[str, str] = {
     "01_introduction": "Introduction: what the poster claims and how to use this book",

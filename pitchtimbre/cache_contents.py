@@ -121,7 +121,8 @@ def model_staleness(folder: Path) -> tuple[str, bool] | None:
 
     import torch
 
-    from .training import CHECKPOINT_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, trainer_code
+    from .checkpoints import CHECKPOINT_FILE, checkpoint_problem
+    from .training import trainer_code
 
     ckpt = folder / CHECKPOINT_FILE
     if not ckpt.is_file():
@@ -139,13 +140,9 @@ def model_staleness(folder: Path) -> tuple[str, bool] | None:
         state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # a whole archive torch cannot read: a newer torch's, say
         return "a checkpoint this torch cannot read (another version's?)", True
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        return "not a pitchtimbre checkpoint", True
-    if state.get("version") != CHECKPOINT_VERSION:
-        return (
-            f"checkpoint version {state.get('version')}, this package reads {CHECKPOINT_VERSION}",
-            True,
-        )
+    problem = checkpoint_problem(state)
+    if problem is not None:
+        return problem, True
     if state.get("code") != trainer_code():
         return OTHER_CODE, True
     return None

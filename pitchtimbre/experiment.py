@@ -22,14 +22,15 @@ import torch
 
 from . import distributed
 from .cache import atomic_write_bytes, atomic_write_json
+from .checkpoints import TrainResult, load_checkpoint
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset, load_dataset
 from .errors import DataError
 from .losses import ContrastiveLoss
-from .machine import describe_machine, machine_lines
+from .machine import describe_machine, machine_lines, pick_device
 from .metrics import evaluate_latents, input_probes, pitch_leak_by_instrument, probe_by_instrument
 from .parallel import trained_models
-from .training import TrainResult, load_checkpoint, model_name, pick_device, steady_step_seconds
+from .training import model_name, steady_step_seconds
 
 log = logging.getLogger(__name__)
 

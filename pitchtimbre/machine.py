@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import ConfigError
+
 
 def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name, with its family and model numbers when ``cpuinfo`` lists them
@@ -47,6 +49,44 @@ def cpu_kernels() -> str:
     Chapter: 05_training
     """
     return torch.backends.cpu.get_cpu_capability()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA if available, then Apple MPS, then CPU; otherwise the named device, once
+    this torch can use it (``train.device``: a CPU-only torch refuses 'cuda' here, in one
+    line, rather than at the first tensor moved there).
+
+    Chapter: 05_training
+    """
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if has_mps else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch is built without CUDA (a CPU wheel)"
+                if torch.version.cuda is None
+                else "this torch sees no CUDA GPU (is CUDA_VISIBLE_DEVICES empty?)"
+            )
+            raise ConfigError(
+                f"train.device: {name!r}, but {why}; use 'auto' (the best device here) or 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"train.device: {name!r}, but this machine has {count} CUDA GPU(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    if device.type == "mps" and not has_mps:
+        raise ConfigError(
+            f"train.device: {name!r}, but this torch has no Apple MPS device; "
+            "use 'auto' (the best device here) or 'cpu'"
+        )
+    return device
 
 
 def describe_machine(device: torch.device | str | None = None) -> dict[str, str]:

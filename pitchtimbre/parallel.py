@@ -31,19 +31,13 @@ from typing import Any, TypeVar
 import torch
 
 from . import distributed
+from .checkpoints import CHECKPOINT_FILE, TrainResult, read_checkpoint
 from .config import ExperimentConfig
 from .data.dataset import NoteDataset
 from .errors import CheckpointError, PitchTimbreError, TrainingInterrupted, WorkerCrashed
+from .interrupts import leave_announcing_to_caller, restore_handler
 from .losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES, ContrastiveLoss
-from .training import (
-    CHECKPOINT_FILE,
-    TrainResult,
-    model_dir,
-    model_name,
-    read_checkpoint,
-    trained_model,
-    trainer_code,
-)
+from .training import model_dir, model_name, trained_model, trainer_code
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +121,7 @@ def _receive_dataset(dataset: NoteDataset, threads: int, parent: int, pids: str)
     if hasattr(os, "setsid"):
         os.setsid()
     signal.signal(signal.SIGINT, _stop_asked)
+    leave_announcing_to_caller()
     Path(pids, str(os.getpid())).touch()
     threading.Thread(
         target=exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True
@@ -463,8 +458,7 @@ class _CtrlC:
 
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():
-            fallback = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-            signal.signal(signum, fallback if previous is None else previous)
+            restore_handler(signum, previous)
 
 
 def _our_workers(pids: Path) -> list[int]:

@@ -20,48 +20,38 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import distributed
-from .cache import atomic_path, atomic_write_json, cache_dir, stable_hash
+from .cache import atomic_write_json, cache_dir, stable_hash
+from .checkpoints import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    HISTORY_FILE,
+    TrainResult,
+    read_checkpoint,
+    result_from_state,
+    save_checkpoint,
+)
 from .code_identity import loss_source, modules_digest
 from .config import ExperimentConfig, TrainConfig
 from .data.dataset import NoteDataset
 from .data.pairs import PairSampler
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from .interrupts import defer_ctrl_c
 from .losses import BUILTIN_CONTRASTIVE_LOSSES, ContrastiveLoss, get_contrastive, pair_loss
+from .machine import pick_device
 from .model import PitchTimbreVAE
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "pitchtimbre-checkpoint"
-CHECKPOINT_VERSION = 2
-CHECKPOINT_FILE = "checkpoint.pt"
-HISTORY_FILE = "history.json"
 TERMS = ("total", "recon", "kl_pitch", "kl_timbre", "contrastive_pitch", "contrastive_timbre")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA if available, then Apple MPS, then CPU; otherwise the named device.
-
-    Chapter: 05_training
-    """
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def uses_autocast(train: TrainConfig, device: torch.device) -> bool:
@@ -206,132 +196,6 @@ def model_key(
     )
 
 
-@dataclass
-class TrainResult:
-    """A trained model and how it got there.
-
-    Chapter: 05_training
-    """
-
-    model: PitchTimbreVAE
-    config: ExperimentConfig
-    history: list[dict[str, float]]
-    checkpoint: Path
-    seconds: float
-    from_cache: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (a killed write leaves the previous one intact).
-
-    Chapter: 05_training
-    """
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw checkpoint dict, read with ``weights_only=True``; clear errors when missing,
-    unreadable or not ours.
-
-    Chapter: 05_training
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder; pass the {CHECKPOINT_FILE} inside it")
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: checkpoint not found; train one with `python -m pitchtimbre reproduce` "
-            "or pass the checkpoints listed in results.json"
-        )
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read it ({exc.strerror})") from None
-    if head != b"PK\x03\x04":  # torch.save writes a zip archive
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        why = " ".join(str(exc).split())[:120]
-        raise CheckpointError(
-            f"{path}: a damaged or truncated checkpoint ({exc.__class__.__name__}: {why}); "
-            "delete it and retrain (`reproduce --fresh` retrains every model)"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a pitchtimbre checkpoint (no '{CHECKPOINT_FORMAT}' marker)"
-        )
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {state.get('version')} but this package reads "
-            f"{CHECKPOINT_VERSION}; retrain with this version"
-        )
-    return state
-
-
-def build_model(
-    state: dict[str, Any], device: torch.device | str = "cpu"
-) -> tuple[PitchTimbreVAE, ExperimentConfig]:
-    """The model a checkpoint describes, with its weights. A checkpoint whose weights do not
-    fit the architecture its config describes raises :class:`CheckpointError`.
-
-    Chapter: 05_training
-    """
-    cfg = ExperimentConfig.from_dict(json.loads(state["config"]))
-    model = PitchTimbreVAE(int(state["n_bins"]), cfg.model)
-    theirs = state["model"]
-    ours = model.state_dict()
-    for name, tensor in ours.items():
-        if name not in theirs:
-            raise CheckpointError(
-                f"checkpoint lacks parameter {name!r}: it is of another architecture"
-            )
-        if tuple(theirs[name].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"checkpoint parameter {name!r} has shape {tuple(theirs[name].shape)}, the model "
-                f"expects {tuple(tensor.shape)}: it is of another architecture"
-            )
-    extra = set(theirs) - set(ours)
-    if extra:
-        raise CheckpointError(
-            f"checkpoint has parameters {sorted(extra)[:3]} this model lacks: another architecture"
-        )
-    model.load_state_dict(theirs)
-    return model.to(device), cfg
-
-
-def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> TrainResult:
-    """A trained model from a checkpoint file (eval mode), with its config and history.
-
-    Chapter: 05_training
-    """
-    path = Path(path)
-    return _result_from_state(path, read_checkpoint(path), device)
-
-
-def _result_from_state(
-    path: Path, state: dict[str, Any], device: torch.device | str = "cpu"
-) -> TrainResult:
-    try:
-        model, cfg = build_model(state, device)
-        history = json.loads(state.get("history", "[]"))
-        meta = {
-            k: state[k]
-            for k in ("step", "seed", "mean", "std", "instruments", "contrastive", "complete")
-        }
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:  # a field lost or mangled
-        raise CheckpointError(
-            f"{path}: a damaged checkpoint ({exc.__class__.__name__}: {exc}); delete it and retrain"
-        ) from None
-    model.eval()
-    return TrainResult(model, cfg, history, path, float(state.get("seconds", 0.0)), True, meta)
-
-
 def _set_rng(gen: torch.Generator, state: torch.Tensor) -> None:
     gen.set_state(state.cpu() if gen.device.type == "cpu" else state)
 
@@ -405,33 +269,6 @@ def gather_pinned(features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """
     out = torch.empty((len(rows), *features.shape[1:]), dtype=features.dtype, pin_memory=True)
     return torch.index_select(features, 0, rows, out=out)
-
-
-def _defer_ctrl_c(enabled: bool) -> tuple[dict[str, bool], Callable[[], None]]:
-    """While a model trains, the first Ctrl-C (SIGINT) only asks the loop to stop at its next
-    logged step, where the weights, the optimiser and every generator are those of one step;
-    a second Ctrl-C stops at once (the last periodic checkpoint stays). Returns the flag and
-    the function that puts the previous handler back. Off under torchrun, outside the main
-    thread (where Python cannot install a handler) and where SIGINT is ignored."""
-    asked = {"stop": False}
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        return asked, lambda: None
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # a process that ignores Ctrl-C (a background job) still does
-        return asked, lambda: None
-
-    def handler(signum: int, frame: object) -> None:
-        if asked["stop"]:
-            raise KeyboardInterrupt
-        asked["stop"] = True
-        log.warning("Ctrl-C: stopping at the next logged step; press it again to stop at once")
-
-    signal.signal(signal.SIGINT, handler)
-
-    def restore() -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
-
-    return asked, restore
 
 
 def make_optimiser(
@@ -606,7 +443,7 @@ def train_model(
     t_start = time.perf_counter() - seconds
     report = on_log if on_log is not None and main else (lambda step: None)
     report(step)
-    ctrl_c, stop_deferring = _defer_ctrl_c(enabled=world == 1)
+    ctrl_c, stop_deferring = defer_ctrl_c(enabled=world == 1)
     try:
         while step < cfg.train.steps:
             batch = sampler.sample()
@@ -732,7 +569,7 @@ def trained_model(
     if ckpt.is_file() and not retrain:
         state = read_checkpoint(ckpt)
         if state.get("complete"):
-            result = _result_from_state(ckpt, state, device=pick_device(cfg.train.device))
+            result = result_from_state(ckpt, state, device=pick_device(cfg.train.device))
             result.config = cfg
             return result
     return train_model(

@@ -19,15 +19,10 @@ from pitchtimbre.cache_contents import (
     model_staleness,
     prune_cache,
 )
+from pitchtimbre.checkpoints import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from pitchtimbre.cli import main
 from pitchtimbre.data import load_dataset
-from pitchtimbre.training import (
-    CHECKPOINT_FILE,
-    read_checkpoint,
-    save_checkpoint,
-    trained_model,
-    trainer_code,
-)
+from pitchtimbre.training import trained_model, trainer_code
 
 OLD = PRUNE_MIN_AGE_S + 60
 
@@ -194,12 +189,19 @@ def test_checkpoints_of_another_version_go_only_when_asked(cache_with_models):
     foreign.mkdir()
     with zipfile.ZipFile(foreign / CHECKPOINT_FILE, "w") as archive:  # whole, but not torch's
         archive.writestr("data.txt", "written by a newer torch, say")
+    bare = c["current"].parent / "proposed-seed0-0000000000000008"
+    bare.mkdir()
+    save_checkpoint(bare / CHECKPOINT_FILE, state["model"])  # weights without their settings
     assert model_staleness(newer) == ("checkpoint version 99, this package reads 2", True)
     assert model_staleness(foreign)[1] is True
-    for path in (newer, foreign):
+    assert model_staleness(bare) == (
+        "bare weights (a state_dict) without the settings that built them",
+        True,
+    )
+    for path in (newer, foreign, bare):
         _age(path, OLD)
-    assert not {newer, foreign} & {e.path for e in prune_cache().removed}
-    assert {newer, foreign} <= {e.path for e in prune_cache(other_code=True).removed}
+    assert not {newer, foreign, bare} & {e.path for e in prune_cache().removed}
+    assert {newer, foreign, bare} <= {e.path for e in prune_cache(other_code=True).removed}
 
 
 def test_links_are_listed_never_followed_or_pruned(cache_with_models, tmp_path):

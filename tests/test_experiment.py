@@ -21,7 +21,7 @@ from pitchtimbre.experiment import (
     pitch_leak_table,
     reproduce,
 )
-from pitchtimbre.training import pick_device
+from pitchtimbre.machine import pick_device
 
 METRIC_KEYS = {"denseness", "divergence", "ratio", "probe"}
 

@@ -5,9 +5,17 @@ import platform
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from pitchtimbre.machine import cpu_kernels, cpu_name, describe_machine, machine_lines
+from pitchtimbre.errors import ConfigError
+from pitchtimbre.machine import (
+    cpu_kernels,
+    cpu_name,
+    describe_machine,
+    machine_lines,
+    pick_device,
+)
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -57,3 +65,46 @@ def test_cpu_kernels_follow_aten_cpu_capability():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "DEFAULT"
+
+
+def test_device_choice(monkeypatch):
+    assert pick_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto").type in ("cpu", "mps")
+
+
+def test_a_device_this_torch_cannot_use_is_refused_naming_the_setting(monkeypatch):
+    """Not torch's AssertionError at the first tensor moved there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(
+        ConfigError, match=r"train\.device: 'cuda', but this torch is built without CUDA .*'auto'"
+    ):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    with pytest.raises(ConfigError, match=r"'cuda:0', but this torch sees no CUDA GPU"):
+        pick_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(
+        ConfigError, match=r"'cuda:2', but this machine has 2 CUDA GPU\(s\), cuda:0 to cuda:1"
+    ):
+        pick_device("cuda:2")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"'mps', but this torch has no Apple MPS device"):
+        pick_device("mps")
+
+
+def test_training_on_a_device_torch_lacks_fails_before_any_work(monkeypatch, tmp_path):
+    from pitchtimbre.config import ExperimentConfig, TrainConfig
+    from pitchtimbre.training import train_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = ExperimentConfig(profile="ci", train=TrainConfig(device="cuda"))
+    with pytest.raises(ConfigError, match=r"train\.device: 'cuda'"):
+        train_model(cfg, dataset=None, out_dir=tmp_path / "run")  # type: ignore[arg-type]
+    assert not (tmp_path / "run").exists()

@@ -13,6 +13,7 @@ import torch
 
 from pitchtimbre import distributed, parallel, training
 from pitchtimbre.book import Chapter
+from pitchtimbre.checkpoints import load_checkpoint, read_checkpoint
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from pitchtimbre.data import load_dataset
 from pitchtimbre.data.pitch_check import pitch_errors_by_pitch
@@ -20,7 +21,6 @@ from pitchtimbre.errors import ConfigError, PitchTimbreError, TrainingDiverged, 
 from pitchtimbre.experiment import reproduce
 from pitchtimbre.losses import CONTRASTIVE_LOSSES
 from pitchtimbre.parallel import is_trained, processes_for, train_in_processes, trained_models
-from pitchtimbre.training import load_checkpoint, read_checkpoint
 
 
 def experiment(source: str, parallel_models: int) -> ExperimentConfig:
@@ -369,9 +369,13 @@ def _start_caller(toy_folder, tmp_path):
     # a process group of its own, with its parent (this test) in another group of the same
     # session, as a shell's job is: a stop signal's default action then stops it (in an
     # orphaned group, a background CI job's, the kernel would discard it)
-    caller = subprocess.Popen(
-        [sys.executable, str(script), str(toy_folder), str(pids)], env=env, process_group=0
-    )
+    with open(tmp_path / "caller.err", "wb") as err:  # the caller's and its workers' stderr
+        caller = subprocess.Popen(
+            [sys.executable, str(script), str(toy_folder), str(pids)],
+            env=env,
+            process_group=0,
+            stderr=err,
+        )
     deadline = time.monotonic() + 120
     while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
         if caller.poll() is not None:
@@ -423,6 +427,9 @@ def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy
     caller, workers = _start_caller(toy_folder, tmp_path)
     _press_ctrl_c(caller, after=[1.0])  # a few logged steps (every 5) in
     assert _gone_within(workers, 10) == []
+    said = (tmp_path / "caller.err").read_text()
+    assert said.count("Ctrl-C: each model runs on to its next logged step") == 1
+    assert "Ctrl-C: stopping at the next logged step" not in said  # the workers' trainers
     states = [
         read_checkpoint(p) for p in sorted((tmp_path / "cache").glob("models/*/checkpoint.pt"))
     ]

@@ -1,0 +1,65 @@
+"""Reading checkpoint files back: what is refused, and how the refusal reads (chapter 05)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pitchtimbre.checkpoints import checkpoint_problem, read_checkpoint
+from pitchtimbre.config import ModelConfig
+from pitchtimbre.errors import CheckpointError
+from pitchtimbre.model import PitchTimbreVAE
+
+
+def test_a_model_saved_whole_is_named_and_never_unpickled(tmp_path):
+    """torch.save(model) pickles the class; reading it would run code from the file."""
+    path = tmp_path / "whole.pt"
+    torch.save(PitchTimbreVAE(12, ModelConfig(hidden=8, layers=1, kernel_size=3)), path)
+    with pytest.raises(CheckpointError) as raised:
+        read_checkpoint(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: holds a Python object (pitchtimbre.model.PitchTimbreVAE)")
+    assert "torch.save(model)" in message and "python -m pitchtimbre reproduce" in message
+    assert "\x1b" not in message and "damaged" not in message
+
+
+def test_bare_weights_are_told_apart_from_a_foreign_file(tmp_path):
+    weights = PitchTimbreVAE(12, ModelConfig(hidden=8, layers=1, kernel_size=3)).state_dict()
+    torch.save(weights, tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match=r"weights\.pt: bare weights \(a state_dict\)"):
+        read_checkpoint(tmp_path / "weights.pt")
+    assert checkpoint_problem({"epoch": 3}).startswith("not a pitchtimbre checkpoint (no ")
+    assert checkpoint_problem([1, 2]) == "not a pitchtimbre checkpoint"
+    assert checkpoint_problem({}).startswith("not a pitchtimbre checkpoint (no ")
+
+
+def test_torchs_page_long_load_error_is_cut_to_its_first_sentence(tmp_path, monkeypatch):
+    def fails(*args, **kwargs):
+        raise RuntimeError(
+            "\x1b[1mPytorchStreamReader\x1b[0m failed reading zip archive: failed finding "
+            "central directory. " + "More detail follows. " * 40
+        )
+
+    path = tmp_path / "cut.pt"
+    path.write_bytes(b"PK\x03\x04 and then nothing")
+    monkeypatch.setattr(torch, "load", fails)
+    with pytest.raises(CheckpointError) as raised:
+        read_checkpoint(path)
+    assert str(raised.value) == (
+        f"{path}: a damaged or truncated checkpoint (RuntimeError: PytorchStreamReader failed "
+        "reading zip archive: failed finding central directory.); delete it and retrain "
+        "(`reproduce --fresh` retrains every model)"
+    )
+
+
+def test_an_unpickling_error_naming_no_class_is_damage(tmp_path, monkeypatch):
+    import pickle
+
+    def fails(*args, **kwargs):
+        raise pickle.UnpicklingError("invalid load key, '\\x00'.")
+
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"PK\x03\x04")
+    monkeypatch.setattr(torch, "load", fails)
+    with pytest.raises(CheckpointError, match=r"bad\.pt: a damaged or truncated checkpoint"):
+        read_checkpoint(path)
