@@ -73,9 +73,12 @@ def checkpoint_problem(state: object) -> str | None:
 
 
 def _damaged(path: Path, exc: BaseException) -> CheckpointError:
-    """The error for a checkpoint torch cannot read: torch's message (a page long, with
-    terminal colour codes) cut to its first sentence or 160 characters."""
-    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    """The error for a checkpoint torch cannot read, with torch's reason: its message runs to
+    a page (advice on ``weights_only``, terminal colour codes), the reason is one paragraph
+    of it, cut here to its first sentence or 160 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split("WeightsUnpickler error:", 1)[-1]
+    paragraph = next((p for p in re.split(r"\n\s*\n", text) if p.strip()), "")
+    text = " ".join(paragraph.split())
     sentence = re.match(r"(.+?[.!?])(\s|$)", text)
     text = sentence.group(1) if sentence else text
     text = text if len(text) <= 160 else text[:157].rsplit(" ", 1)[0] + " ..."
@@ -109,7 +112,9 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refuses classes and functions
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        found = re.search(
+            r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(exc)
+        )  # torch 2.4 on, before
         if found is None:
             raise _damaged(path, exc) from None
         raise CheckpointError(
@@ -123,8 +128,8 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     problem = checkpoint_problem(state)
     if problem is not None:
         raise CheckpointError(
-            f"{path}: {problem}; pitchtimbre reads the checkpoints its own training writes: "
-            "train one with this version (`python -m pitchtimbre reproduce`)"
+            f"{path}: {problem}; train one with this version of pitchtimbre "
+            "(`python -m pitchtimbre reproduce`)"
         )
     return state
 

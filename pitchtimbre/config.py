@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -157,7 +158,9 @@ def _plain_scalars(value: Any) -> Any:
     if getattr(value, "ndim", 0) > 0:  # an array: its items are numpy scalars or rows
         return tuple(_plain_scalars(v) for v in value)
     if value.dtype.kind == "f" and value.dtype.itemsize < 8 and math.isfinite(value):
-        return float(str(value))  # numpy prints the shortest decimal that rounds to it
+        import numpy  # loaded already: value is one of its numbers
+
+        return float(numpy.format_float_scientific(value, unique=True))  # not print options
     return value.tolist()
 
 
@@ -679,7 +682,7 @@ class TrainConfig(_Config):
             self,
             "device",
             isinstance(self.device, str)
-            and (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")),
+            and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
             "'auto', 'cpu', 'mps' or 'cuda[:N]'",
         )
         _check(

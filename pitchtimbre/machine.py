@@ -64,22 +64,28 @@ def pick_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps") if has_mps else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device: {name!r} is not a device; use 'auto', 'cpu', 'mps' or 'cuda[:N]'"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
+            built_for_gpus = torch.version.cuda is not None or torch.version.hip is not None
             why = (
-                "this torch is built without CUDA (a CPU wheel)"
-                if torch.version.cuda is None
-                else "this torch sees no CUDA GPU (is CUDA_VISIBLE_DEVICES empty?)"
+                "this torch sees no GPU (no driver, or CUDA_VISIBLE_DEVICES hides them)"
+                if built_for_gpus
+                else "this torch is built without CUDA (a CPU wheel)"
             )
             raise ConfigError(
                 f"train.device: {name!r}, but {why}; use 'auto' (the best device here) or 'cpu'"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
+            which = "only cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
             raise ConfigError(
-                f"train.device: {name!r}, but this machine has {count} CUDA GPU(s), "
-                f"cuda:0 to cuda:{count - 1}"
+                f"train.device: {name!r}, but this machine has {count} GPU(s): {which}"
             )
     if device.type == "mps" and not has_mps:
         raise ConfigError(

@@ -302,8 +302,8 @@ def train_model(
     good checkpoint. Ctrl-C lets training run on to its next logged step, writes a checkpoint
     there and raises ``KeyboardInterrupt`` (a second Ctrl-C stops at once, keeping the last
     periodic checkpoint), so that a resumed run trains the same weights; in a process where
-    SIGINT is ignored (a background job, a worker of :mod:`pitchtimbre.parallel`) it stays
-    ignored. Under ``torchrun`` every process trains its share of each batch with
+    SIGINT is ignored (a background job) it stays ignored, and a worker of
+    :mod:`pitchtimbre.parallel` takes it from its caller (:mod:`pitchtimbre.interrupts`). Under ``torchrun`` every process trains its share of each batch with
     DistributedDataParallel and rank 0 alone logs and writes (see
     :mod:`pitchtimbre.distributed`). ``on_log`` is called with
     the step where training starts and at every logged step (how a worker process reports

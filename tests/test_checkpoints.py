@@ -52,14 +52,36 @@ def test_torchs_page_long_load_error_is_cut_to_its_first_sentence(tmp_path, monk
     )
 
 
-def test_an_unpickling_error_naming_no_class_is_damage(tmp_path, monkeypatch):
+def test_a_damaged_pickle_gives_torchs_reason_not_its_advice(tmp_path):
+    """torch wraps every refusal of ``weights_only`` in a page of advice; the reason is
+    the paragraph after "WeightsUnpickler error:"."""
+    import zipfile
+
+    whole = tmp_path / "whole.pt"
+    torch.save({"format": "pitchtimbre-checkpoint", "w": torch.zeros(3)}, whole)
+    path = tmp_path / "bad.pt"
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(path, "w") as damaged:
+        for name in source.namelist():
+            data = source.read(name)
+            damaged.writestr(name, b"\x00" + data[1:] if name.endswith("data.pkl") else data)
+    with pytest.raises(CheckpointError) as raised:
+        read_checkpoint(path)
+    assert str(raised.value).startswith(
+        f"{path}: a damaged or truncated checkpoint (UnpicklingError: Unsupported operand 0); "
+    )
+
+
+def test_a_pickled_class_is_named_in_older_torchs_words_too(tmp_path, monkeypatch):
     import pickle
 
-    def fails(*args, **kwargs):
-        raise pickle.UnpicklingError("invalid load key, '\\x00'.")
+    def refuses(*args, **kwargs):  # torch before 2.4 words the refusal so
+        raise pickle.UnpicklingError(
+            "Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+            "`False` will likely succeed. Unsupported class pitchtimbre.model.PitchTimbreVAE"
+        )
 
-    path = tmp_path / "bad.pt"
+    path = tmp_path / "whole.pt"
     path.write_bytes(b"PK\x03\x04")
-    monkeypatch.setattr(torch, "load", fails)
-    with pytest.raises(CheckpointError, match=r"bad\.pt: a damaged or truncated checkpoint"):
+    monkeypatch.setattr(torch, "load", refuses)
+    with pytest.raises(CheckpointError, match=r"holds a Python object \(pitchtimbre\.model\.Pitch"):
         read_checkpoint(path)

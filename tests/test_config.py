@@ -81,6 +81,11 @@ def test_the_type_check_takes_lists_for_tuples_and_checks_direct_construction():
     # the number written, not float32's nearest 0.699999988: one setting, one cache key
     assert TrainConfig(grad_clip=np.float32(0.7)) == TrainConfig(grad_clip=0.7)
     assert LossConfig(lambda_pitch=np.float16(0.1)).lambda_pitch == 0.1
+    with np.printoptions(legacy="1.13"):  # prints 0.333333: the setting must not follow it
+        assert TrainConfig(grad_clip=np.float32(1 / 3)).grad_clip == 0.33333334
+    for wrong in ("cudax", "cuda:abc", "cuda:-1", "gpu"):
+        with pytest.raises(ConfigError, match=r"TrainConfig\.device: must be .*'cuda\[:N\]'"):
+            TrainConfig(device=wrong)
     assert (
         profile_config("ci")
         .with_overrides({"features.offset_s": np.array([0.064], dtype=np.float32)[0]})

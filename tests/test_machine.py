@@ -81,19 +81,27 @@ def test_a_device_this_torch_cannot_use_is_refused_naming_the_setting(monkeypatc
     """Not torch's AssertionError at the first tensor moved there."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
     with pytest.raises(
         ConfigError, match=r"train\.device: 'cuda', but this torch is built without CUDA .*'auto'"
     ):
         pick_device("cuda")
-    monkeypatch.setattr(torch.version, "cuda", "12.8")
-    with pytest.raises(ConfigError, match=r"'cuda:0', but this torch sees no CUDA GPU"):
+    monkeypatch.setattr(torch.version, "hip", "6.4")  # ROCm: CUDA's names, no CUDA version
+    with pytest.raises(ConfigError, match=r"'cuda:0', but this torch sees no GPU \(no driver"):
         pick_device("cuda:0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(
-        ConfigError, match=r"'cuda:2', but this machine has 2 CUDA GPU\(s\), cuda:0 to cuda:1"
+        ConfigError, match=r"'cuda:2', but this machine has 2 GPU\(s\): cuda:0 to cuda:1"
     ):
         pick_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        ConfigError, match=r"'cuda:1', but this machine has 1 GPU\(s\): only cuda:0$"
+    ):
+        pick_device("cuda:1")
+    with pytest.raises(ConfigError, match=r"train\.device: 'cuda:x' is not a device; use 'auto'"):
+        pick_device("cuda:x")  # a config checks this first; pick_device is also called alone
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"'mps', but this torch has no Apple MPS device"):
         pick_device("mps")

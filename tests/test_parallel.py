@@ -333,7 +333,10 @@ from pitchtimbre.data import load_dataset
 from pitchtimbre.parallel import train_in_processes
 
 def slow(z1, z2, same, cfg):  # records its worker, then keeps it training
-    with open(os.path.join(sys.argv[2], str(os.getpid())), "w"):
+    mark = os.path.join(sys.argv[2], str(os.getpid()))
+    if not os.path.exists(mark):
+        print(f"worker {os.getpid()} trains", file=sys.stderr, flush=True)
+    with open(mark, "w"):
         pass
     time.sleep(0.05)
     return (z1 - z2).norm(dim=-1).mean()
@@ -428,6 +431,7 @@ def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy
     _press_ctrl_c(caller, after=[1.0])  # a few logged steps (every 5) in
     assert _gone_within(workers, 10) == []
     said = (tmp_path / "caller.err").read_text()
+    assert all(f"worker {pid} trains" in said for pid in workers)  # their stderr is here
     assert said.count("Ctrl-C: each model runs on to its next logged step") == 1
     assert "Ctrl-C: stopping at the next logged step" not in said  # the workers' trainers
     states = [
