@@ -53,18 +53,34 @@ def _cosine(z1, z2, same, cfg):
     return paper_contrastive(z1, z2, same, replace(cfg, distance="cosine"))
 
 
+# The exercises' losses as functions of the three distances (D_11, D_22, D_12), each [B], so
+# that the checker can compute what a mistake in the distances gives (_all_frame_pairs).
+# Tests check each against the loss it restates.
+
+
+def _poster_form(d11, d22, d12, same, cfg):
+    return (d11 + d22 + (same.to(d12.dtype) * 2 - 1) * d12).mean()
+
+
+def _hinge_form(d11, d22, d12, same, cfg):
+    return (d11 + d22 + torch.where(same, d12, torch.relu(cfg.margin - d12))).mean()
+
+
+def _triplet_form(d11, d22, d12, same, cfg):
+    gather = (d11 + d22).mean()
+    pos, neg = d12[same], d12[~same]
+    if len(pos) == 0 or len(neg) == 0:
+        return gather
+    return gather + torch.relu(pos[:, None] - neg[None, :] + cfg.margin).mean()
+
+
 def _cross_only(z1, z2, same, cfg):
     d12 = mean_frame_distance(z1, z2, cfg)
     return ((same.to(d12.dtype) * 2 - 1) * d12).mean()
 
 
 def _ranking_triplet(z1, z2, same, cfg):
-    d11, d22, d12 = pair_distances(z1, z2, cfg)
-    gather = (d11 + d22).mean()
-    pos, neg = d12[same], d12[~same]
-    if len(pos) == 0 or len(neg) == 0:
-        return gather
-    return gather + torch.relu(pos[:, None] - neg[None, :] + cfg.margin).mean()
+    return _triplet_form(*pair_distances(z1, z2, cfg), same, cfg)
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,50 @@ COMMON_PROBES = (
 
 
 @dataclass(frozen=True)
+class Mistake:
+    """A wrong answer met often enough to be recognised by its value on a probe, and what
+    to tell its writer. ``value(solution, z1, z2, same, cfg)`` is what the wrong answer
+    gives.
+
+    Chapter: 09_exercises
+    """
+
+    says: str
+    value: Callable[
+        [ContrastiveLoss, torch.Tensor, torch.Tensor, torch.Tensor, LossConfig], torch.Tensor
+    ]
+
+
+COMMON_MISTAKES = (
+    Mistake(
+        "every pair's label is read the other way round: same-label pairs are the ones to "
+        "pull together, different-label pairs the ones to push apart",
+        lambda solution, z1, z2, same, cfg: solution(z1, z2, ~same, cfg),
+    ),
+    Mistake(
+        "the right loss times the batch size: take the mean over the pairs, not the sum",
+        lambda solution, z1, z2, same, cfg: solution(z1, z2, same, cfg) * len(same),
+    ),
+)
+
+
+def _all_frame_pairs(form: Callable[..., torch.Tensor], distance: str | None = None) -> Mistake:
+    """The mistake of averaging D_11 and D_22 over all T x T frame pairs, the T pairs t = t'
+    (a frame and itself, distance 0) included, in the loss ``form`` with ``distance``."""
+
+    def value(solution, z1, z2, same, cfg):
+        cfg = cfg if distance is None else replace(cfg, distance=distance)
+        own = (mean_frame_distance(z, z, cfg) for z in (z1, z2))  # same_note=False: all pairs
+        return form(*own, mean_frame_distance(z1, z2, cfg), same, cfg)
+
+    return Mistake(
+        "D_11 and D_22 average over all T x T frame pairs here; leave out the T pairs t = t' "
+        "(a frame and itself, distance 0), as mean_frame_distance(z, z, cfg, same_note=True) does",
+        value,
+    )
+
+
+@dataclass(frozen=True)
 class Exercise:
     """One exercise: its title, the solution, the probes its checker runs.
 
@@ -139,6 +199,7 @@ class Exercise:
     title: str
     solution: ContrastiveLoss
     probes: tuple[Probe, ...] = field(default=COMMON_PROBES)
+    mistakes: tuple[Mistake, ...] = field(default=COMMON_MISTAKES)
     cfg: LossConfig = field(default_factory=lambda: LossConfig(distance_eps=1e-12, margin=2.0))
 
 
@@ -157,11 +218,13 @@ EXERCISES: dict[str, Exercise] = {
                     "beyond the margin, max(0, margin - D_12) is 0: only D_11 + D_22 remain",
                 ),
             ),
+            (*COMMON_MISTAKES, _all_frame_pairs(_hinge_form)),
         ),
         Exercise(
             "squared",
             "Squared Euclidean distance in the poster's loss (and why it blows up)",
             _squared,
+            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_poster_form, "squared_euclidean")),
         ),
         Exercise(
             "cosine",
@@ -175,6 +238,7 @@ EXERCISES: dict[str, Exercise] = {
                     "a cosine distance does not change when a latent is scaled",
                 ),
             ),
+            (*COMMON_MISTAKES, _all_frame_pairs(_poster_form, "cosine")),
         ),
         Exercise(
             "cross_only",
@@ -211,6 +275,7 @@ EXERCISES: dict[str, Exercise] = {
                 ),
                 Probe("notes whose frames coincide", _collapsed, "D_11 and D_22 over t != t'"),
             ),
+            (*COMMON_MISTAKES, _all_frame_pairs(_triplet_form)),
         ),
     )
 }
@@ -299,8 +364,10 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
             )
         if not torch.allclose(got.detach().double(), want.detach(), rtol=rtol, atol=atol):
             passed = False
+            known = _recognised(ex, got.detach().double(), z1, z2, same, rtol, atol)
+            advice = f"looks like: {known.says}" if known else f"hint: {probe.hint}"
             lines.append(
-                f"✗ {probe.description}: expected {want.item():.6g}, got {got.item():.6g}; hint: {probe.hint}"
+                f"✗ {probe.description}: expected {want.item():.6g}, got {got.item():.6g}; {advice}"
             )
             continue
         if not got.requires_grad:
@@ -331,6 +398,28 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
             continue
         lines.append(f"✓ {probe.description}")
     return CheckResult(name, passed, lines)
+
+
+def _recognised(
+    ex: Exercise,
+    got: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    same: torch.Tensor,
+    rtol: float,
+    atol: float,
+) -> Mistake | None:
+    """The one mistake of ``ex`` whose value on this probe is ``got``, when it is one mistake
+    alone (two with the same value here say nothing: the probe's hint is given instead)."""
+    with torch.no_grad():
+        want = ex.solution(z1, z2, same, ex.cfg)
+        matches = []
+        for mistake in ex.mistakes:
+            wrong = mistake.value(ex.solution, z1, z2, same, ex.cfg).double()
+            differs = not torch.allclose(wrong, want, rtol=rtol, atol=atol)
+            if differs and torch.allclose(got, wrong, rtol=rtol, atol=atol):
+                matches.append(mistake)
+    return matches[0] if len(matches) == 1 else None
 
 
 def try_loss(

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from pitchtimbre.exercises import EXERCISES, check, comparison_table, solution, try_loss
-from pitchtimbre.losses import hinge_contrastive, paper_contrastive
+from pitchtimbre.losses import (
+    hinge_contrastive,
+    mean_frame_distance,
+    pair_distances,
+    paper_contrastive,
+)
 
 
 @pytest.fixture
@@ -166,7 +173,69 @@ def test_right_answers_with_a_plain_norm_pass():
 
     result = check("hinge", with_diagonal)
     assert not result.passed
-    assert any("t != t'" in line for line in result.lines if line.startswith("✗ same-label"))
+    same_label = next(line for line in result.lines if line.startswith("✗ same-label"))
+    assert "looks like: D_11 and D_22 average over all T x T frame pairs" in same_label
+    assert "leave out the T pairs t = t'" in same_label
+    # on notes whose frames coincide D_11 = D_22 = 0 either way: that probe passes
+    assert "✓ notes whose frames coincide" in result.lines
+
+
+def _own_triplet_with_diagonal(z1, z2, same, cfg):
+    own = _frame_distances(z1, z1).mean(dim=(1, 2)) + _frame_distances(z2, z2).mean(dim=(1, 2))
+    d12 = _frame_distances(z1, z2).mean(dim=(1, 2))
+    ranked = torch.relu(d12[same][:, None] - d12[~same][None, :] + cfg.margin).mean()
+    return own.mean() + (ranked if same.any() and (~same).any() else 0)
+
+
+def test_the_diagonal_mistake_is_named_in_every_exercise_with_d11():
+    named = "looks like: D_11 and D_22 average over all T x T frame pairs"
+    result = check("triplet", _own_triplet_with_diagonal)
+    assert not result.passed and all(named in x for x in result.lines if x.startswith("✗"))
+    assert sum(x.startswith("✗") for x in result.lines) == 2  # the mixed batch, same pairs
+    for name in ("squared", "cosine"):
+        distance = {"squared": "squared_euclidean", "cosine": "cosine"}[name]
+
+        def own(z1, z2, same, cfg, distance=distance):  # the poster's loss over all (t, t')
+            cfg = replace(cfg, distance=distance)
+            d11, d22 = (mean_frame_distance(z, z, cfg) for z in (z1, z2))
+            d12 = mean_frame_distance(z1, z2, cfg)
+            return (d11 + d22 + torch.where(same, d12, -d12)).mean()
+
+        result = check(name, own)
+        assert not result.passed and named in str(result), str(result)
+    assert not any(named in str(m.says) for m in EXERCISES["cross_only"].mistakes)
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_labels_read_the_other_way_and_a_summed_batch_are_named(name, solutions_on):
+    right = solution(name)
+    for wrong, named in (
+        (lambda z1, z2, same, cfg: right(z1, z2, ~same, cfg), "label is read the other way"),
+        (lambda z1, z2, same, cfg: right(z1, z2, same, cfg) * len(same), "take the mean over"),
+    ):
+        result = check(name, wrong)
+        failed = [x for x in result.lines if x.startswith("✗")]
+        assert not result.passed and failed
+        assert all("looks like: " in x and named in x for x in failed), str(result)
+
+
+def test_an_unrecognised_mistake_gets_the_probes_hint(solutions_on):
+    right = solution("hinge")
+    result = check("hinge", lambda z1, z2, same, cfg: right(z1, z2, same, cfg) + 0.5)
+    assert not result.passed
+    assert all("hint: " in x and "looks like" not in x for x in result.lines if x[0] == "✗")
+
+
+def test_the_forms_restate_the_losses_they_stand_for():
+    from pitchtimbre.exercises import _hinge_form, _poster_form
+
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = (torch.randn(6, 4, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    same = torch.arange(6) % 3 == 0
+    cfg = EXERCISES["hinge"].cfg
+    d = pair_distances(z1, z2, cfg)
+    assert torch.equal(_poster_form(*d, same, cfg), paper_contrastive(z1, z2, same, cfg))
+    assert torch.equal(_hinge_form(*d, same, cfg), hinge_contrastive(z1, z2, same, cfg))
 
 
 def test_a_root_of_a_zero_distance_gets_its_own_hint():
