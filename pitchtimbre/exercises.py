@@ -116,6 +116,16 @@ def _collapsed(g: torch.Generator):
     return z1, z2, torch.tensor([True, False, True, False])
 
 
+def _graded(g: torch.Generator):
+    """Different-label pairs ever further apart (D_12 about 2, 4 and 70; same-label pairs
+    about 1, the distance between a note's own frames): with a margin of 2 some (same,
+    different) combinations are ranked by more than the margin, others not."""
+    z1 = torch.randn(6, 3, 2, generator=g, dtype=torch.float64)
+    offset = torch.tensor([0.1, 0.5, 0.1, 3.0, 0.1, 50.0], dtype=torch.float64)[:, None, None]
+    z2 = z1 + offset * torch.randn(6, 1, 2, generator=g, dtype=torch.float64).sign()
+    return z1, z2, torch.arange(6) % 2 == 0
+
+
 def _far_apart(g: torch.Generator):
     z1 = torch.randn(4, 3, 2, generator=g, dtype=torch.float64)
     return z1, z1 + 50.0, torch.zeros(4, dtype=torch.bool)
@@ -218,7 +228,7 @@ EXERCISES: dict[str, Exercise] = {
                     "beyond the margin, max(0, margin - D_12) is 0: only D_11 + D_22 remain",
                 ),
             ),
-            (*COMMON_MISTAKES, _all_frame_pairs(_hinge_form)),
+            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_hinge_form)),
         ),
         Exercise(
             "squared",
@@ -238,7 +248,7 @@ EXERCISES: dict[str, Exercise] = {
                     "a cosine distance does not change when a latent is scaled",
                 ),
             ),
-            (*COMMON_MISTAKES, _all_frame_pairs(_poster_form, "cosine")),
+            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_poster_form, "cosine")),
         ),
         Exercise(
             "cross_only",
@@ -274,8 +284,14 @@ EXERCISES: dict[str, Exercise] = {
                     "with no different-label pair there is nothing to rank: only D_11 + D_22",
                 ),
                 Probe("notes whose frames coincide", _collapsed, "D_11 and D_22 over t != t'"),
+                Probe(
+                    "pairs at several distances",
+                    _graded,
+                    "a (same, different) combination ranked by more than the margin adds 0 "
+                    "(relu); average over every combination, not against the mean of D_12-",
+                ),
             ),
-            (*COMMON_MISTAKES, _all_frame_pairs(_triplet_form)),
+            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_triplet_form)),
         ),
     )
 }
@@ -340,7 +356,10 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
     """
     ex = EXERCISES[name]
     atol = value_tolerance(ex.cfg)
-    lines, passed = [], True
+    lines: list[str] = []
+    passed = True
+    seen: list[tuple[torch.Tensor, ...]] = []  # every probe's (z1, z2, same, value got)
+    wrong_values: list[tuple[int, Probe, float, float]] = []  # their lines are written last
     g = torch.Generator().manual_seed(seed)
     for probe in ex.probes:
         z1, z2, same = probe.make(g)
@@ -362,13 +381,11 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
             return CheckResult(
                 name, False, ["the loss must return a scalar tensor (mean over the batch)"]
             )
+        seen.append((z1, z2, same, got.detach().double()))
         if not torch.allclose(got.detach().double(), want.detach(), rtol=rtol, atol=atol):
             passed = False
-            known = _recognised(ex, got.detach().double(), z1, z2, same, rtol, atol)
-            advice = f"looks like: {known.says}" if known else f"hint: {probe.hint}"
-            lines.append(
-                f"✗ {probe.description}: expected {want.item():.6g}, got {got.item():.6g}; {advice}"
-            )
+            wrong_values.append((len(lines), probe, want.item(), got.item()))
+            lines.append("")
             continue
         if not got.requires_grad:
             passed = False
@@ -397,27 +414,32 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
             )
             continue
         lines.append(f"✓ {probe.description}")
+    known = _recognised(ex, seen, rtol, atol) if wrong_values else None
+    for at, probe, want_value, got_value in wrong_values:
+        advice = f"looks like: {known.says}" if known else f"hint: {probe.hint}"
+        lines[at] = (
+            f"✗ {probe.description}: expected {want_value:.6g}, got {got_value:.6g}; {advice}"
+        )
     return CheckResult(name, passed, lines)
 
 
 def _recognised(
-    ex: Exercise,
-    got: torch.Tensor,
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    same: torch.Tensor,
-    rtol: float,
-    atol: float,
+    ex: Exercise, seen: list[tuple[torch.Tensor, ...]], rtol: float, atol: float
 ) -> Mistake | None:
-    """The one mistake of ``ex`` whose value on this probe is ``got``, when it is one mistake
-    alone (two with the same value here say nothing: the probe's hint is given instead)."""
+    """The one mistake of ``ex`` that gives, on every probe, the value the answer gave
+    (``seen``: each probe's z1, z2, same and that value). A mistake that explains only the
+    probes that failed is not named: the "labels the other way round" of a student who got
+    only the different-label term wrong matches the different-label probe, not the
+    same-label one. Two mistakes explaining all are not told apart: the hints are given."""
+    matches = []
     with torch.no_grad():
-        want = ex.solution(z1, z2, same, ex.cfg)
-        matches = []
         for mistake in ex.mistakes:
-            wrong = mistake.value(ex.solution, z1, z2, same, ex.cfg).double()
-            differs = not torch.allclose(wrong, want, rtol=rtol, atol=atol)
-            if differs and torch.allclose(got, wrong, rtol=rtol, atol=atol):
+            if all(
+                torch.allclose(
+                    got, mistake.value(ex.solution, z1, z2, same, ex.cfg).double(), rtol, atol
+                )
+                for z1, z2, same, got in seen
+            ):
                 matches.append(mistake)
     return matches[0] if len(matches) == 1 else None
 

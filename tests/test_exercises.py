@@ -191,7 +191,12 @@ def test_the_diagonal_mistake_is_named_in_every_exercise_with_d11():
     named = "looks like: D_11 and D_22 average over all T x T frame pairs"
     result = check("triplet", _own_triplet_with_diagonal)
     assert not result.passed and all(named in x for x in result.lines if x.startswith("✗"))
-    assert sum(x.startswith("✗") for x in result.lines) == 2  # the mixed batch, same pairs
+    # all but the notes whose frames coincide (D_11 = D_22 = 0 either way)
+    assert [x[2:].split(":")[0] for x in result.lines if x.startswith("✗")] == [
+        "a mixed batch",
+        "only same-label pairs",
+        "pairs at several distances",
+    ]
     for name in ("squared", "cosine"):
         distance = {"squared": "squared_euclidean", "cosine": "cosine"}[name]
 
@@ -219,6 +224,42 @@ def test_labels_read_the_other_way_and_a_summed_batch_are_named(name, solutions_
         assert all("looks like: " in x and named in x for x in failed), str(result)
 
 
+def test_a_mistake_is_named_only_when_it_explains_every_probe():
+    """+D_12 for every pair: the different-label probe alone looks like labels swapped, but
+    the same-label probe passes, which swapped labels would not."""
+
+    def plus_always(z1, z2, same, cfg):
+        return (_d(z1, z1, True) + _d(z2, z2, True) + _d(z1, z2, False)).mean()
+
+    result = check("hinge", plus_always)
+    assert "✓ same-label pairs" in result.lines
+    assert not any("looks like" in line for line in result.lines), str(result)
+
+    def summed_combinations(z1, z2, same, cfg):  # on one probe 4 combinations, 4 pairs
+        d12 = _d(z1, z2, False)
+        ranked = torch.relu(d12[same][:, None] - d12[~same][None, :] + cfg.margin).sum()
+        return (_d(z1, z1, True) + _d(z2, z2, True)).mean() + ranked
+
+    result = check("triplet", summed_combinations)
+    assert not result.passed and "times the batch size" not in str(result), str(result)
+
+
+def test_a_triplet_without_relu_or_ranked_against_the_mean_fails():
+    def ranked(z1, z2, same, cfg, relu=True, against_mean=False):
+        d12 = _d(z1, z2, False)
+        pos, neg = d12[same], d12[~same]
+        gather = (_d(z1, z1, True) + _d(z2, z2, True)).mean()
+        if len(pos) == 0 or len(neg) == 0:
+            return gather
+        gap = pos[:, None] - (neg.mean() if against_mean else neg[None, :]) + cfg.margin
+        return gather + (torch.relu(gap) if relu else gap).mean()
+
+    assert check("triplet", ranked).passed
+    for wrong in ({"relu": False}, {"against_mean": True}):
+        result = check("triplet", lambda z1, z2, same, cfg, w=wrong: ranked(z1, z2, same, cfg, **w))
+        assert not result.passed and "✗ pairs at several distances" in str(result), wrong
+
+
 def test_an_unrecognised_mistake_gets_the_probes_hint(solutions_on):
     right = solution("hinge")
     result = check("hinge", lambda z1, z2, same, cfg: right(z1, z2, same, cfg) + 0.5)
@@ -232,10 +273,11 @@ def test_the_forms_restate_the_losses_they_stand_for():
     g = torch.Generator().manual_seed(3)
     z1, z2 = (torch.randn(6, 4, 3, generator=g, dtype=torch.float64) for _ in range(2))
     same = torch.arange(6) % 3 == 0
-    cfg = EXERCISES["hinge"].cfg
-    d = pair_distances(z1, z2, cfg)
-    assert torch.equal(_poster_form(*d, same, cfg), paper_contrastive(z1, z2, same, cfg))
-    assert torch.equal(_hinge_form(*d, same, cfg), hinge_contrastive(z1, z2, same, cfg))
+    for distance in ("euclidean", "squared_euclidean", "cosine"):
+        cfg = replace(EXERCISES["hinge"].cfg, distance=distance)
+        d = pair_distances(z1, z2, cfg)
+        assert torch.equal(_poster_form(*d, same, cfg), paper_contrastive(z1, z2, same, cfg))
+        assert torch.equal(_hinge_form(*d, same, cfg), hinge_contrastive(z1, z2, same, cfg))
 
 
 def test_a_root_of_a_zero_distance_gets_its_own_hint():
