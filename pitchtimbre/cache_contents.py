@@ -121,7 +121,7 @@ def model_staleness(folder: Path) -> tuple[str, bool] | None:
 
     import torch
 
-    from .checkpoints import CHECKPOINT_FILE, checkpoint_problem
+    from .checkpoints import CHECKPOINT_FILE, checkpoint_problem, pickled_class
     from .training import trainer_code
 
     ckpt = folder / CHECKPOINT_FILE
@@ -138,7 +138,10 @@ def model_staleness(folder: Path) -> tuple[str, bool] | None:
         return "a damaged checkpoint (not a whole archive)", False
     try:  # mmap: the weights stay on disk, only the fields below are read
         state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a whole archive torch cannot read: a newer torch's, say
+    except Exception as exc:  # a whole archive torch cannot read: a newer torch's, say
+        found = pickled_class(exc)
+        if found is not None:  # torch.save(model): not ours
+            return f"not a pitchtimbre checkpoint (a pickled {found})", True
         return "a checkpoint this torch cannot read (another version's?)", True
     problem = checkpoint_problem(state)
     if problem is not None:

@@ -72,6 +72,18 @@ def checkpoint_problem(state: object) -> str | None:
     return None
 
 
+def pickled_class(exc: BaseException) -> str | None:
+    """The class or function named by ``torch.load(..., weights_only=True)``'s refusal of a
+    file that pickles one (a model saved whole with ``torch.save(model)``), else None.
+
+    Chapter: 05_training
+    """
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    found = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(exc))  # torch 2.4 on, before
+    return found.group(1) if found else None
+
+
 def _damaged(path: Path, exc: BaseException) -> CheckpointError:
     """The error for a checkpoint torch cannot read, with torch's reason: its message runs to
     a page (advice on ``weights_only``, terminal colour codes), the reason is one paragraph
@@ -112,13 +124,11 @@ def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refuses classes and functions
-        found = re.search(
-            r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(exc)
-        )  # torch 2.4 on, before
+        found = pickled_class(exc)
         if found is None:
             raise _damaged(path, exc) from None
         raise CheckpointError(
-            f"{path}: holds a Python object ({found.group(1)}), which torch reads only by "
+            f"{path}: holds a Python object ({found}), which torch reads only by "
             "running code from the file; pitchtimbre reads only the checkpoints its training "
             "writes (a model saved whole with torch.save(model) is not one): train with "
             "`python -m pitchtimbre reproduce` or `pitchtimbre.training.trained_model`"

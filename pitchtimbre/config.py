@@ -613,6 +613,19 @@ class LossConfig(_Config):
         return self.lambda_pitch == 0 and self.lambda_timbre == 0
 
 
+DEVICE_NAMES = "'auto', 'cpu', 'mps' or 'cuda[:N]'"
+"""The values ``train.device`` takes."""
+
+
+def is_device_name(name: object) -> bool:
+    """Whether ``name`` is one of :data:`DEVICE_NAMES` (whether this machine has that device,
+    :func:`pitchtimbre.machine.pick_device` tells).
+
+    Chapter: 05_training
+    """
+    return isinstance(name, str) and re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", name) is not None
+
+
 @dataclass(frozen=True)
 class TrainConfig(_Config):
     """The optimisation budget and bookkeeping.
@@ -636,7 +649,7 @@ class TrainConfig(_Config):
     log_every: int = 25
     checkpoint_every: int = 500
     device: str = "auto"
-    """'auto' picks CUDA, then Apple MPS, then CPU."""
+    """'auto' picks CUDA, then Apple MPS, then CPU (:data:`DEVICE_NAMES`)."""
     amp: bool = True
     """bf16 autocast on CUDA (ignored elsewhere)."""
     compile: bool = False
@@ -678,13 +691,7 @@ class TrainConfig(_Config):
             _is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
             "an int >= 1",
         )
-        _check(
-            self,
-            "device",
-            isinstance(self.device, str)
-            and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
-            "'auto', 'cpu', 'mps' or 'cuda[:N]'",
-        )
+        _check(self, "device", is_device_name(self.device), DEVICE_NAMES)
         _check(
             self,
             "grad_clip",

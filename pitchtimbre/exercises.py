@@ -55,7 +55,9 @@ def _cosine(z1, z2, same, cfg):
 
 # The exercises' losses as functions of the three distances (D_11, D_22, D_12), each [B], so
 # that the checker can compute what a mistake in the distances gives (_all_frame_pairs).
-# Tests check each against the loss it restates.
+# Tests check each against the loss it restates. The poster's and the hinge loss restate
+# pitchtimbre.losses, whose code keys every cached model: move them there, and have the
+# losses call them, when that module changes for another reason.
 
 
 def _poster_form(d11, d22, d12, same, cfg):
@@ -156,9 +158,9 @@ COMMON_PROBES = (
 
 @dataclass(frozen=True)
 class Mistake:
-    """A wrong answer met often enough to be recognised by its value on a probe, and what
-    to tell its writer. ``value(solution, z1, z2, same, cfg)`` is what the wrong answer
-    gives.
+    """A wrong answer met often enough to be recognised by its values, on every probe, and
+    what to tell its writer. ``value(solution, z1, z2, same, cfg)`` is what the wrong
+    answer gives on a probe.
 
     Chapter: 09_exercises
     """
@@ -200,7 +202,8 @@ def _all_frame_pairs(form: Callable[..., torch.Tensor], distance: str | None = N
 
 @dataclass(frozen=True)
 class Exercise:
-    """One exercise: its title, the solution, the probes its checker runs.
+    """One exercise: its title, the solution, the probes its checker runs and the mistakes
+    it names.
 
     Chapter: 09_exercises
     """
@@ -350,7 +353,9 @@ def value_tolerance(cfg: LossConfig) -> float:
 def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> CheckResult:
     """Compare ``fn`` with the solution of exercise ``name`` on each probe: the value (within
     ``rtol`` and :func:`value_tolerance`) and the gradients with respect to both latents.
-    Never raises for a wrong or unfinished answer; it says what is wrong.
+    Never raises for a wrong or unfinished answer; it says what is wrong: "looks like: ..."
+    when one of the exercise's mistakes (:class:`Mistake`) gives the answer's value on
+    every probe, else each failing probe's hint.
 
     Chapter: 09_exercises
     """

@@ -1,4 +1,5 @@
-"""The machine a run was measured on, named in benchmark output and in ``results.json``.
+"""The machine: the device a model trains on (:func:`pick_device`), and the machine a run
+was measured on, named in benchmark output and in ``results.json``.
 
 Timings mean little without the machine: two 2-core "AMD EPYC" virtual machines of the
 same provider trained the cpu profile at 92 and 39 ms a step. So the CPU is named with its
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .config import DEVICE_NAMES, is_device_name
 from .errors import ConfigError
 
 
@@ -64,12 +66,9 @@ def pick_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps") if has_mps else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"train.device: {name!r} is not a device; use 'auto', 'cpu', 'mps' or 'cuda[:N]'"
-        ) from None
+    if not is_device_name(name):
+        raise ConfigError(f"train.device: must be {DEVICE_NAMES}, got {name!r}")
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             built_for_gpus = torch.version.cuda is not None or torch.version.hip is not None

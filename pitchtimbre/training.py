@@ -303,11 +303,12 @@ def train_model(
     there and raises ``KeyboardInterrupt`` (a second Ctrl-C stops at once, keeping the last
     periodic checkpoint), so that a resumed run trains the same weights; in a process where
     SIGINT is ignored (a background job) it stays ignored, and a worker of
-    :mod:`pitchtimbre.parallel` takes it from its caller (:mod:`pitchtimbre.interrupts`). Under ``torchrun`` every process trains its share of each batch with
+    :mod:`pitchtimbre.parallel` takes it from its caller (:mod:`pitchtimbre.interrupts`).
+    Under ``torchrun`` every process trains its share of each batch with
     DistributedDataParallel and rank 0 alone logs and writes (see
-    :mod:`pitchtimbre.distributed`). ``on_log`` is called with
-    the step where training starts and at every logged step (how a worker process reports
-    its progress, see :mod:`pitchtimbre.parallel`).
+    :mod:`pitchtimbre.distributed`). ``on_log`` is called with the step where training
+    starts and at every logged step (how a worker process reports its progress, see
+    :mod:`pitchtimbre.parallel`).
 
     Chapter: 05_training
     """

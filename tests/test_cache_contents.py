@@ -19,7 +19,12 @@ from pitchtimbre.cache_contents import (
     model_staleness,
     prune_cache,
 )
-from pitchtimbre.checkpoints import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
+from pitchtimbre.checkpoints import (
+    CHECKPOINT_FILE,
+    build_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from pitchtimbre.cli import main
 from pitchtimbre.data import load_dataset
 from pitchtimbre.training import trained_model, trainer_code
@@ -192,16 +197,24 @@ def test_checkpoints_of_another_version_go_only_when_asked(cache_with_models):
     bare = c["current"].parent / "proposed-seed0-0000000000000008"
     bare.mkdir()
     save_checkpoint(bare / CHECKPOINT_FILE, state["model"])  # weights without their settings
+    whole = c["current"].parent / "proposed-seed0-0000000000000009"
+    whole.mkdir()
+    save_checkpoint(whole / CHECKPOINT_FILE, build_model(state)[0])  # torch.save(model)
     assert model_staleness(newer) == ("checkpoint version 99, this package reads 2", True)
     assert model_staleness(foreign)[1] is True
     assert model_staleness(bare) == (
         "bare weights (a state_dict) without the settings that built them",
         True,
     )
-    for path in (newer, foreign, bare):
+    assert model_staleness(whole) == (
+        "not a pitchtimbre checkpoint (a pickled pitchtimbre.model.PitchTimbreVAE)",
+        True,
+    )
+    others = {newer, foreign, bare, whole}
+    for path in others:
         _age(path, OLD)
-    assert not {newer, foreign, bare} & {e.path for e in prune_cache().removed}
-    assert {newer, foreign, bare} <= {e.path for e in prune_cache(other_code=True).removed}
+    assert not others & {e.path for e in prune_cache().removed}
+    assert others <= {e.path for e in prune_cache(other_code=True).removed}
 
 
 def test_links_are_listed_never_followed_or_pruned(cache_with_models, tmp_path):

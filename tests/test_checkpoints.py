@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -66,9 +68,13 @@ def test_a_damaged_pickle_gives_torchs_reason_not_its_advice(tmp_path):
             damaged.writestr(name, b"\x00" + data[1:] if name.endswith("data.pkl") else data)
     with pytest.raises(CheckpointError) as raised:
         read_checkpoint(path)
-    assert str(raised.value).startswith(
-        f"{path}: a damaged or truncated checkpoint (UnpicklingError: Unsupported operand 0); "
+    message = str(raised.value)  # torch's reason, "Unsupported operand 0" in torch 2.13
+    assert re.fullmatch(
+        re.escape(f"{path}: a damaged or truncated checkpoint (UnpicklingError: ")
+        + r"[^;]{1,160}\); delete it and retrain .*",
+        message,
     )
+    assert "Weights only load failed" not in message and "weights_only" not in message
 
 
 def test_a_pickled_class_is_named_in_older_torchs_words_too(tmp_path, monkeypatch):

@@ -65,14 +65,15 @@ def test_off_when_disabled_or_ignored():
 
 
 def test_a_handler_installed_outside_python_comes_back_as_pythons_default():
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # not what restoring gives
+    stop = signal.signal(signal.SIGTSTP, signal.SIG_IGN) if hasattr(signal, "SIGTSTP") else None
     try:
         interrupts.restore_handler(signal.SIGINT, None)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        if hasattr(signal, "SIGTSTP"):
-            previous = signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+        if stop is not None:
             interrupts.restore_handler(signal.SIGTSTP, None)
             assert signal.getsignal(signal.SIGTSTP) is signal.SIG_DFL
-            signal.signal(signal.SIGTSTP, previous)
     finally:
         signal.signal(signal.SIGINT, before)
+        if stop is not None:
+            signal.signal(signal.SIGTSTP, stop)

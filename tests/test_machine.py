@@ -100,8 +100,9 @@ def test_a_device_this_torch_cannot_use_is_refused_naming_the_setting(monkeypatc
         ConfigError, match=r"'cuda:1', but this machine has 1 GPU\(s\): only cuda:0$"
     ):
         pick_device("cuda:1")
-    with pytest.raises(ConfigError, match=r"train\.device: 'cuda:x' is not a device; use 'auto'"):
-        pick_device("cuda:x")  # a config checks this first; pick_device is also called alone
+    for wrong in ("cuda:x", "meta", "cpu:0"):  # as a config refuses them (it is called alone too)
+        with pytest.raises(ConfigError, match=rf"train\.device: must be 'auto', .*, got '{wrong}'"):
+            pick_device(wrong)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"'mps', but this torch has no Apple MPS device"):
         pick_device("mps")
