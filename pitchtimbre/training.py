@@ -559,12 +559,14 @@ def trained_model(
     """The model for ``cfg`` (seed ``cfg.train.seed``): loaded from the package cache when
     it was trained before, else trained (continuing an interrupted run) and cached.
     ``folder`` overrides where it lives (default: :func:`model_dir`); ``on_log`` goes to
-    :func:`train_model`.
+    :func:`train_model`. A loss object whose key changed while it trained (it keeps state:
+    a counter, a list it appends to) gets a warning: as it is now, it cannot find its model.
 
     Chapter: 05_training
     """
     distributed.init(pick_device(cfg.train.device).type)  # under torchrun: join the group first
     distributed.barrier()  # every process sees the same cache state
+    keyed = folder is None  # found by the loss's key: a loss that changes cannot find it again
     folder = model_dir(cfg, dataset, contrastive_fn) if folder is None else Path(folder)
     ckpt = folder / CHECKPOINT_FILE
     if ckpt.is_file() and not retrain:
@@ -573,9 +575,19 @@ def trained_model(
             result = result_from_state(ckpt, state, device=pick_device(cfg.train.device))
             result.config = cfg
             return result
-    return train_model(
+    identity = contrastive_identity(contrastive_fn, cfg)
+    result = train_model(
         cfg, dataset, folder, contrastive_fn, resume=not retrain, progress=progress, on_log=on_log
     )
+    if keyed and contrastive_identity(contrastive_fn, cfg) != identity:
+        log.warning(
+            "the contrastive loss %s changed while it trained (an attribute it sets, a list it "
+            "appends to): its model is cached under the loss as it was before, so a call with "
+            "the loss as it is now trains another model; keep such state outside the loss (a "
+            "new loss object, as a restarted kernel makes, finds this model again)",
+            identity.split(":")[0],
+        )
+    return result
 
 
 _IMPORTED_TRAINER_CODE = _trainer_modules_digest()  # the code this process runs

@@ -726,6 +726,42 @@ def test_odd_class_attributes_are_keyed_without_failing(toy_data, tmp_path, monk
     assert training.contrastive_identity(module.Mine(), cfg).startswith("odd_losses.Mine:")
 
 
+def test_a_loss_object_changing_itself_while_it_trains_is_told(
+    toy_data, tmp_path, monkeypatch, caplog
+):
+    """Its key changes with its state: the same object, called again, cannot find the model
+    it trained. Said once, after training; a loss that keeps no state says nothing."""
+    import logging
+
+    cfg, ds = toy_data
+    cfg = cfg.with_overrides({"train.steps": 3})
+    module = import_file(
+        tmp_path / "counting_losses.py",
+        "class Counting:\n    def __init__(self):\n        self.calls = []\n"
+        "    def __call__(self, z1, z2, same, cfg):\n        self.calls.append(1)\n"
+        "        return (z1 - z2).abs().mean()\n"
+        "def plain(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n",
+        monkeypatch,
+    )
+    counting = module.Counting()
+    with caplog.at_level(logging.WARNING, logger="pitchtimbre.training"):
+        first = trained_model(cfg, ds, contrastive_fn=counting, progress=False)
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and said[0].startswith(
+            "the contrastive loss counting_losses.Counting changed while it trained"
+        )
+        assert len(counting.calls) == 2 * 3  # pitch and timbre terms, 3 steps
+        again = trained_model(cfg, ds, contrastive_fn=module.Counting(), progress=False)
+        assert again.from_cache and again.checkpoint == first.checkpoint  # a new object finds it
+        caplog.clear()
+        trained_model(cfg, ds, contrastive_fn=module.plain, progress=False)
+        # a folder given (as a worker process is): found by it, whatever the loss holds
+        trained_model(
+            cfg, ds, contrastive_fn=module.Counting(), progress=False, folder=tmp_path / "mine"
+        )
+        assert caplog.records == []
+
+
 def test_loss_classes_on_a_protocol_or_holding_the_registry_are_keyed(
     toy_data, tmp_path, monkeypatch
 ):
