@@ -559,8 +559,9 @@ def trained_model(
     """The model for ``cfg`` (seed ``cfg.train.seed``): loaded from the package cache when
     it was trained before, else trained (continuing an interrupted run) and cached.
     ``folder`` overrides where it lives (default: :func:`model_dir`); ``on_log`` goes to
-    :func:`train_model`. A loss object whose key changed while it trained (it keeps state:
-    a counter, a list it appends to) gets a warning: as it is now, it cannot find its model.
+    :func:`train_model`. A loss whose key changed while it trained (it keeps state: a
+    counter, a list it appends to, a tensor it updates in place) gets a warning: as it is
+    now, it cannot find its model.
 
     Chapter: 05_training
     """
@@ -581,10 +582,11 @@ def trained_model(
     )
     if keyed and contrastive_identity(contrastive_fn, cfg) != identity:
         log.warning(
-            "the contrastive loss %s changed while it trained (an attribute it sets, a list it "
-            "appends to): its model is cached under the loss as it was before, so a call with "
-            "the loss as it is now trains another model; keep such state outside the loss (a "
-            "new loss object, as a restarted kernel makes, finds this model again)",
+            "the contrastive loss %s changed while it trained (a value it keeps: an attribute "
+            "it sets, a list it appends to, a tensor it updates in place): its model is cached "
+            "under the loss as it was before, so a call with the loss as it is now trains "
+            "another model; keep such state outside the loss (the loss as it was, as a "
+            "restarted kernel makes it, finds this model again)",
             identity.split(":")[0],
         )
     return result

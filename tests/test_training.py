@@ -726,9 +726,7 @@ def test_odd_class_attributes_are_keyed_without_failing(toy_data, tmp_path, monk
     assert training.contrastive_identity(module.Mine(), cfg).startswith("odd_losses.Mine:")
 
 
-def test_a_loss_object_changing_itself_while_it_trains_is_told(
-    toy_data, tmp_path, monkeypatch, caplog
-):
+def test_a_loss_changing_itself_while_it_trains_is_told(toy_data, tmp_path, monkeypatch, caplog):
     """Its key changes with its state: the same object, called again, cannot find the model
     it trained. Said once, after training; a loss that keeps no state says nothing."""
     import logging
@@ -740,7 +738,10 @@ def test_a_loss_object_changing_itself_while_it_trains_is_told(
         "class Counting:\n    def __init__(self):\n        self.calls = []\n"
         "    def __call__(self, z1, z2, same, cfg):\n        self.calls.append(1)\n"
         "        return (z1 - z2).abs().mean()\n"
-        "def plain(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n",
+        "def plain(z1, z2, same, cfg):\n    return (z1 - z2).abs().mean()\n"
+        "import torch\nSTEPS = torch.zeros(1)\n"
+        "def counting_in_place(z1, z2, same, cfg):\n    STEPS.add_(1)\n"
+        "    return (z1 - z2).abs().mean()\n",
         monkeypatch,
     )
     counting = module.Counting()
@@ -755,6 +756,10 @@ def test_a_loss_object_changing_itself_while_it_trains_is_told(
         assert again.from_cache and again.checkpoint == first.checkpoint  # a new object finds it
         caplog.clear()
         trained_model(cfg, ds, contrastive_fn=module.plain, progress=False)
+        trained_model(cfg, ds, contrastive_fn=module.counting_in_place, progress=False)
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and "loss counting_losses.counting_in_place changed" in said[0]
+        caplog.clear()
         # a folder given (as a worker process is): found by it, whatever the loss holds
         trained_model(
             cfg, ds, contrastive_fn=module.Counting(), progress=False, folder=tmp_path / "mine"
