@@ -576,11 +576,11 @@ def trained_model(
             result = result_from_state(ckpt, state, device=pick_device(cfg.train.device))
             result.config = cfg
             return result
-    identity = contrastive_identity(contrastive_fn, cfg)
+    identity = contrastive_identity(contrastive_fn, cfg) if keyed else None
     result = train_model(
         cfg, dataset, folder, contrastive_fn, resume=not retrain, progress=progress, on_log=on_log
     )
-    if keyed and contrastive_identity(contrastive_fn, cfg) != identity:
+    if identity is not None and contrastive_identity(contrastive_fn, cfg) != identity:
         log.warning(
             "the contrastive loss %s changed while it trained (a value it keeps: an attribute "
             "it sets, a list it appends to, a tensor it updates in place): its model is cached "
