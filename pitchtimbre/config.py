@@ -20,6 +20,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .errors import ConfigError
@@ -93,8 +94,21 @@ class _Config:
                 node = node[part]
             if not isinstance(node, dict) or parts[-1] not in node:
                 raise ConfigError(f"{type(self).__name__}: no field {dotted!r}")
-            node[parts[-1]] = value
+            node[parts[-1]] = _merged(node[parts[-1]], value, f"{type(self).__name__}.{dotted}")
         return type(self).from_dict(data)  # type: ignore[attr-defined]
+
+
+def _merged(old: Any, new: Any, where: str) -> Any:
+    """``new`` over ``old``: a mapping given for a group of settings replaces only the fields
+    it names (``{"features": {"n_frames": 32}}`` keeps the other feature settings)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    merged = dict(old)
+    for key, value in new.items():
+        if key not in old:
+            raise ConfigError(f"{where}: no field {key!r}; fields are {sorted(old)}")
+        merged[key] = _merged(old[key], value, f"{where}.{key}")
+    return merged
 
 
 def _union_args(hint: Any) -> tuple[Any, ...]:
@@ -765,21 +779,28 @@ class ExperimentConfig(_Config):
             self.eval.frames <= self.features.n_frames,
             f"frames <= features.n_frames ({self.features.n_frames})",
         )
-        if (
-            self.data.source == "soundfont"
-            and self.features.sample_rate != self.data.render.sample_rate
-        ):
+        renders = renders_soundfont(self.data.source)
+        if renders and self.features.sample_rate != self.data.render.sample_rate:
             raise ConfigError(
                 "features.sample_rate must equal data.render.sample_rate "
                 f"({self.features.sample_rate} != {self.data.render.sample_rate})"
             )
         needed = self.features.seconds_needed
-        if self.data.source == "soundfont" and needed > self.data.render.hold_s:
+        if renders and needed > self.data.render.hold_s:
             raise ConfigError(
                 f"data.render.hold_s: must cover the {needed:.3f} s of frames the features take "
                 f"(features.offset_s + n_frames * hop_length / sample_rate), got "
                 f"{self.data.render.hold_s}"
             )
+
+
+def renders_soundfont(source: str) -> bool:
+    """True when ``data.source`` names notes rendered with ``data.render``: the embedded
+    SoundFont (``"soundfont"``) or a .sf2/.sf3 file.
+
+    Chapter: 02_data
+    """
+    return source == "soundfont" or Path(source).suffix.lower() in (".sf2", ".sf3")
 
 
 def cuda_available() -> bool:

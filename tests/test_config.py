@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pitchtimbre import config as config_module
@@ -99,9 +101,27 @@ def test_the_type_check_takes_lists_for_tuples_and_checks_direct_construction():
     assert DataConfig(pitch_range=None).pitch_range is None
 
 
-def test_hold_must_cover_the_feature_frames():
+@pytest.mark.parametrize("source", ["soundfont", "other/FluidR3_GM.sf2", "bank.SF3"])
+def test_rendered_notes_must_cover_the_feature_frames(source):
+    """A .sf2/.sf3 source renders with data.render as the embedded SoundFont does."""
     with pytest.raises(ConfigError, match=r"data\.render\.hold_s"):
-        ExperimentConfig(data=DataConfig(render=RenderConfig(hold_s=0.3)))
+        ExperimentConfig(data=DataConfig(source=source, render=RenderConfig(hold_s=0.3)))
+    with pytest.raises(ConfigError, match=r"features\.sample_rate must equal"):
+        ExperimentConfig(data=DataConfig(source=source), features=FeatureConfig(sample_rate=22050))
+
+
+def test_recorded_notes_take_no_render_settings():
+    ExperimentConfig(data=DataConfig(source="nsynth/", render=RenderConfig(hold_s=0.3)))
+
+
+def test_a_group_given_as_a_mapping_replaces_only_the_fields_it_names():
+    gpu = profile_config("gpu")
+    fewer = gpu.with_overrides({"features": {"n_frames": 32}, "data": {"render": {"hold_s": 1.5}}})
+    assert fewer.features == dataclasses.replace(gpu.features, n_frames=32)
+    assert fewer.data.render == dataclasses.replace(gpu.data.render, hold_s=1.5)
+    assert fewer.data.source == gpu.data.source
+    with pytest.raises(ConfigError, match=r"ExperimentConfig\.data\.render: no field 'hold'"):
+        gpu.with_overrides({"data": {"render": {"hold": 1.5}}})
 
 
 def test_profiles_and_environment(monkeypatch):

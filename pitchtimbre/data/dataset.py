@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..cache import stable_hash
-from ..config import DataConfig, FeatureConfig
+from ..config import DataConfig, FeatureConfig, renders_soundfont
 from ..errors import ConfigError, DataError
 from .nsynth import (
     NoteRecord,
@@ -128,7 +128,7 @@ def _source_folders(data: DataConfig, progress: bool) -> tuple[dict[str, Path], 
         sf = data.render.soundfont or "TimGM6mb.sf2 (pretty_midi)"
         return {"all": folder}, f"soundfont {sf}"
     path = Path(data.source).expanduser()
-    if path.suffix.lower() in (".sf2", ".sf3"):
+    if renders_soundfont(data.source):
         render = data.render.with_overrides({"soundfont": str(path)})
         return {"all": rendered_folder(render, progress=progress)}, f"soundfont {path}"
     splits = find_nsynth_splits(path)
