@@ -76,9 +76,12 @@ def _triplet_form(d11, d22, d12, same, cfg):
     return gather + torch.relu(pos[:, None] - neg[None, :] + cfg.margin).mean()
 
 
-def _cross_only(z1, z2, same, cfg):
-    d12 = mean_frame_distance(z1, z2, cfg)
+def _cross_form(d11, d22, d12, same, cfg):
     return ((same.to(d12.dtype) * 2 - 1) * d12).mean()
+
+
+def _cross_only(z1, z2, same, cfg):
+    return _cross_form(None, None, mean_frame_distance(z1, z2, cfg), same, cfg)
 
 
 def _ranking_triplet(z1, z2, same, cfg):
@@ -169,6 +172,9 @@ class Mistake:
     value: Callable[
         [ContrastiveLoss, torch.Tensor, torch.Tensor, torch.Tensor, LossConfig], torch.Tensor
     ]
+    sums_frame_pairs: bool = False
+    """Its distances add up T x T frame distances, each up to sqrt(cfg.distance_eps) from a
+    plain norm's (:func:`value_tolerance`): the tolerance grows with T x T."""
 
 
 COMMON_MISTAKES = (
@@ -196,6 +202,39 @@ def _all_frame_pairs(form: Callable[..., torch.Tensor], distance: str | None = N
     return Mistake(
         "D_11 and D_22 average over all T x T frame pairs here; leave out the T pairs t = t' "
         "(a frame and itself, distance 0), as mean_frame_distance(z, z, cfg, same_note=True) does",
+        value,
+    )
+
+
+def _summed_frame_pairs(form: Callable[..., torch.Tensor], distance: str | None = None) -> Mistake:
+    """The mistake of summing the distances over frame pairs, as the poster writes D_ij,
+    where the book averages them: T(T-1) pairs t != t' in D_11 and D_22, T x T in D_12."""
+
+    def value(solution, z1, z2, same, cfg):
+        cfg = cfg if distance is None else replace(cfg, distance=distance)
+        d11, d22, d12 = pair_distances(z1, z2, cfg)
+        t = z1.shape[1]
+        return form(d11 * t * (t - 1), d22 * t * (t - 1), d12 * t * t, same, cfg)
+
+    return Mistake(
+        "the distances are summed over the frame pairs here; the book averages them (the "
+        "poster's sums divided by the number of pairs), so that the loss does not grow with "
+        "the number of frames: use the mean, as mean_frame_distance does",
+        value,
+        sums_frame_pairs=True,
+    )
+
+
+def _euclidean_instead(form: Callable[..., torch.Tensor]) -> Mistake:
+    """The mistake of keeping the Euclidean distance of the ``cfg`` that the checker passes."""
+
+    def value(solution, z1, z2, same, cfg):
+        return form(*pair_distances(z1, z2, replace(cfg, distance="euclidean")), same, cfg)
+
+    return Mistake(
+        "this is the Euclidean distance: the cfg your loss receives has distance='euclidean'; "
+        "compute the distance asked for yourself, or pass "
+        "dataclasses.replace(cfg, distance=...) to pair_distances",
         value,
     )
 
@@ -231,13 +270,22 @@ EXERCISES: dict[str, Exercise] = {
                     "beyond the margin, max(0, margin - D_12) is 0: only D_11 + D_22 remain",
                 ),
             ),
-            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_hinge_form)),
+            mistakes=(
+                *COMMON_MISTAKES,
+                _all_frame_pairs(_hinge_form),
+                _summed_frame_pairs(_hinge_form),
+            ),
         ),
         Exercise(
             "squared",
             "Squared Euclidean distance in the poster's loss (and why it blows up)",
             _squared,
-            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_poster_form, "squared_euclidean")),
+            mistakes=(
+                *COMMON_MISTAKES,
+                _all_frame_pairs(_poster_form, "squared_euclidean"),
+                _summed_frame_pairs(_poster_form, "squared_euclidean"),
+                _euclidean_instead(_poster_form),
+            ),
         ),
         Exercise(
             "cosine",
@@ -251,7 +299,12 @@ EXERCISES: dict[str, Exercise] = {
                     "a cosine distance does not change when a latent is scaled",
                 ),
             ),
-            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_poster_form, "cosine")),
+            mistakes=(
+                *COMMON_MISTAKES,
+                _all_frame_pairs(_poster_form, "cosine"),
+                _summed_frame_pairs(_poster_form, "cosine"),
+                _euclidean_instead(_poster_form),
+            ),
         ),
         Exercise(
             "cross_only",
@@ -270,6 +323,7 @@ EXERCISES: dict[str, Exercise] = {
                 ),
                 Probe("a mixed batch", _random(), "the batch mean of +/- D_12"),
             ),
+            mistakes=(*COMMON_MISTAKES, _summed_frame_pairs(_cross_form)),
         ),
         Exercise(
             "triplet",
@@ -294,7 +348,11 @@ EXERCISES: dict[str, Exercise] = {
                     "(relu); average over every combination, not against the mean of D_12-",
                 ),
             ),
-            mistakes=(*COMMON_MISTAKES, _all_frame_pairs(_triplet_form)),
+            mistakes=(
+                *COMMON_MISTAKES,
+                _all_frame_pairs(_triplet_form),
+                _summed_frame_pairs(_triplet_form),
+            ),
         ),
     )
 }
@@ -305,8 +363,7 @@ def solution(name: str) -> ContrastiveLoss:
 
     Chapter: 09_exercises
     """
-    if name not in EXERCISES:
-        raise KeyError(f"no exercise {name!r}; exercises are {sorted(EXERCISES)}")
+    ex = _exercise(name)
     if not solutions_enabled():
         value = os.environ.get(SOLUTIONS_ENV, "")
         unknown = value.strip().lower() not in _OFF
@@ -315,7 +372,18 @@ def solution(name: str) -> ContrastiveLoss:
             f"solutions are off{why}: write your own, or set {SOLUTIONS_ENV}=1 to use the "
             "package's solution"
         )
-    return EXERCISES[name].solution
+    return ex.solution
+
+
+def _exercise(name: str) -> Exercise:
+    if name not in EXERCISES:
+        raise KeyError(f"no exercise {name!r}; exercises are {sorted(EXERCISES)}")
+    return EXERCISES[name]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's first line, without torch's advice on anomaly detection."""
+    return (str(exc).strip().splitlines() or [""])[0].split(" Hint: ")[0]
 
 
 @dataclass
@@ -359,7 +427,7 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
 
     Chapter: 09_exercises
     """
-    ex = EXERCISES[name]
+    ex = _exercise(name)
     atol = value_tolerance(ex.cfg)
     lines: list[str] = []
     passed = True
@@ -398,7 +466,16 @@ def check(name: str, fn: ContrastiveLoss, seed: int = 0, rtol: float = 1e-6) -> 
                 f"✗ {probe.description}: the value is right but carries no gradient (avoid .item(), numpy)"
             )
             continue
-        got.backward()
+        try:
+            got.backward()
+        except Exception as exc:  # e.g. an in-place edit of a tensor autograd saved
+            passed = False
+            lines.append(
+                f"✗ {probe.description}: the value is right, its backward pass raised "
+                f"{exc.__class__.__name__}: {_first_line(exc)} (an in-place operation such as "
+                "+= or .mul_() on a tensor the loss still needs?)"
+            )
+            continue
         if any(g is not None and not torch.isfinite(g).all() for g in (b1.grad, b2.grad)):
             passed = False
             lines.append(
@@ -441,7 +518,10 @@ def _recognised(
         for mistake in ex.mistakes:
             if all(
                 torch.allclose(
-                    got, mistake.value(ex.solution, z1, z2, same, ex.cfg).double(), rtol, atol
+                    got,
+                    mistake.value(ex.solution, z1, z2, same, ex.cfg).double(),
+                    rtol,
+                    atol * z1.shape[1] ** 2 if mistake.sums_frame_pairs else atol,
                 )
                 for z1, z2, same, got in seen
             ):

@@ -224,6 +224,88 @@ def test_labels_read_the_other_way_and_a_summed_batch_are_named(name, solutions_
         assert all("looks like: " in x and named in x for x in failed), str(result)
 
 
+def _summed(a, b, root=torch.cdist):
+    """The poster's D_ij as written, a sum over the frame pairs (t = t' adds 0)."""
+    return _frame_distances(a, b, root).sum(dim=(1, 2))
+
+
+def _summed_hinge(z1, z2, same, cfg):
+    d12 = _summed(z1, z2)
+    cross = torch.where(same, d12, torch.clamp(cfg.margin - d12, min=0))
+    return (_summed(z1, z1) + _summed(z2, z2) + cross).mean()
+
+
+def _summed_squared(z1, z2, same, cfg):
+    def squared(a, b):
+        return torch.cdist(a, b) ** 2
+
+    d12 = _summed(z1, z2, squared)
+    return (
+        _summed(z1, z1, squared) + _summed(z2, z2, squared) + torch.where(same, d12, -d12)
+    ).mean()
+
+
+def _summed_cross_only(z1, z2, same, cfg):
+    return torch.where(same, 1.0, -1.0).mul(_summed(z1, z2)).mean()
+
+
+def _summed_triplet(z1, z2, same, cfg):
+    gather = (_summed(z1, z1) + _summed(z2, z2)).mean()
+    d12 = _summed(z1, z2)
+    pos, neg = d12[same], d12[~same]
+    if len(pos) == 0 or len(neg) == 0:
+        return gather
+    return gather + torch.relu(pos[:, None] - neg[None, :] + cfg.margin).mean()
+
+
+@pytest.mark.parametrize(
+    "name, summed",
+    [
+        ("hinge", _summed_hinge),
+        ("squared", _summed_squared),
+        ("cross_only", _summed_cross_only),
+        ("triplet", _summed_triplet),
+    ],
+)
+def test_distances_summed_over_frame_pairs_are_named(name, summed):
+    result = check(name, summed)
+    failed = [x for x in result.lines if x.startswith("✗")]
+    assert not result.passed and failed
+    assert all("looks like: the distances are summed over the frame pairs" in x for x in failed), (
+        str(result)
+    )
+
+
+@pytest.mark.parametrize("name", ["squared", "cosine"])
+def test_the_euclidean_distance_of_the_given_cfg_is_named(name):
+    """The checker passes a cfg whose distance is 'euclidean': using it as it comes is the
+    poster's loss, not the exercise's."""
+    result = check(name, paper_contrastive)
+    failed = [x for x in result.lines if x.startswith("✗")]
+    assert not result.passed and len(failed) == len(EXERCISES[name].probes)
+    assert all("looks like: this is the Euclidean distance" in x for x in failed), str(result)
+    assert "dataclasses.replace(cfg, distance=...)" in failed[0]
+
+
+def test_a_backward_pass_that_raises_is_reported_not_raised():
+    def edits_in_place(z1, z2, same, cfg):  # the right value, but exp's output is changed
+        e = z1.exp()
+        e.mul_(1.0)
+        return hinge_contrastive(z1, z2, same, cfg) + 0 * e.sum()
+
+    result = check("hinge", edits_in_place)
+    failed = [x for x in result.lines if x.startswith("✗")]
+    assert not result.passed and len(failed) == len(EXERCISES["hinge"].probes)
+    assert all("the value is right, its backward pass raised RuntimeError" in x for x in failed)
+    assert "in-place operation" in failed[0] and "anomaly detection" not in failed[0]
+
+
+def test_an_unknown_exercise_lists_the_exercises():
+    for call in (lambda: check("Hinge", hinge_contrastive), lambda: solution("Hinge")):
+        with pytest.raises(KeyError, match=r"no exercise 'Hinge'; exercises are \['cosine'"):
+            call()
+
+
 def test_a_mistake_is_named_only_when_it_explains_every_probe():
     """+D_12 for every pair: the different-label probe alone looks like labels swapped, but
     the same-label probe passes, which swapped labels would not."""
