@@ -146,10 +146,13 @@ def project_2d(x: np.ndarray | torch.Tensor, method: str = "pca", seed: int = 0)
     """
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     x = x.astype(np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"project_2d: needs points [N, D] with N >= 1, got shape {x.shape}")
     if method == "pca":
         centred = x - x.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         out = centred @ vt[:2].T
+        out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))  # fewer than two components: 0
         # fix each axis' sign so the picture does not flip between runs
         signs = np.sign(out[np.abs(out).argmax(0), [0, 1]])
         return out * np.where(signs == 0, 1, signs)
@@ -306,13 +309,20 @@ def plot_pair_examples(
     per_kind: int = 1,
     freq_label: str = "CQT bin",
 ) -> Figure:
-    """One example pair of each kind, side by side, with the two flags the model sees. Each
+    """Up to ``per_kind`` example pairs of each kind in the batch (a kind it lacks, with a
+    proportion of 0, is left out), side by side, with the two flags the model sees. Each
     panel is a note's features [F, T]: frames across, ``freq_label`` up (pass "mel band" for
     ``FeatureConfig(kind="mel")``).
 
     Chapter: 02_data
     """
-    shown = [(k, int(torch.nonzero(batch.kind == k)[j])) for k in range(4) for j in range(per_kind)]
+    shown = [
+        (k, int(i))
+        for k in range(len(kinds))
+        for i in torch.nonzero(batch.kind == k).flatten()[:per_kind]
+    ]
+    if not shown:
+        raise ValueError("plot_pair_examples: the batch holds no pair")
     fig, axes = plt.subplots(len(shown), 2, figsize=(7, 2.3 * len(shown)), squeeze=False)
     for row, (kind, i) in enumerate(shown):
         for col, idx in enumerate((batch.first[i], batch.second[i])):

@@ -86,3 +86,30 @@ def test_loss_curves_leave_the_first_steps_off_a_squashed_axis_and_name_a_fixed_
     assert kl_ax.get_ylim()[1] >= 104 and "run off" not in kl_ax.get_title()  # nothing hidden
     assert sigma_ax.get_title().endswith("(fixed at 0.3)")
     plt.close(fig)
+
+
+def test_pca_of_fewer_points_or_dimensions_than_two_is_padded():
+    assert np.array_equal(viz.project_2d(np.ones((1, 3)), "pca"), np.zeros((1, 2)))
+    line = viz.project_2d(np.arange(5.0)[:, None], "pca")  # one dimension: a line
+    assert line.shape == (5, 2) and np.array_equal(line[:, 1], np.zeros(5))
+    assert np.allclose(np.abs(line[:, 0]), [2, 1, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"points \[N, D\].*shape \(0, 3\)"):
+        viz.project_2d(np.ones((0, 3)), "pca")
+
+
+def test_pair_examples_leave_out_a_kind_the_batch_lacks():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from pitchtimbre.config import PairConfig
+    from pitchtimbre.data.pairs import PairSampler
+
+    inst = torch.arange(4).repeat_interleave(6)
+    pitch = torch.arange(6).repeat(4) + 60
+    batch = PairSampler(pitch, inst, PairConfig(batch_size=8, proportions=(0, 1, 1, 1)), 0).sample()
+    assert not (batch.kind == 0).any()
+    kinds = ["same both", "same pitch", "same instrument", "different both"]
+    fig = viz.plot_pair_examples(torch.randn(24, 5, 4), batch, kinds, per_kind=2)
+    titles = [ax.get_title() for ax in fig.axes[::2]]
+    plt.close(fig)
+    assert [t.split(":")[0] for t in titles] == [k for k in kinds[1:] for _ in range(2)]
