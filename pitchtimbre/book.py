@@ -38,6 +38,10 @@ BOOK_CHAPTERS: dict[str, str] = {
 }
 """Chapter file names (book/<name>.ipynb) and titles, in reading order."""
 
+PROSE_PROFILE = "cpu"
+"""The profile whose runs (seed 0) the chapters' text quotes, and the one the published book
+is built on (.github/workflows/book.yml)."""
+
 
 def repository_url() -> str:
     """The project's repository, from the package metadata (pyproject.toml's [project.urls]).
@@ -128,4 +132,9 @@ def setup_chapter(name: str, profile: str | None = None, seed: int = 0) -> Chapt
         f"{name}: profile '{cfg.profile}', device {device}{kernels}, torch {torch.__version__}, "
         f"cache {cache_dir()}"
     )
+    if cfg.profile != PROSE_PROFILE:
+        print(
+            f"note: the text quotes figures of the '{PROSE_PROFILE}' profile (seed 0); this page "
+            f"runs '{cfg.profile}', so its tables and plots will not match those figures"
+        )
     return Chapter(name=name, config=cfg, device=device)

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 import yaml
 
-from pitchtimbre.book import BOOK_CHAPTERS, repository_url
+from pitchtimbre.book import BOOK_CHAPTERS, PROSE_PROFILE, repository_url
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -105,13 +105,25 @@ def test_chapters_cite_every_reference_and_only_known_ones():
     } <= cited
 
 
+def test_a_chapter_on_another_profile_says_its_figures_differ_from_the_text(capsys):
+    from pitchtimbre.book import setup_chapter
+
+    setup_chapter("06_metrics", profile="ci")
+    assert f"the text quotes figures of the '{PROSE_PROFILE}' profile" in capsys.readouterr().out
+    setup_chapter("06_metrics", profile=PROSE_PROFILE)
+    assert "the text quotes" not in capsys.readouterr().out
+
+
 def test_pages_workflow_builds_and_publishes():
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
     steps = [
         s.get("run", "") + s.get("uses", "") for job in wf["jobs"].values() for s in job["steps"]
     ]
-    assert any("scripts/build_book.sh" in s for s in steps)
+    assert any("bash scripts/reproduce.sh" in s for s in steps)  # the README's main job
+    assert "bash scripts/build_book.sh" in (ROOT / "scripts" / "reproduce.sh").read_text()
     assert "jupyter-book build -W -n" in (ROOT / "scripts" / "build_book.sh").read_text()
+    # the published pages show the runs the text quotes
+    assert wf["jobs"]["build"]["env"]["PITCHTIMBRE_PROFILE"] == PROSE_PROFILE
     assert any("deploy-pages" in s for s in steps)
     on = wf.get("on", wf.get(True))
     assert "main" in on["push"]["branches"]
