@@ -188,6 +188,11 @@ def project_2d(x: np.ndarray | torch.Tensor, method: str = "pca", seed: int = 0)
     raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
 
 
+LEGEND_AT_MOST = 16
+"""A categorical labelling with more labels than this gets no legend: its colours are too
+close to tell apart (28 held-out instruments), and the panel title counts them."""
+
+
 def plot_latent_spaces(
     spaces: dict[str, np.ndarray | torch.Tensor],
     labels: dict[str, np.ndarray | torch.Tensor],
@@ -198,7 +203,9 @@ def plot_latent_spaces(
     """A grid of 2-D projections: one row per latent space (e.g. 'vanilla pitch space'), one
     column per labelling (e.g. 'pitch', 'instrument'), coloured by label. The labelling
     named 'pitch' is continuous (viridis, with a colorbar in MIDI numbers); any other is
-    categorical (seaborn's husl palette, one colour per label, counted in the panel title).
+    categorical (seaborn's husl palette, one colour per label, counted in the panel title),
+    with a legend beside the first row when it has at most ``LEGEND_AT_MOST`` labels (pass
+    names, e.g. instrument families, to have them in it).
 
     Chapter: 07_results
     """
@@ -218,16 +225,28 @@ def plot_latent_spaces(
                 ax.set_title(f"{space}, coloured by pitch", fontsize=9)
             else:
                 n_levels = len(np.unique(lab))
+                legend = n_levels <= LEGEND_AT_MOST and r == 0
                 sns.scatterplot(
                     x=xy[:, 0],
                     y=xy[:, 1],
                     hue=lab,
+                    hue_order=sorted(np.unique(lab).tolist()),
                     palette=sns.color_palette("husl", n_levels),
                     s=8,
                     linewidth=0,
                     ax=ax,
-                    legend=False,
+                    legend=legend,
                 )
+                if legend:
+                    ax.legend(
+                        title=label_name,
+                        fontsize=7,
+                        title_fontsize=8,
+                        markerscale=1.5,
+                        loc="upper left",
+                        bbox_to_anchor=(1.0, 1.0),
+                        frameon=False,
+                    )
                 ax.set_title(
                     f"{space}, coloured by {label_name}\n(one colour per {label_name}, {n_levels} in all)",
                     fontsize=9,

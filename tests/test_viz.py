@@ -113,3 +113,27 @@ def test_pair_examples_leave_out_a_kind_the_batch_lacks():
     titles = [ax.get_title() for ax in fig.axes[::2]]
     plt.close(fig)
     assert [t.split(":")[0] for t in titles] == [k for k in kinds[1:] for _ in range(2)]
+
+
+def test_latent_space_panels_name_a_few_labels_in_a_legend():
+    import matplotlib.pyplot as plt
+
+    x, labels = blobs(n_per=10)
+    families = np.array(["brass", "organ", "piano"])[labels]
+    many = np.arange(len(x)) % (viz.LEGEND_AT_MOST + 1)  # too many colours to name
+    fig = viz.plot_latent_spaces(
+        {"a": x, "b": -x}, {"pitch": 60 + labels, "instrument": many, "family": families}
+    )
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    legends = {ax.get_title().split("\n")[0]: ax.get_legend() for ax in axes}
+    titles = [ax.get_title() for ax in axes]
+    plt.close(fig)
+    assert legends["a, coloured by family"] is not None
+    assert [t.get_text() for t in legends["a, coloured by family"].get_texts()] == [
+        "brass",
+        "organ",
+        "piano",
+    ]
+    assert legends["b, coloured by family"] is None  # once, beside the first row
+    assert legends["a, coloured by instrument"] is None
+    assert "(one colour per instrument, 17 in all)" in titles[1]
