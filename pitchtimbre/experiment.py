@@ -425,8 +425,9 @@ def evaluate_checkpoint(
     checkpoint: Path | str, source: str, out: Path | str | None = None, progress: bool = True
 ) -> dict:
     """Evaluate one trained model on another source (a SoundFont, an NSynth-layout folder or
-    NSynth root). Every instrument of the source counts as unseen, except any the model was
-    trained on, which are left out and listed. Writes ``out/results.json`` when ``out`` is
+    NSynth root, of which only the held-out split is read). Every instrument of the source
+    counts as unseen, whatever families or instrument sources the training run kept, except
+    any the model was trained on, which are left out and listed. Writes ``out/results.json`` when ``out`` is
     given: :func:`reproduce`'s keys for one model and one seed (``profile``, ``source``,
     ``seeds``, ``models``, ``spread``, ``per_seed``, ``poster``, ``input_probe``,
     ``checkpoints``), its own ``data`` (``notes``, ``instruments``,
@@ -447,7 +448,12 @@ def evaluate_checkpoint(
             step,
             steps,
         )
-    cfg = trained.config.with_overrides({"data.source": source})
+    # every instrument of the new source counts: the training run's choice of instruments
+    # (NSynth families and sources) says nothing about another source's; its pitch range and
+    # velocities, the notes the model knows, stay
+    cfg = trained.config.with_overrides(
+        {"data.source": source, "data.families": None, "data.instrument_sources": None}
+    )
     dataset = load_dataset(
         cfg.data,
         cfg.features,

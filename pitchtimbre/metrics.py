@@ -78,6 +78,8 @@ def knn_predict(
     Chapter: 06_metrics
     """
     x = x.double()
+    if not torch.isfinite(x).all():
+        raise ValueError("kNN probe: the vectors hold NaN or inf (a diverged model's latents?)")
     d = torch.cdist(x, x)
     d[exclude_group[:, None] == exclude_group[None, :]] = float("inf")
     valid = torch.isfinite(d).sum(1)

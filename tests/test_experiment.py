@@ -173,6 +173,22 @@ def test_evaluate_on_another_source(reproduced, tmp_path):
     assert ev["trained_steps"] == {"proposed": [20]} and ev["complete"] is True
 
 
+def test_evaluate_ignores_the_training_runs_choice_of_instruments(reproduced, tmp_path):
+    """A model trained on some families (NSynth's names) is evaluated on every instrument of
+    another source (here reeds, a family it never trained on)."""
+    results, _, _ = reproduced
+    state = torch.load(results["checkpoints"]["proposed"][0], weights_only=True)
+    cfg = ExperimentConfig.from_dict(json.loads(state["config"]))
+    picky = cfg.with_overrides({"data.families": ("bass", "flute")})
+    (tmp_path / "picky").mkdir()
+    torch.save({**state, "config": json.dumps(picky.to_dict())}, tmp_path / "picky" / "c.pt")
+    other = write_nsynth_folder(
+        tmp_path / "other", [("reed_x", "reed", 0.3), ("reed_y", "reed", 0.8)]
+    )
+    ev = evaluate_checkpoint(tmp_path / "picky" / "c.pt", str(other), None, progress=False)
+    assert ev["data"]["instruments"] == 2
+
+
 def test_evaluate_keeps_a_reproduction_and_flags_a_half_trained_model(reproduced, tmp_path, caplog):
     results, out, _ = reproduced
     other = write_nsynth_folder(

@@ -198,3 +198,10 @@ def test_chance_levels_of_a_random_guess():
     # uneven labels: 0 three times, 10 once -> exact 9/16 + 1/16, error 2 * (3/4)(1/4) * 10
     exact, error = chance_levels(torch.tensor([0, 0, 0, 10]))
     assert exact == pytest.approx(10 / 16) and error == pytest.approx(3.75)
+
+
+def test_knn_probe_names_latents_that_are_not_finite():
+    x = torch.randn(6, 3)
+    x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        knn_predict(x, torch.arange(6) % 2, torch.arange(6) % 3)

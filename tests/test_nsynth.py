@@ -264,3 +264,26 @@ def test_safe_extract_and_checksums(tmp_path):
     bad.write_bytes(b"not a tar")
     with pytest.raises(DataError, match=r"bad\.tar\.gz: not a readable tar archive"):
         safe_extract(bad, tmp_path / "y")
+
+
+def test_a_source_of_one_pitch_is_an_error_naming_it(tmp_path):
+    folder = write_nsynth_folder(
+        tmp_path / "flat", TOY_INSTRUMENTS, pitches=(60,), velocities=(60, 75, 90, 100, 110)
+    )
+    with pytest.raises(DataError, match=r"flat: every note left has pitch 60;.*two pitches"):
+        load_dataset(DataConfig(source=str(folder)), FeatureConfig(), progress=False)
+
+
+def test_evaluating_on_an_nsynth_root_reads_its_held_out_split_only(tmp_path):
+    root = tmp_path / "nsynth"
+    write_nsynth_folder(root / "nsynth-train", TOY_INSTRUMENTS[:4], pitches=(60, 61, 62))
+    write_nsynth_folder(root / "nsynth-test", TOY_INSTRUMENTS[4:], pitches=(60, 61, 62))
+    ds = load_dataset(
+        DataConfig(source=str(root)),
+        FeatureConfig(),
+        progress=False,
+        stats=(0.0, 1.0),
+        all_heldout=True,
+    )
+    assert set(ds.instrument_names) == {n for n, _, _ in TOY_INSTRUMENTS[4:]}
+    assert not ds.is_train.any() and len(ds) == 2 * 3 * 2

@@ -177,6 +177,10 @@ def load_dataset(
             "notes of the model to evaluate (a checkpoint's 'mean' and 'std')"
         )
     folders, description = _source_folders(data, progress)
+    if all_heldout and "heldout" in folders:
+        # an NSynth root, to evaluate a trained model on: its official unseen instruments,
+        # not the 289,205 notes of its training split
+        folders = {"heldout": folders["heldout"]}
     excluded: Counter[str] = Counter()
     records: list[NoteRecord] = []
     split_of: list[str] = []
@@ -219,6 +223,12 @@ def load_dataset(
     records = [records[i] for i in idx]
     split_of = [split_of[i] for i in idx]
     feats = feats[idx]
+    if len({r.pitch for r in records}) < 2:
+        raise DataError(
+            f"{description}: every note left has pitch {records[0].pitch}; the pitch space's "
+            "metrics compare pitches, so give the source notes of at least two pitches (a "
+            "render: --pitches with two or more)"
+        )
 
     instrument_names = sorted({r.instrument_str for r in records})
     family_of = {r.instrument_str: r.instrument_family_str for r in records}
