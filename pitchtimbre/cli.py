@@ -157,10 +157,12 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
         if args.seeds < 1:
             raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
         overrides["seeds"] = tuple(range(args.seeds))
-    if getattr(args, "steps", None) is not None:
-        overrides["train.steps"] = args.steps  # TrainConfig rejects a bad value, naming it
-    if getattr(args, "parallel", None) is not None:
-        overrides["train.parallel_models"] = args.parallel
+    for flag, dotted in (("steps", "train.steps"), ("parallel", "train.parallel_models")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"--{flag}: must be >= 1, got {value}")
+            overrides[dotted] = value
     return cfg.with_overrides(overrides) if overrides else cfg
 
 

@@ -401,7 +401,14 @@ def load_results(path: Path | str) -> dict:
         raise DataError(
             f"{path}: no results; run `python -m pitchtimbre reproduce --out {path.parent}` first"
         )
-    return json.loads(path.read_text())
+    rerun = f"run `python -m pitchtimbre reproduce --out {path.parent}` again"
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc}); a half-copied file? {rerun}") from exc
+    if not isinstance(results, dict) or "models" not in results:
+        raise DataError(f"{path}: not a results.json of pitchtimbre; {rerun}")
+    return results
 
 
 def _refuse_reproduction_folder(out: Path) -> None:

@@ -77,7 +77,8 @@ class LatentExplorer:
             if r.instrument_family_str == family
         ]
         if not candidates:
-            raise KeyError(f"no held-out note of family {family!r}")
+            families = sorted({r.instrument_family_str for r in self.notes.records})
+            raise KeyError(f"no held-out note of family {family!r}; families are {families}")
         return min(candidates)[-1]
 
     @torch.no_grad()

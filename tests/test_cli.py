@@ -41,6 +41,16 @@ def test_reproduce_options_override_the_profile():
     assert (changed.train.parallel_models, changed.train.steps, changed.seeds) == (3, 20, (0, 1))
 
 
+@pytest.mark.parametrize("flag", ["--steps", "--parallel", "--seeds"])
+def test_a_count_below_one_names_its_flag(flag):
+    from pitchtimbre.cli import build_config, make_parser
+    from pitchtimbre.errors import ConfigError
+
+    args = make_parser().parse_args(["reproduce", "--out", "o", "--profile", "ci", flag, "0"])
+    with pytest.raises(ConfigError, match=rf"^{flag}: must be >= 1, got 0$"):
+        build_config(args)
+
+
 def test_render_command_writes_a_folder(tmp_path):
     out = tmp_path / "notes"
     proc = run_cli(

@@ -17,6 +17,7 @@ from pitchtimbre.experiment import (
     directions,
     evaluate_checkpoint,
     instrument_probe_table,
+    load_results,
     markdown_table,
     pitch_leak_table,
     reproduce,
@@ -116,6 +117,15 @@ def test_a_second_reproduce_loads_the_cached_models(reproduced):
     assert all(again["loaded_from_cache"]["vanilla"] + again["loaded_from_cache"]["proposed"])
     assert again["checkpoints"] == results["checkpoints"]
     assert again["models"] == results["models"]
+
+
+def test_a_damaged_or_foreign_results_file_is_named(tmp_path):
+    (tmp_path / "results.json").write_text('{"models": {"vanilla": ')  # cut short
+    with pytest.raises(DataError, match=r"results\.json: not readable JSON .* reproduce --out"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"results\.json: not a results\.json of pitchtimbre"):
+        load_results(tmp_path / "results.json")
 
 
 def test_aggregate_and_directions():
