@@ -455,9 +455,8 @@ def evaluate_checkpoint(
             step,
             steps,
         )
-    # every instrument of the new source counts: the training run's choice of instruments
-    # (NSynth families and sources) says nothing about another source's; its pitch range and
-    # velocities, the notes the model knows, stay
+    # the training run's choice of instruments (NSynth families and sources) says nothing
+    # about another source's; its data.pitch_range and data.velocities filters stay
     cfg = trained.config.with_overrides(
         {"data.source": source, "data.families": None, "data.instrument_sources": None}
     )

@@ -106,11 +106,15 @@ def test_chapters_cite_every_reference_and_only_known_ones():
 
 
 def test_a_chapter_on_another_profile_says_its_figures_differ_from_the_text(capsys):
+    import matplotlib
+
     from pitchtimbre.book import setup_chapter
 
-    setup_chapter("06_metrics", profile="ci")
-    assert f"the text quotes figures of the '{PROSE_PROFILE}' profile" in capsys.readouterr().out
-    setup_chapter("06_metrics", profile=PROSE_PROFILE)
+    with matplotlib.rc_context():  # setup_chapter sets the chapters' figure settings
+        setup_chapter("06_metrics", profile="ci")
+        out = capsys.readouterr().out
+        setup_chapter("06_metrics", profile=PROSE_PROFILE)
+    assert f"the text quotes figures of the '{PROSE_PROFILE}' profile" in out
     assert "the text quotes" not in capsys.readouterr().out
 
 

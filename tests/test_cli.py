@@ -41,16 +41,6 @@ def test_reproduce_options_override_the_profile():
     assert (changed.train.parallel_models, changed.train.steps, changed.seeds) == (3, 20, (0, 1))
 
 
-@pytest.mark.parametrize("flag", ["--steps", "--parallel", "--seeds"])
-def test_a_count_below_one_names_its_flag(flag):
-    from pitchtimbre.cli import build_config, make_parser
-    from pitchtimbre.errors import ConfigError
-
-    args = make_parser().parse_args(["reproduce", "--out", "o", "--profile", "ci", flag, "0"])
-    with pytest.raises(ConfigError, match=rf"^{flag}: must be >= 1, got 0$"):
-        build_config(args)
-
-
 def test_render_command_writes_a_folder(tmp_path):
     out = tmp_path / "notes"
     proc = run_cli(
@@ -131,11 +121,11 @@ def test_data_command_prints_a_summary(toy_folder, capsys):
         ),
         (
             ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--steps", "0"],
-            "TrainConfig.steps: must be an int >= 1, got 0",
+            "--steps: must be >= 1, got 0",
         ),
         (
             ["reproduce", "--out", "{tmp}/o", "--profile", "ci", "--parallel", "0"],
-            "TrainConfig.parallel_models: must be an int >= 1, got 0",
+            "--parallel: must be >= 1, got 0",
         ),
         # a bad --out fails at once, before any rendering or training
         (["render", "--out", "{tmp}/bad.sf2"], "--out {tmp}/bad.sf2: is a file, not a folder"),

@@ -245,6 +245,14 @@ def _summed_squared(z1, z2, same, cfg):
     ).mean()
 
 
+def _summed_cosine(z1, z2, same, cfg):
+    def cosine(a, b):
+        return 1 - torch.nn.functional.cosine_similarity(a[:, :, None], b[:, None], dim=-1)
+
+    d12 = _summed(z1, z2, cosine)
+    return (_summed(z1, z1, cosine) + _summed(z2, z2, cosine) + torch.where(same, d12, -d12)).mean()
+
+
 def _summed_cross_only(z1, z2, same, cfg):
     return torch.where(same, 1.0, -1.0).mul(_summed(z1, z2)).mean()
 
@@ -263,6 +271,7 @@ def _summed_triplet(z1, z2, same, cfg):
     [
         ("hinge", _summed_hinge),
         ("squared", _summed_squared),
+        ("cosine", _summed_cosine),
         ("cross_only", _summed_cross_only),
         ("triplet", _summed_triplet),
     ],

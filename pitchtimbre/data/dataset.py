@@ -227,7 +227,7 @@ def load_dataset(
         raise DataError(
             f"{description}: every note left has pitch {records[0].pitch}; the pitch space's "
             "metrics compare pitches, so give the source notes of at least two pitches (a "
-            "render: --pitches with two or more)"
+            "render: --pitches LO:HI with HI > LO)"
         )
 
     instrument_names = sorted({r.instrument_str for r in records})
