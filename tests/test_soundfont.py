@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -222,6 +223,23 @@ def test_a_folder_holding_another_examples_json_is_refused_untouched(tmp_path, s
     again = tmp_path / "again"  # an earlier render's folder is rendered into again
     render_soundfont(cfg, again, progress=False)
     assert render_soundfont(cfg, again, progress=False).written == 1
+
+
+def test_rendering_again_into_a_folder_keeps_only_the_new_notes(tmp_path):
+    out = tmp_path / "notes"
+    two = RenderConfig(programs=(0, 1), pitch_range=(60, 61), velocities=(80,), pitch_check=False)
+    render_soundfont(two, out, progress=False)
+    assert len(list((out / "audio").iterdir())) == 4
+    one = dataclasses.replace(two, programs=(0,))
+    render_soundfont(one, out, progress=False)
+    listed = {r.audio_path.name for r in read_examples(out)}
+    assert {p.name for p in (out / "audio").iterdir()} == listed and len(listed) == 2
+    # a render that fails leaves no examples.json listing wavs it overwrote or removed
+    with pytest.raises(DataError, match="no note survived"):
+        render_soundfont(dataclasses.replace(one, programs=(120,)), out, progress=False)
+    assert not (out / "examples.json").exists()
+    render_soundfont(one, out, progress=False)  # and can be rendered into again
+    assert {r.audio_path.name for r in read_examples(out)} == listed
 
 
 def test_off_pitch_presets_are_excluded_and_counted(tmp_path):

@@ -79,7 +79,10 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     summary (``render_summary.json``). ``examples.json`` is written last, atomically, so a
     folder without it is an unfinished render. Deterministic: the same config and SoundFont
     give the same wav bytes. A folder holding an ``examples.json`` that no render wrote (an
-    NSynth split, say) is refused before anything is written; an earlier render's is replaced.
+    NSynth split, say) is refused before anything is written. An earlier render's is
+    removed before the first wav is written (its wavs are overwritten, so it would list
+    notes that changed or are gone) and replaced at the end; the wavs it listed that the new
+    render does not are removed then.
 
     Chapter: 02_data
     """
@@ -103,6 +106,7 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     sf_path = resolve_soundfont(cfg)
     presets = read_presets(sf_path)  # validates the file: clear error when missing/corrupt
     renderer = make_renderer(sf_path, cfg.sample_rate, cfg.renderer)
+    earlier = _earlier_render_notes(out)  # and unlists them: the folder is unfinished now
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     summary = RenderSummary(
@@ -183,7 +187,23 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     summary.seconds = round(time.perf_counter() - t0, 2)
     atomic_write_json(out / SUMMARY_FILE, asdict(summary))
     write_examples(out, records)
+    for note in earlier - {r.note_str for r in records}:
+        if isinstance(note, str) and Path(note).name == note:  # a name, not a path
+            (audio_dir / f"{note}.wav").unlink(missing_ok=True)
     return summary
+
+
+def _earlier_render_notes(out: Path) -> set[str]:
+    """The notes an earlier render into ``out`` listed; its examples.json is removed."""
+    index = examples_path(out)
+    if not index.exists():
+        return set()
+    try:
+        notes = set(json.loads(index.read_text()))
+    except (ValueError, TypeError):  # unreadable: its wavs stay, unlisted
+        notes = set()
+    index.unlink()
+    return notes
 
 
 def _soundfont_digest(path: Path) -> str:
