@@ -443,7 +443,12 @@ class FeatureConfig(_Config):
 
     def bin_midi(self, index: float) -> float:
         """The MIDI pitch at the centre of CQT bin ``index`` (fractional MIDI when there are
-        more than 12 bins per octave)."""
+        more than 12 bins per octave). Mel bands have no such pitch: ConfigError."""
+        if self.kind != "cqt":
+            raise ConfigError(
+                f"FeatureConfig.kind is {self.kind!r}: only CQT bins sit at MIDI pitches "
+                "(a semitone apart); mel bands widen with frequency"
+            )
         return self.fmin_midi + index * 12 / self.bins_per_octave
 
     @property

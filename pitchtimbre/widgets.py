@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from .audio import features_to_audio
 from .config import FeatureConfig
 from .data.dataset import NoteDataset
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .metrics import encode_means
 from .model import PitchTimbreVAE
 
@@ -128,23 +128,25 @@ class LatentExplorer:
             (s.pitch_b_timbre_a, SWAP_TITLES[1]),
         ]
         fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
-        half = self.features.bin_midi(0.5) - self.features.bin_midi(0)  # half a bin, in MIDI
+        cqt = self.features.kind == "cqt"
         for ax, (spec, title) in zip(axes.flat, panels, strict=True):
+            bins = (0.0, float(spec.shape[0]))  # mel: band numbers, from the bottom edge
+            if cqt:  # bin centres at MIDI pitches: the edges half a bin below and above
+                half = self.features.bin_midi(0.5) - self.features.bin_midi(0)
+                bins = (
+                    self.features.bin_midi(0) - half,
+                    self.features.bin_midi(bins[1] - 1) + half,
+                )
             ax.imshow(
                 spec.numpy(),
                 origin="lower",
                 aspect="auto",
                 cmap="magma",
-                extent=(
-                    0,
-                    spec.shape[1],
-                    self.features.bin_midi(0) - half,
-                    self.features.bin_midi(spec.shape[0] - 1) + half,
-                ),
+                extent=(0, spec.shape[1], *bins),
             )
             ax.set_title(title, fontsize=8)
         for ax in axes[:, 0]:
-            ax.set_ylabel("CQT bin (MIDI)")
+            ax.set_ylabel("CQT bin (MIDI)" if cqt else "mel band")
         for ax in axes[-1]:
             ax.set_xlabel("frame")
         fig.tight_layout()
@@ -245,6 +247,12 @@ def swap_pitch_accuracy(
 
     Chapter: 08_latent_explorer
     """
+    if explorer.features.kind != "cqt":
+        raise ConfigError(
+            f"swap_pitch_accuracy: reads the pitch off the loudest CQT bin; these features are "
+            f"FeatureConfig.kind={explorer.features.kind!r}, whose bands sit at no pitch: "
+            "train on kind='cqt' to use it"
+        )
     rng = np.random.default_rng(seed)
     notes = explorer.notes
     if len(set(notes.pitch.tolist())) < 2 or len(set(notes.instrument.tolist())) < 2:

@@ -8,7 +8,7 @@ import torch
 
 from pitchtimbre.config import DataConfig, FeatureConfig, ModelConfig
 from pitchtimbre.data import load_dataset
-from pitchtimbre.errors import DataError
+from pitchtimbre.errors import ConfigError, DataError
 from pitchtimbre.model import PitchTimbreVAE
 from pitchtimbre.widgets import LatentExplorer, Swap, swap_pitch_accuracy
 
@@ -127,3 +127,30 @@ def test_static_swaps_show_each_figure_once_and_leave_none_open(explorer, monkey
     figures = [obj for obj in shown if isinstance(obj, Figure)]
     assert len(figures) == 2 and len(shown) == 2 * (2 + 2 * 4)
     assert plt.get_fignums() == []
+
+
+def test_mel_features_get_band_numbers_and_no_pitch_reading(explorer):
+    """Mel bands widen with frequency: no MIDI axis, and the swap check (which reads a pitch
+    off the loudest bin) refuses them instead of counting at the wrong pitches."""
+    import matplotlib.pyplot as plt
+
+    explorer.features = FeatureConfig(kind="mel")
+    with pytest.raises(ConfigError, match=r"kind='mel'.*train on kind='cqt'"):
+        swap_pitch_accuracy(explorer, "proposed")
+    with pytest.raises(ConfigError, match="only CQT bins sit at MIDI pitches"):
+        explorer.features.bin_midi(3)
+    fig = explorer.swap_figure(explorer.swap(0, 1))
+    ax = fig.axes[0]
+    plt.close(fig)
+    assert ax.get_ylabel() == "mel band"
+    assert ax.images[0].get_extent()[2:] == [0.0, float(FeatureConfig().n_bins)]
+    cqt = FeatureConfig()
+    explorer.features = cqt
+    fig = explorer.swap_figure(explorer.swap(0, 1))
+    ax = fig.axes[0]
+    plt.close(fig)
+    assert ax.get_ylabel() == "CQT bin (MIDI)"
+    assert ax.images[0].get_extent()[2:] == [
+        cqt.fmin_midi - 0.5,
+        cqt.bin_midi(cqt.n_bins - 1) + 0.5,
+    ]
