@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .cache import atomic_path
+from .config import FeatureConfig
 
 MODEL_COLOURS = {"vanilla": "#7f7f7f", "proposed": "#d62728"}
 TERM_LABELS = {
@@ -203,7 +204,8 @@ def plot_latent_spaces(
     """A grid of 2-D projections: one row per latent space (e.g. 'vanilla pitch space'), one
     column per labelling (e.g. 'pitch', 'instrument'), coloured by label. The labelling
     named 'pitch' is continuous (viridis, with a colorbar in MIDI numbers); any other is
-    categorical (seaborn's husl palette, one colour per label, counted in the panel title),
+    categorical (one colour per label, counted in the panel title: matplotlib's tab20 up to
+    20 labels, seaborn's husl beyond),
     with a legend beside the first row when it has at most ``LEGEND_AT_MOST`` labels (pass
     names, e.g. instrument families, to have them in it).
 
@@ -231,7 +233,8 @@ def plot_latent_spaces(
                     y=xy[:, 1],
                     hue=lab,
                     hue_order=sorted(np.unique(lab).tolist()),
-                    palette=sns.color_palette("husl", n_levels),
+                    # a few labels: matplotlib's 20 distinct colours; more: hues spread evenly
+                    palette=sns.color_palette("tab20" if n_levels <= 20 else "husl", n_levels),
                     s=8,
                     linewidth=0,
                     ax=ax,
@@ -321,17 +324,31 @@ def plot_graphical_model() -> Figure:
     return fig
 
 
+def frequency_axis(feature_config: FeatureConfig, n_bins: int) -> tuple[float, float, str]:
+    """The lower and upper edge of a spectrogram's frequency axis, and its label: MIDI
+    pitches for a CQT (bin centres at pitches, edges half a bin beyond), band numbers for
+    mel bands, which sit at no pitch.
+
+    Chapter: 02_data
+    """
+    if feature_config.kind != "cqt":
+        return 0.0, float(n_bins), "mel band"
+    half = feature_config.bin_midi(0.5) - feature_config.bin_midi(0)
+    low, high = feature_config.bin_midi(0) - half, feature_config.bin_midi(n_bins - 1) + half
+    return low, high, "CQT bin (MIDI)"
+
+
 def plot_pair_examples(
     features: torch.Tensor,
     batch,
     kinds: Sequence[str],
+    feature_config: FeatureConfig,
     per_kind: int = 1,
-    freq_label: str = "CQT bin",
 ) -> Figure:
     """Up to ``per_kind`` example pairs of each kind in the batch (a kind it lacks, with a
     proportion of 0, is left out), side by side, with the two flags the model sees. Each
-    panel is a note's features [F, T]: frames across, ``freq_label`` up (pass "mel band" for
-    ``FeatureConfig(kind="mel")``).
+    panel is a note's features [F, T]: frames across, the :func:`frequency_axis` of
+    ``feature_config`` up.
 
     Chapter: 02_data
     """
@@ -343,10 +360,13 @@ def plot_pair_examples(
     if not shown:
         raise ValueError("plot_pair_examples: the batch holds no pair")
     fig, axes = plt.subplots(len(shown), 2, figsize=(7, 2.3 * len(shown)), squeeze=False)
+    low, high, freq_label = frequency_axis(feature_config, features.shape[1])
     for row, (kind, i) in enumerate(shown):
         for col, idx in enumerate((batch.first[i], batch.second[i])):
             ax = axes[row, col]
-            ax.imshow(features[idx].cpu().numpy(), origin="lower", aspect="auto", cmap="magma")
+            spec = features[idx].cpu().numpy()
+            extent = (0, spec.shape[1], low, high)
+            ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", extent=extent)
             ax.tick_params(labelsize=7)
             ax.set_ylabel(freq_label, fontsize=8)
             if row == len(shown) - 1:

@@ -26,6 +26,7 @@ from .data.dataset import NoteDataset
 from .errors import ConfigError, DataError
 from .metrics import encode_means
 from .model import PitchTimbreVAE
+from .viz import frequency_axis
 
 SWAP_TITLES = ("pitch of A, timbre of B", "pitch of B, timbre of A")
 """Titles of a :class:`Swap`'s two decoded swaps, in the order of its fields."""
@@ -128,25 +129,18 @@ class LatentExplorer:
             (s.pitch_b_timbre_a, SWAP_TITLES[1]),
         ]
         fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
-        cqt = self.features.kind == "cqt"
+        low, high, freq_label = frequency_axis(self.features, panels[0][0].shape[0])
         for ax, (spec, title) in zip(axes.flat, panels, strict=True):
-            bins = (0.0, float(spec.shape[0]))  # mel: band numbers, from the bottom edge
-            if cqt:  # bin centres at MIDI pitches: the edges half a bin below and above
-                half = self.features.bin_midi(0.5) - self.features.bin_midi(0)
-                bins = (
-                    self.features.bin_midi(0) - half,
-                    self.features.bin_midi(bins[1] - 1) + half,
-                )
             ax.imshow(
                 spec.numpy(),
                 origin="lower",
                 aspect="auto",
                 cmap="magma",
-                extent=(0, spec.shape[1], *bins),
+                extent=(0, spec.shape[1], low, high),
             )
             ax.set_title(title, fontsize=8)
         for ax in axes[:, 0]:
-            ax.set_ylabel("CQT bin (MIDI)" if cqt else "mel band")
+            ax.set_ylabel(freq_label)
         for ax in axes[-1]:
             ax.set_xlabel("frame")
         fig.tight_layout()

@@ -101,7 +101,7 @@ def test_pair_examples_leave_out_a_kind_the_batch_lacks():
     import matplotlib.pyplot as plt
     import torch
 
-    from pitchtimbre.config import PairConfig
+    from pitchtimbre.config import FeatureConfig, PairConfig
     from pitchtimbre.data.pairs import PairSampler
 
     inst = torch.arange(4).repeat_interleave(6)
@@ -109,10 +109,24 @@ def test_pair_examples_leave_out_a_kind_the_batch_lacks():
     batch = PairSampler(pitch, inst, PairConfig(batch_size=8, proportions=(0, 1, 1, 1)), 0).sample()
     assert not (batch.kind == 0).any()
     kinds = ["same both", "same pitch", "same instrument", "different both"]
-    fig = viz.plot_pair_examples(torch.randn(24, 5, 4), batch, kinds, per_kind=2)
+    fig = viz.plot_pair_examples(torch.randn(24, 5, 4), batch, kinds, FeatureConfig(), per_kind=2)
     titles = [ax.get_title() for ax in fig.axes[::2]]
+    first = fig.axes[0]
     plt.close(fig)
     assert [t.split(":")[0] for t in titles] == [k for k in kinds[1:] for _ in range(2)]
+    # the frequency axis in MIDI, as chapters 2 and 8 show it: 5 bins from C2 (36)
+    assert first.get_ylabel() == "CQT bin (MIDI)"
+    assert first.images[0].get_extent() == [0, 4, 35.5, 40.5]
+
+
+def test_the_frequency_axis_is_midi_for_a_cqt_and_band_numbers_for_mel():
+    from pitchtimbre.config import FeatureConfig
+
+    assert viz.frequency_axis(FeatureConfig(), 80) == (35.5, 115.5, "CQT bin (MIDI)")
+    third = FeatureConfig(bins_per_octave=36, n_bins=36 * 4)  # a third of a semitone a bin
+    low, high, _ = viz.frequency_axis(third, third.n_bins)
+    assert low == pytest.approx(36 - 1 / 6) and high == pytest.approx(36 + 48 - 1 / 6)
+    assert viz.frequency_axis(FeatureConfig(kind="mel"), 80) == (0.0, 80.0, "mel band")
 
 
 def test_latent_space_panels_name_a_few_labels_in_a_legend():
