@@ -168,6 +168,10 @@ def test_evaluate_on_another_source(reproduced, tmp_path):
     ev = evaluate_checkpoint(ckpt, str(other), tmp_path / "ev", progress=False)
     assert set(ev["models"]) == {"proposed"}
     check_space(ev["models"]["proposed"]["pitch"])
+    table = markdown_table(load_results(tmp_path / "ev"))  # one model, no verdict
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["| ours: proposed", "| input X (no model)", "| poster: proposed"]
+    assert "directions" not in table
     assert set(ev["input_probe"]) == {"pitch", "instrument"}
     assert ev["checkpoints"] == {"proposed": [ckpt]}
     assert ev["data"]["left_out_seen_instruments"] == [] and ev["data"]["instruments"] == 2
