@@ -107,7 +107,7 @@ class Chapter:
         """The reproduction of this profile (every seed), as ``reproduce`` writes it."""
         from .experiment import reproduce
 
-        return reproduce(self.config, self.results_dir(), progress=True)
+        return reproduce(self.config, self.results_dir(), progress=True, dataset=self.dataset())
 
     def results_dir(self) -> Path:
         return cache_dir() / "results" / self.profile

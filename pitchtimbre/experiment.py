@@ -266,10 +266,12 @@ def reproduce(
     progress: bool = True,
     figures: bool = True,
     fresh: bool = False,
+    dataset: NoteDataset | None = None,
 ) -> dict:
     """Train (or load from the cache) vanilla and proposed for every seed, evaluate both on
     the held-out instruments, and write ``results.json``, ``results.md`` and figures to
-    ``out``. An interrupted training continues from its last checkpoint; ``fresh`` retrains
+    ``out``. ``dataset``: the notes of ``cfg`` when the caller has them loaded already (a
+    chapter), else they are loaded here. An interrupted training continues from its last checkpoint; ``fresh`` retrains
     every model from scratch instead. Returns the results dict (under ``torchrun``: on rank 0;
     the others train their share and return an empty dict).
 
@@ -294,8 +296,9 @@ def reproduce(
     if main:
         out.mkdir(parents=True, exist_ok=True)
     clock = {"start": time.perf_counter()}
-    with distributed.main_first():  # under torchrun, rank 0 renders and caches the data
-        dataset = load_dataset(cfg.data, cfg.features, progress=progress and main)
+    if dataset is None:
+        with distributed.main_first():  # under torchrun, rank 0 renders and caches the data
+            dataset = load_dataset(cfg.data, cfg.features, progress=progress and main)
     clock["data"] = time.perf_counter()
     heldout = dataset.heldout()
     per_seed: list[dict[str, Any]] = []

@@ -131,3 +131,24 @@ def test_pages_workflow_builds_and_publishes():
     assert any("deploy-pages" in s for s in steps)
     on = wf.get("on", wf.get(True))
     assert "main" in on["push"]["branches"]
+
+
+def test_a_chapters_results_reuse_its_loaded_notes(toy_folder, tmp_path, monkeypatch):
+    """Chapter 7 loads the notes for its pictures and runs `reproduce`: one load, not two."""
+    import torch
+    from conftest import tiny_config
+
+    from pitchtimbre import experiment
+    from pitchtimbre.book import Chapter
+
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(str(toy_folder), steps=10).with_overrides({"seeds": (0,)})
+    chapter = Chapter("07_results", cfg, torch.device("cpu"))
+
+    def second_load(*args, **kwargs):
+        raise AssertionError("reproduce loaded the notes again")
+
+    monkeypatch.setattr(experiment, "load_dataset", second_load)
+    results = chapter.results()
+    assert results["data"]["notes"] == len(chapter.dataset())
+    assert (chapter.results_dir() / "results.json").is_file()
