@@ -270,7 +270,7 @@ def test_a_source_of_one_pitch_is_an_error_naming_it(tmp_path):
     folder = write_nsynth_folder(
         tmp_path / "flat", TOY_INSTRUMENTS, pitches=(60,), velocities=(60, 75, 90, 100, 110)
     )
-    with pytest.raises(DataError, match=r"flat: every note left has pitch 60;.*two pitches"):
+    with pytest.raises(DataError, match=r"flat: every held-out note has pitch 60;.*two pitches"):
         load_dataset(DataConfig(source=str(folder)), FeatureConfig(), progress=False)
 
 
@@ -287,3 +287,13 @@ def test_evaluating_on_an_nsynth_root_reads_its_held_out_split_only(tmp_path):
     )
     assert set(ds.instrument_names) == {n for n, _, _ in TOY_INSTRUMENTS[4:]}
     assert not ds.is_train.any() and len(ds) == 2 * 3 * 2
+
+
+def test_a_held_out_split_of_one_pitch_is_an_error_naming_it(tmp_path):
+    root = tmp_path / "nsynth"
+    write_nsynth_folder(root / "nsynth-train", TOY_INSTRUMENTS[:4], pitches=(60, 61, 62))
+    write_nsynth_folder(
+        root / "nsynth-test", TOY_INSTRUMENTS[4:], pitches=(64,), velocities=(60, 75, 90, 110)
+    )
+    with pytest.raises(DataError, match=r"nsynth: every held-out note has pitch 64;"):
+        load_dataset(DataConfig(source=str(root)), FeatureConfig(), progress=False)

@@ -223,12 +223,6 @@ def load_dataset(
     records = [records[i] for i in idx]
     split_of = [split_of[i] for i in idx]
     feats = feats[idx]
-    if len({r.pitch for r in records}) < 2:
-        raise DataError(
-            f"{description}: every note left has pitch {records[0].pitch}; the pitch space's "
-            "metrics compare pitches, so give the source notes of at least two pitches (a "
-            "render: --pitches LO:HI with HI > LO)"
-        )
 
     instrument_names = sorted({r.instrument_str for r in records})
     family_of = {r.instrument_str: r.instrument_family_str for r in records}
@@ -257,6 +251,14 @@ def load_dataset(
             f"{n_train_inst} and {n_held_inst}; add instruments to the source (a render: "
             "more --programs, e.g. two GM families of three)"
         )
+    for part, in_part in (("held-out", ~is_train), ("training", is_train)):
+        pitches = {r.pitch for r, k in zip(records, in_part, strict=True) if k}
+        if len(pitches) == 1:  # (no training notes at all: evaluating)
+            raise DataError(
+                f"{description}: every {part} note has pitch {pitches.pop()}; the pitch "
+                "space's pairs and metrics compare pitches, so give the source notes of at "
+                "least two pitches (a render: --pitches LO:HI with HI > LO)"
+            )
 
     if stats is None:
         train_feats = feats[is_train]
