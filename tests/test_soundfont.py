@@ -234,12 +234,21 @@ def test_rendering_again_into_a_folder_keeps_only_the_new_notes(tmp_path):
     render_soundfont(one, out, progress=False)
     listed = {r.audio_path.name for r in read_examples(out)}
     assert {p.name for p in (out / "audio").iterdir()} == listed and len(listed) == 2
-    # a render that fails leaves no examples.json listing wavs it overwrote or removed
+    # a render that fails leaves no examples.json listing wavs it overwrote or removed, and
+    # the next one still removes what the earlier ones left
+    render_soundfont(two, out, progress=False)
     with pytest.raises(DataError, match="no note survived"):
         render_soundfont(dataclasses.replace(one, programs=(120,)), out, progress=False)
     assert not (out / "examples.json").exists()
-    render_soundfont(one, out, progress=False)  # and can be rendered into again
+    assert len(list((out / "audio").iterdir())) == 4
+    render_soundfont(one, out, progress=False)
     assert {r.audio_path.name for r in read_examples(out)} == listed
+    assert {p.name for p in (out / "audio").iterdir()} == listed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "audio",
+        "examples.json",
+        "render_summary.json",
+    ]
 
 
 def test_off_pitch_presets_are_excluded_and_counted(tmp_path):

@@ -82,7 +82,7 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     NSynth split, say) is refused before anything is written. An earlier render's is
     removed before the first wav is written (its wavs are overwritten, so it would list
     notes that changed or are gone) and replaced at the end; the wavs it listed that the new
-    render does not are removed then.
+    render does not are removed then (:data:`EARLIER_NOTES_FILE` keeps the list meanwhile).
 
     Chapter: 02_data
     """
@@ -188,21 +188,34 @@ def render_soundfont(cfg: RenderConfig, out: Path | str, progress: bool = True) 
     atomic_write_json(out / SUMMARY_FILE, asdict(summary))
     write_examples(out, records)
     for note in earlier - {r.note_str for r in records}:
-        if isinstance(note, str) and Path(note).name == note:  # a name, not a path
+        if Path(note).name == note:  # a name, not a path
             (audio_dir / f"{note}.wav").unlink(missing_ok=True)
+    (out / EARLIER_NOTES_FILE).unlink(missing_ok=True)
     return summary
 
 
-def _earlier_render_notes(out: Path) -> set[str]:
-    """The notes an earlier render into ``out`` listed; its examples.json is removed."""
-    index = examples_path(out)
-    if not index.exists():
-        return set()
+EARLIER_NOTES_FILE = "examples.earlier.json"
+"""In a render folder while it is rendered again: the notes earlier renders listed, kept
+until the new render has finished and removed those it did not write (so a render that
+fails or is interrupted loses none of them)."""
+
+
+def _notes_listed(path: Path) -> set[str]:
     try:
-        notes = set(json.loads(index.read_text()))
-    except (ValueError, TypeError):  # unreadable: its wavs stay, unlisted
-        notes = set()
-    index.unlink()
+        listed = json.loads(path.read_text())
+    except (OSError, ValueError):  # unreadable: its wavs stay, unlisted
+        return set()
+    return {n for n in listed if isinstance(n, str)} if isinstance(listed, dict | list) else set()
+
+
+def _earlier_render_notes(out: Path) -> set[str]:
+    """The notes earlier renders into ``out`` listed (those of a failed or interrupted
+    re-render included), kept in :data:`EARLIER_NOTES_FILE`; examples.json is removed."""
+    index, kept = examples_path(out), out / EARLIER_NOTES_FILE
+    notes = _notes_listed(kept) | (_notes_listed(index) if index.exists() else set())
+    if notes:
+        atomic_write_json(kept, sorted(notes))
+    index.unlink(missing_ok=True)
     return notes
 
 
