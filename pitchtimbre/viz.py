@@ -189,6 +189,23 @@ def project_2d(x: np.ndarray | torch.Tensor, method: str = "pca", seed: int = 0)
     raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
 
 
+def categorical_palette(n: int) -> list[tuple[float, float, float]]:
+    """``n`` colours for labels: matplotlib's tab10 up to 10, then tab20's 20 with its dark
+    shades first (tab20 comes in pairs of one hue, dark and light, which neighbouring labels
+    would get), then evenly spread hues (seaborn's husl).
+
+    Chapter: 07_results
+    """
+    import seaborn as sns
+
+    if n <= 10:
+        return sns.color_palette("tab10", n)
+    if n <= 20:
+        tab20 = sns.color_palette("tab20", 20)
+        return (tab20[::2] + tab20[1::2])[:n]
+    return sns.color_palette("husl", n)
+
+
 LEGEND_AT_MOST = 16
 """A categorical labelling with more labels than this gets no legend: its colours are too
 close to tell apart (28 held-out instruments), and the panel title counts them."""
@@ -204,8 +221,8 @@ def plot_latent_spaces(
     """A grid of 2-D projections: one row per latent space (e.g. 'vanilla pitch space'), one
     column per labelling (e.g. 'pitch', 'instrument'), coloured by label. The labelling
     named 'pitch' is continuous (viridis, with a colorbar in MIDI numbers); any other is
-    categorical (one colour per label, counted in the panel title: matplotlib's tab20 up to
-    20 labels, seaborn's husl beyond),
+    categorical (one colour per label of :func:`categorical_palette`, counted in the panel
+    title),
     with a legend beside the first row when it has at most ``LEGEND_AT_MOST`` labels (pass
     names, e.g. instrument families, to have them in it).
 
@@ -233,8 +250,7 @@ def plot_latent_spaces(
                     y=xy[:, 1],
                     hue=lab,
                     hue_order=sorted(np.unique(lab).tolist()),
-                    # a few labels: matplotlib's 20 distinct colours; more: hues spread evenly
-                    palette=sns.color_palette("tab20" if n_levels <= 20 else "husl", n_levels),
+                    palette=categorical_palette(n_levels),
                     s=8,
                     linewidth=0,
                     ax=ax,
@@ -332,7 +348,7 @@ def frequency_axis(feature_config: FeatureConfig, n_bins: int) -> tuple[float, f
     Chapter: 02_data
     """
     if feature_config.kind != "cqt":
-        return 0.0, float(n_bins), "mel band"
+        return -0.5, n_bins - 0.5, "mel band"  # band numbers at the centres
     half = feature_config.bin_midi(0.5) - feature_config.bin_midi(0)
     low, high = feature_config.bin_midi(0) - half, feature_config.bin_midi(n_bins - 1) + half
     return low, high, "CQT bin (MIDI)"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_the_frequency_axis_is_midi_for_a_cqt_and_band_numbers_for_mel():
     third = FeatureConfig(bins_per_octave=36, n_bins=36 * 4)  # a third of a semitone a bin
     low, high, _ = viz.frequency_axis(third, third.n_bins)
     assert low == pytest.approx(36 - 1 / 6) and high == pytest.approx(36 + 48 - 1 / 6)
-    assert viz.frequency_axis(FeatureConfig(kind="mel"), 80) == (0.0, 80.0, "mel band")
+    assert viz.frequency_axis(FeatureConfig(kind="mel"), 80) == (-0.5, 79.5, "mel band")
 
 
 def test_latent_space_panels_name_a_few_labels_in_a_legend():
@@ -151,3 +152,14 @@ def test_latent_space_panels_name_a_few_labels_in_a_legend():
     assert legends["b, coloured by family"] is None  # once, beside the first row
     assert legends["a, coloured by instrument"] is None
     assert "(one colour per instrument, 17 in all)" in titles[1]
+
+
+def test_a_few_labels_get_colours_far_apart():
+    import matplotlib.colors as mcolors
+
+    ten, fourteen = viz.categorical_palette(10), viz.categorical_palette(14)
+    assert len(set(ten)) == 10 and len(set(fourteen)) == 14
+    # neighbouring labels never get the two shades of one tab20 hue
+    hues = [mcolors.rgb_to_hsv(c)[0] for c in fourteen]
+    assert all(abs(a - b) > 0.01 for a, b in itertools.pairwise(hues))
+    assert len(viz.categorical_palette(28)) == 28

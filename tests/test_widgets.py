@@ -143,7 +143,7 @@ def test_mel_features_get_band_numbers_and_no_pitch_reading(explorer):
     ax = fig.axes[0]
     plt.close(fig)
     assert ax.get_ylabel() == "mel band"
-    assert ax.images[0].get_extent()[2:] == [0.0, float(FeatureConfig().n_bins)]
+    assert ax.images[0].get_extent()[2:] == [-0.5, FeatureConfig().n_bins - 0.5]
     cqt = FeatureConfig()
     explorer.features = cqt
     fig = explorer.swap_figure(explorer.swap(0, 1))
