@@ -24,8 +24,8 @@ from . import distributed
 from .cache import atomic_write_bytes, atomic_write_json
 from .checkpoints import TrainResult, load_checkpoint
 from .config import ExperimentConfig
-from .data.dataset import NoteDataset, load_dataset
-from .errors import DataError
+from .data.dataset import NoteDataset, load_dataset, require_two_pitches
+from .errors import ConfigError, DataError
 from .losses import ContrastiveLoss
 from .machine import describe_machine, machine_lines, pick_device
 from .metrics import evaluate_latents, input_probes, pitch_leak_by_instrument, probe_by_instrument
@@ -271,7 +271,7 @@ def reproduce(
     """Train (or load from the cache) vanilla and proposed for every seed, evaluate both on
     the held-out instruments, and write ``results.json``, ``results.md`` and figures to
     ``out``. ``dataset``: the notes of ``cfg`` when the caller has them loaded already (a
-    chapter), else they are loaded here. An interrupted training continues from its last checkpoint; ``fresh`` retrains
+    chapter, not under ``torchrun``), else they are loaded here. An interrupted training continues from its last checkpoint; ``fresh`` retrains
     every model from scratch instead. Returns the results dict (under ``torchrun``: on rank 0;
     the others train their share and return an empty dict).
 
@@ -299,6 +299,12 @@ def reproduce(
     if dataset is None:
         with distributed.main_first():  # under torchrun, rank 0 renders and caches the data
             dataset = load_dataset(cfg.data, cfg.features, progress=progress and main)
+    elif dataset.features.shape[1:] != (cfg.features.n_bins, cfg.features.n_frames):
+        raise ConfigError(
+            f"reproduce: the dataset given has features {tuple(dataset.features.shape[1:])}, "
+            f"the config asks for {(cfg.features.n_bins, cfg.features.n_frames)}: pass the "
+            "notes of this config, or none"
+        )
     clock["data"] = time.perf_counter()
     heldout = dataset.heldout()
     per_seed: list[dict[str, Any]] = []
@@ -484,6 +490,7 @@ def evaluate_checkpoint(
             raise DataError(
                 f"{source}: fewer than two instruments the model has not seen in training"
             )
+        require_two_pitches(dataset.pitch.tolist(), "unseen", source)
     name = model_name(cfg)
     metrics = evaluate_model(trained.model, dataset, cfg)
     seed = int(trained.meta["seed"])

@@ -140,6 +140,7 @@ def test_a_chapters_results_reuse_its_loaded_notes(toy_folder, tmp_path, monkeyp
 
     from pitchtimbre import experiment
     from pitchtimbre.book import Chapter
+    from pitchtimbre.errors import ConfigError
 
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
     cfg = tiny_config(str(toy_folder), steps=10).with_overrides({"seeds": (0,)})
@@ -150,5 +151,9 @@ def test_a_chapters_results_reuse_its_loaded_notes(toy_folder, tmp_path, monkeyp
 
     monkeypatch.setattr(experiment, "load_dataset", second_load)
     results = chapter.results()
-    assert results["data"]["notes"] == len(chapter.dataset())
     assert (chapter.results_dir() / "results.json").is_file()
+    assert results["data"]["fingerprint"] == chapter.dataset().fingerprint
+    # the notes of another feature setting are refused, not evaluated under this config
+    longer = cfg.with_overrides({"features.n_frames": 24})
+    with pytest.raises(ConfigError, match=r"reproduce: the dataset given has features \(80, 32\)"):
+        experiment.reproduce(longer, tmp_path / "r", progress=False, dataset=chapter.dataset())

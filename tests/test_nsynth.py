@@ -297,3 +297,13 @@ def test_a_held_out_split_of_one_pitch_is_an_error_naming_it(tmp_path):
     )
     with pytest.raises(DataError, match=r"nsynth: every held-out note has pitch 64;"):
         load_dataset(DataConfig(source=str(root)), FeatureConfig(), progress=False)
+
+
+def test_a_training_split_of_one_pitch_is_an_error_naming_it(tmp_path):
+    root = tmp_path / "nsynth"
+    write_nsynth_folder(
+        root / "nsynth-train", TOY_INSTRUMENTS[:4], pitches=(62,), velocities=(60, 75, 90, 110)
+    )
+    write_nsynth_folder(root / "nsynth-test", TOY_INSTRUMENTS[4:], pitches=(60, 61, 62))
+    with pytest.raises(DataError, match=r"nsynth: every training note has pitch 62;"):
+        load_dataset(DataConfig(source=str(root)), FeatureConfig(), progress=False)

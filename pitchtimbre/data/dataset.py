@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,20 @@ def _source_folders(data: DataConfig, progress: bool) -> tuple[dict[str, Path], 
     raise DataError(f"{path}: not a source; {sources}")
 
 
+def require_two_pitches(pitches: Sequence[int], part: str, description: str) -> None:
+    """A DataError naming the source when its ``part`` notes ("held-out", "training") all
+    have one pitch: the pitch space's pairs and metrics compare pitches.
+
+    Chapter: 02_data
+    """
+    if len(set(pitches)) == 1:
+        raise DataError(
+            f"{description}: every {part} note has pitch {pitches[0]}; the pitch space's pairs "
+            "and metrics compare pitches, so give the source notes of at least two pitches (a "
+            "render: --pitches LO:HI with HI > LO; recorded notes: a wider data.pitch_range)"
+        )
+
+
 def load_dataset(
     data: DataConfig,
     features: FeatureConfig,
@@ -252,12 +267,9 @@ def load_dataset(
             "more --programs, e.g. two GM families of three)"
         )
     for part, in_part in (("held-out", ~is_train), ("training", is_train)):
-        pitches = {r.pitch for r, k in zip(records, in_part, strict=True) if k}
-        if len(pitches) == 1:  # (no training notes at all: evaluating)
-            raise DataError(
-                f"{description}: every {part} note has pitch {pitches.pop()}; the pitch "
-                "space's pairs and metrics compare pitches, so give the source notes of at "
-                "least two pitches (a render: --pitches LO:HI with HI > LO)"
+        if in_part.any():  # (no training notes at all: evaluating)
+            require_two_pitches(
+                [r.pitch for r, k in zip(records, in_part, strict=True) if k], part, description
             )
 
     if stats is None:
