@@ -102,7 +102,8 @@ def plot_loss_curves(
 
 def plot_metrics(results: dict) -> Figure:
     """Denseness, divergence and their ratio for both spaces: ours (mean over seeds, a dot
-    per seed) beside the poster's numbers. Compare directions, not heights across groups.
+    per seed) beside the poster's numbers, for each model the results hold (both for
+    ``reproduce``, one for ``evaluate``). Compare directions, not heights across groups.
 
     Chapter: 07_results
     """
@@ -113,7 +114,7 @@ def plot_metrics(results: dict) -> Figure:
     for r, space in enumerate(("pitch", "timbre")):
         for c, metric in enumerate(metrics):
             ax = axes[r, c]
-            for j, name in enumerate(("vanilla", "proposed")):
+            for j, name in enumerate(n for n in ("vanilla", "proposed") if n in results["models"]):
                 ours = results["models"][name][space][metric]
                 poster = results["poster"][name][space][metric]
                 xs = np.array([0, 1]) + (j - 0.5) * width

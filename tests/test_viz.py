@@ -163,3 +163,36 @@ def test_a_few_labels_get_colours_far_apart():
     hues = [mcolors.rgb_to_hsv(c)[0] for c in fourteen]
     assert all(abs(a - b) > 0.01 for a, b in itertools.pairwise(hues))
     assert len(viz.categorical_palette(28)) == 28
+
+
+def test_metric_bars_show_each_model_the_results_hold():
+    import matplotlib.pyplot as plt
+
+    def space(v: float) -> dict:
+        return {"denseness": v, "divergence": 2 * v, "ratio": 2.0}
+
+    def model(v: float) -> dict:
+        return {"pitch": space(v), "timbre": space(v + 1)}
+
+    both = {
+        "models": {"vanilla": model(1.0), "proposed": model(0.5)},
+        "poster": {"vanilla": model(3.0), "proposed": model(2.5)},
+        "per_seed": [{"seed": 0, "vanilla": model(1.1), "proposed": model(0.4)}],
+        "profile": "ci",
+    }
+    one = {**both, "models": {"proposed": model(0.5)}, "per_seed": [{"proposed": model(0.4)}]}
+    for results, names in ((both, ["vanilla", "proposed"]), (one, ["proposed"])):
+        fig = viz.plot_metrics(results)
+        first = fig.axes[0]  # pitch denseness: ours and the poster's bar per model
+        heights = [p.get_height() for p in first.patches]
+        legend = [t.get_text() for t in first.get_legend().get_texts()]
+        plt.close(fig)
+        assert legend == names
+        assert heights == [
+            v
+            for n in names
+            for v in (
+                results["models"][n]["pitch"]["denseness"],
+                results["poster"][n]["pitch"]["denseness"],
+            )
+        ]
