@@ -239,6 +239,16 @@ def _euclidean_instead(form: Callable[..., torch.Tensor]) -> Mistake:
     )
 
 
+def _mistakes(
+    form: Callable[..., torch.Tensor], distance: str | None = None, has_d11: bool = True
+) -> tuple[Mistake, ...]:
+    """The mistakes the checker names in an exercise whose loss is ``form`` of the three
+    distances with ``distance``: the common ones, then those in the distances (D_11 and
+    D_22 with t = t', when the loss has them; sums over frame pairs)."""
+    diagonal = (_all_frame_pairs(form, distance),) if has_d11 else ()
+    return (*COMMON_MISTAKES, *diagonal, _summed_frame_pairs(form, distance))
+
+
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: its title, the solution, the probes its checker runs and the mistakes
@@ -270,20 +280,14 @@ EXERCISES: dict[str, Exercise] = {
                     "beyond the margin, max(0, margin - D_12) is 0: only D_11 + D_22 remain",
                 ),
             ),
-            mistakes=(
-                *COMMON_MISTAKES,
-                _all_frame_pairs(_hinge_form),
-                _summed_frame_pairs(_hinge_form),
-            ),
+            mistakes=_mistakes(_hinge_form),
         ),
         Exercise(
             "squared",
             "Squared Euclidean distance in the poster's loss (and why it blows up)",
             _squared,
             mistakes=(
-                *COMMON_MISTAKES,
-                _all_frame_pairs(_poster_form, "squared_euclidean"),
-                _summed_frame_pairs(_poster_form, "squared_euclidean"),
+                *_mistakes(_poster_form, "squared_euclidean"),
                 _euclidean_instead(_poster_form),
             ),
         ),
@@ -299,12 +303,7 @@ EXERCISES: dict[str, Exercise] = {
                     "a cosine distance does not change when a latent is scaled",
                 ),
             ),
-            mistakes=(
-                *COMMON_MISTAKES,
-                _all_frame_pairs(_poster_form, "cosine"),
-                _summed_frame_pairs(_poster_form, "cosine"),
-                _euclidean_instead(_poster_form),
-            ),
+            mistakes=(*_mistakes(_poster_form, "cosine"), _euclidean_instead(_poster_form)),
         ),
         Exercise(
             "cross_only",
@@ -323,7 +322,7 @@ EXERCISES: dict[str, Exercise] = {
                 ),
                 Probe("a mixed batch", _random(), "the batch mean of +/- D_12"),
             ),
-            mistakes=(*COMMON_MISTAKES, _summed_frame_pairs(_cross_form)),
+            mistakes=_mistakes(_cross_form, has_d11=False),
         ),
         Exercise(
             "triplet",
@@ -348,11 +347,7 @@ EXERCISES: dict[str, Exercise] = {
                     "(relu); average over every combination, not against the mean of D_12-",
                 ),
             ),
-            mistakes=(
-                *COMMON_MISTAKES,
-                _all_frame_pairs(_triplet_form),
-                _summed_frame_pairs(_triplet_form),
-            ),
+            mistakes=_mistakes(_triplet_form),
         ),
     )
 }

@@ -271,9 +271,10 @@ def reproduce(
     """Train (or load from the cache) vanilla and proposed for every seed, evaluate both on
     the held-out instruments, and write ``results.json``, ``results.md`` and figures to
     ``out``. ``dataset``: the notes of ``cfg`` when the caller has them loaded already (a
-    chapter, not under ``torchrun``), else they are loaded here. An interrupted training continues from its last checkpoint; ``fresh`` retrains
-    every model from scratch instead. Returns the results dict (under ``torchrun``: on rank 0;
-    the others train their share and return an empty dict).
+    chapter, not under ``torchrun``), else they are loaded here. An interrupted training
+    continues from its last checkpoint; ``fresh`` retrains every model from scratch instead.
+    Returns the results dict (under ``torchrun``: on rank 0; the others train their share
+    and return an empty dict).
 
     ``results.json`` holds: ``profile``, ``source``, ``seeds``; ``models`` and ``spread``
     (mean and standard deviation over seeds of each model's metrics: per space ``denseness``,
@@ -448,8 +449,8 @@ def evaluate_checkpoint(
     """Evaluate one trained model on another source (a SoundFont, an NSynth-layout folder or
     NSynth root, of which only the held-out split is read). Every instrument of the source
     counts as unseen, whatever families or instrument sources the training run kept, except
-    any the model was trained on, which are left out and listed. Writes ``out/results.json`` when ``out`` is
-    given: :func:`reproduce`'s keys for one model and one seed (``profile``, ``source``,
+    any the model was trained on, which are left out and listed. Writes ``out/results.json``
+    when ``out`` is given: :func:`reproduce`'s keys for one model and one seed (``profile``, ``source``,
     ``seeds``, ``models``, ``spread``, ``per_seed``, ``poster``, ``input_probe``,
     ``checkpoints``), its own ``data`` (``notes``, ``instruments``,
     ``left_out_seen_instruments``), and ``trained_steps`` and ``complete`` (whether training

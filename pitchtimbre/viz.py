@@ -223,9 +223,8 @@ def plot_latent_spaces(
     column per labelling (e.g. 'pitch', 'instrument'), coloured by label. The labelling
     named 'pitch' is continuous (viridis, with a colorbar in MIDI numbers); any other is
     categorical (one colour per label of :func:`categorical_palette`, counted in the panel
-    title),
-    with a legend beside the first row when it has at most ``LEGEND_AT_MOST`` labels (pass
-    names, e.g. instrument families, to have them in it).
+    title), with a legend beside the first row when it has at most ``LEGEND_AT_MOST``
+    labels (pass names, e.g. instrument families, to have them in it).
 
     Chapter: 07_results
     """

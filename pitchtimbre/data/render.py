@@ -203,7 +203,7 @@ fails or is interrupted loses none of them)."""
 def _notes_listed(path: Path) -> set[str]:
     try:
         listed = json.loads(path.read_text())
-    except (OSError, ValueError):  # unreadable: its wavs stay, unlisted
+    except (OSError, ValueError):  # missing, or unreadable: its wavs stay, unlisted
         return set()
     return {n for n in listed if isinstance(n, str)} if isinstance(listed, dict | list) else set()
 
@@ -212,7 +212,7 @@ def _earlier_render_notes(out: Path) -> set[str]:
     """The notes earlier renders into ``out`` listed (those of a failed or interrupted
     re-render included), kept in :data:`EARLIER_NOTES_FILE`; examples.json is removed."""
     index, kept = examples_path(out), out / EARLIER_NOTES_FILE
-    notes = _notes_listed(kept) | (_notes_listed(index) if index.exists() else set())
+    notes = _notes_listed(kept) | _notes_listed(index)  # either may be missing
     if notes:
         atomic_write_json(kept, sorted(notes))
     index.unlink(missing_ok=True)
