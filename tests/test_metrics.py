@@ -122,6 +122,43 @@ def test_knn_predict_returns_the_labels_themselves():
     assert knn_predict(x, target, torch.tensor([0, 0, 1, 2]), k=1).tolist() == [40, 40, 40, 40]
 
 
+def _knn_by_hand(x, target, group, k):
+    """Leave-group-out kNN, one note at a time, straight from the definition."""
+    out = []
+    for i in range(len(x)):
+        others = [j for j in range(len(x)) if group[j] != group[i]]
+        others.sort(key=lambda j: (float((x[i] - x[j]).norm()), j))
+        votes: dict[int, tuple[int, int]] = {}
+        for rank, j in enumerate(others[:k], start=1):
+            n_votes, ranks = votes.get(int(target[j]), (0, 0))
+            votes[int(target[j])] = (n_votes + 1, ranks + rank)
+        out.append(max(votes, key=lambda v: (votes[v][0], -votes[v][1])))
+    return out
+
+
+def test_knn_in_blocks_of_rows_gives_the_whole_matrix_answer_and_holds_only_a_block(
+    monkeypatch,
+):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(23, 4, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 4, (23,), generator=g) + 60
+    group = torch.randint(0, 5, (23,), generator=g)
+    expected = _knn_by_hand(x, target, group, k=3)
+    rows_seen = []
+    cdist = torch.cdist
+
+    def counting_cdist(a, b, **kwargs):
+        rows_seen.append(len(a))
+        return cdist(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, "cdist", counting_cdist)
+    for rows in (1, 5, 23, 100):  # 5 leaves a short last block
+        rows_seen.clear()
+        got = knn_predict(x, target, group, k=3, block_bytes=rows * 8 * 23)
+        assert got.tolist() == expected, rows
+        assert max(rows_seen) == min(rows, 23) and sum(rows_seen) == 23
+
+
 def test_encode_means_gives_the_central_frames_and_leaves_the_mode_alone():
     torch.manual_seed(0)
     model = PitchTimbreVAE(12, ModelConfig(hidden=8, layers=2, kernel_size=3))
