@@ -345,7 +345,7 @@ cfg = ExperimentConfig(
     profile="ci",
     data=DataConfig(source=sys.argv[1], heldout_per_family=1),
     model=ModelConfig(hidden=8, layers=2, kernel_size=3),
-    train=TrainConfig(steps=100000, log_every=5, checkpoint_every=50000),
+    train=TrainConfig(steps=100000, log_every=int(sys.argv[3]), checkpoint_every=50000),
 )
 ds = load_dataset(cfg.data, cfg.features, progress=False)
 jobs = [(cfg.with_overrides({"train.seed": s}), slow) for s in (0, 1)]
@@ -353,7 +353,7 @@ train_in_processes(jobs, ds, processes=2, progress=False)
 """
 
 
-def _start_caller(toy_folder, tmp_path):
+def _start_caller(toy_folder, tmp_path, log_every: int = 5):
     """The caller script in a process of its own, once both its workers train; with the
     folder where they write their process ids."""
     import subprocess
@@ -374,7 +374,7 @@ def _start_caller(toy_folder, tmp_path):
     # orphaned group, a background CI job's, the kernel would discard it)
     with open(tmp_path / "caller.err", "wb") as err:  # the caller's and its workers' stderr
         caller = subprocess.Popen(
-            [sys.executable, str(script), str(toy_folder), str(pids)],
+            [sys.executable, str(script), str(toy_folder), str(pids), str(log_every)],
             env=env,
             process_group=0,
             stderr=err,
@@ -445,9 +445,14 @@ def test_ctrl_c_stops_every_worker_at_its_next_logged_step_with_a_checkpoint(toy
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_a_second_ctrl_c_stops_every_worker_at_once(toy_folder, tmp_path):
-    caller, workers = _start_caller(toy_folder, tmp_path)
+    """No logged step comes in this run (one in 100,000 steps), so one Ctrl-C alone would
+    leave the workers training: only the second can stop them, and they save nothing."""
+    caller, workers = _start_caller(toy_folder, tmp_path, log_every=100000)
     _press_ctrl_c(caller, after=[0.0, 0.2])
     assert _gone_within(workers, 10) == []
+    said = (tmp_path / "caller.err").read_text()
+    assert "stopped at once; each model continues from its last periodic checkpoint" in said
+    assert list((tmp_path / "cache").glob("models/*/checkpoint.pt")) == []
 
 
 def _state(pid: int) -> str:
