@@ -162,20 +162,25 @@ def test_impossible_kind_is_a_clear_error():
     PairSampler(pitch, inst, PairConfig(proportions=(0, 1, 1, 1))).sample()
 
 
-def test_heldout_instruments_never_reach_a_training_batch(toy_folder):
+def test_the_training_split_holds_no_heldout_instrument_and_the_sampler_draws_each_of_its(
+    toy_folder,
+):
+    """The split itself; that the trainer reads nothing else is
+    test_training.py::test_heldout_instruments_never_reach_the_trainer."""
     ds = load_dataset(
         DataConfig(source=str(toy_folder), heldout_per_family=1), FeatureConfig(), progress=False
     )
     held = set(ds.instrument[~ds.is_train].tolist())
     assert len(held) == 2
     train = ds.train()
+    assert set(train.instrument.tolist()) == set(ds.instrument[ds.is_train].tolist())
+    assert not set(train.instrument.tolist()) & held
     sampler = PairSampler(train.pitch, train.instrument, PairConfig(batch_size=64), seed=0)
     seen = set()
     for _ in range(200):
         b = sampler.sample()
         seen |= set(train.instrument[b.first].tolist()) | set(train.instrument[b.second].tolist())
-    assert seen and not (seen & held)
-    assert seen == set(ds.instrument[ds.is_train].tolist())
+    assert seen == set(train.instrument.tolist())
 
 
 def test_all_heldout_without_training_statistics_is_refused(toy_folder):
