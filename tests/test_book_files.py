@@ -47,6 +47,45 @@ def test_execution_never_allows_errors():
     assert CONFIG["launch_buttons"]["colab_url"].startswith("https://colab")
 
 
+def test_the_install_cell_shows_pip_and_installs_only_what_chapters_need(monkeypatch):
+    """Run where pitchtimbre is missing (as on Colab), the first cell installs the package
+    with its `notebook` extra, then the no-deps packages, through IPython's %pip, whose output
+    shows in the cell (a subprocess's would go to the kernel's terminal). The extra leaves
+    Colab's own kernel and widgets alone: no Jupyter Book, no ipykernel, ipywidgets 7.7 will do."""
+    import importlib.util
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    shell = InteractiveShell.instance()
+    asked: list[str] = []
+    shell.register_magic_function(asked.append, "line", "pip")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pitchtimbre" else real_find_spec(name, *a),
+    )
+    try:
+        results = {}
+        for name in BOOK_CHAPTERS:
+            asked.clear()
+            result = shell.run_cell(notebook(name).cells[1].source)
+            results[name] = (result.success, result.error_in_exec, list(asked))
+    finally:
+        InteractiveShell.clear_instance()  # no shell left behind for other tests' display()
+    for name, (success, error, pip_lines) in results.items():
+        assert success, (name, error)
+        assert pip_lines == [
+            f'install "pitchtimbre[notebook] @ git+{meta["project"]["urls"]["Repository"]}"',
+            "install --no-deps " + " ".join(meta["tool"]["pitchtimbre"]["setup"]["no-deps"]),
+        ]
+    notebook_extra = " ".join(meta["project"]["optional-dependencies"]["notebook"])
+    assert "jupyter-book" not in notebook_extra and "ipykernel" not in notebook_extra
+    assert "ipywidgets>=7.7" in notebook_extra
+    assert "pitchtimbre[notebook]" in meta["project"]["optional-dependencies"]["book"]
+
+
 @pytest.mark.parametrize("name", list(BOOK_CHAPTERS))
 def test_chapter_shape(name):
     nb = notebook(name)
