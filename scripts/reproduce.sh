@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
 # The main job: set up, reproduce the poster's experiment on the embedded SoundFont data,
 # and build the book from the same cached models.
-# Profile: $PITCHTIMBRE_PROFILE, else `gpu` when CUDA is available, else `cpu`.
+# Profile: --profile P, else $PITCHTIMBRE_PROFILE, else `gpu` when CUDA is available, else `cpu`;
+# the book is built on the same one. Options: --profile P, --parallel N, --resume/--fresh,
+# --quiet (as `python -m pitchtimbre reproduce`). --seeds, --steps and --source are refused:
+# the book's chapters follow the profile alone, so they would show other models than the
+# results; run `.venv/bin/python -m pitchtimbre reproduce --out DIR ...` for such a run.
 # Results land in results/ (results.json, results.md, figures/) and the book in _build/html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    --profile=*) export PITCHTIMBRE_PROFILE="${args[i]#--profile=}" ;;
+    --profile) export PITCHTIMBRE_PROFILE="${args[i + 1]:-}" ;;
+    --seeds | --seeds=* | --steps | --steps=* | --source | --source=*)
+      echo "reproduce.sh: ${args[i]%%=*} would give results the book does not show (its chapters follow the profile alone); run .venv/bin/python -m pitchtimbre reproduce --out DIR ${args[i]%%=*} ... for such a run" >&2
+      exit 2
+      ;;
+  esac
+done
 bash scripts/setup.sh
 export PITCHTIMBRE_CACHE="${PITCHTIMBRE_CACHE:-$PWD/.cache}"
 export PITCHTIMBRE_SOLUTIONS="${PITCHTIMBRE_SOLUTIONS:-1}"

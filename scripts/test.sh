@@ -2,7 +2,7 @@
 # The whole test suite, on the `ci` profile:
 #   set-up (packages from pyproject.toml; Debian's chromium for the browser check), lint,
 #   reproduce on `ci` (trains the models every chapter then loads from the cache),
-#   build the book (-W -n: no warnings), unit tests and the browser check, every chapter
+#   build the book (-W -n: no warnings; into .cache/ci/book/_build/html), unit tests and the browser check, every chapter
 #   executed by nbval, and the benchmarks at a small size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ bash scripts/setup.sh --browser
 export PITCHTIMBRE_PROFILE=ci
 export PITCHTIMBRE_SOLUTIONS=1
 export PITCHTIMBRE_CACHE="$PWD/.cache/ci"
+export PITCHTIMBRE_BOOK_OUT="$PITCHTIMBRE_CACHE/book"  # the main job's book stays in _build
 VENV=.venv/bin
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 

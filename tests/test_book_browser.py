@@ -1,6 +1,7 @@
 """The built book in a real browser (Debian's headless Chromium): every chapter page loads,
-with all its figures, and without error output. Needs `jupyter-book build .` first, which
-scripts/test.sh runs before this test.
+with all its figures, and without error output. Needs the book built first, which
+scripts/test.sh does (scripts/build_book.sh, into $PITCHTIMBRE_BOOK_OUT/_build) before this
+test.
 
 The executed chapters are read from the build's jupyter-cache, not from
 _build/jupyter_execute: myst-nb writes its copy there with outputs only when it executed the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import threading
@@ -22,15 +24,17 @@ import pytest
 from pitchtimbre.book import BOOK_CHAPTERS
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
-JUPYTER_CACHE = ROOT / "_build" / ".jupyter_cache"
+BUILD = ROOT / os.environ.get("PITCHTIMBRE_BOOK_OUT", ".") / "_build"
+HTML = BUILD / "html"
+JUPYTER_CACHE = BUILD / ".jupyter_cache"
 
 
 @pytest.fixture(scope="module")
 def site():
     if not (HTML / "book" / "01_introduction.html").is_file():
         pytest.fail(
-            "the book is not built: run `jupyter-book build .` (scripts/test.sh does) first"
+            f"the book is not built in {BUILD}: run `bash scripts/build_book.sh` "
+            "(scripts/test.sh does) first"
         )
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -77,7 +81,8 @@ def executed_notebook(name: str):
     source = nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
     if not JUPYTER_CACHE.is_dir():
         pytest.fail(
-            "the book is not built: run `jupyter-book build .` (scripts/test.sh does) first"
+            f"the book is not built in {BUILD}: run `bash scripts/build_book.sh` "
+            "(scripts/test.sh does) first"
         )
     try:
         _, nb = get_cache(JUPYTER_CACHE).merge_match_into_notebook(source)

@@ -3,9 +3,15 @@ package metadata; environment.yml, the set-up script and CI follow it."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -41,10 +47,79 @@ def test_ci_runs_the_readme_test_command():
     assert "bash scripts/test.sh" in readme and "bash scripts/reproduce.sh" in readme
 
 
-def test_setup_reads_its_settings_from_pyproject():
-    script = (ROOT / "scripts/setup.sh").read_text()
-    for key in ("torch", "no-deps"):
-        assert f"setting {key}" in script
+# A stand-in for python3 -m venv: the venv's "python" logs what it is asked and succeeds,
+# except that no torch is importable (so the set-up installs one).
+VENV_PYTHON = """#!/usr/bin/env bash
+echo "$*" >> "$(dirname "$0")/../calls"
+case "$*" in "-c import torch") exit 1 ;; esac
+"""
+MAKE_VENV = """#!/usr/bin/env bash
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin" && cp "$(dirname "$0")/venv-python" "$3/bin/python" && exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+def run_setup(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """scripts/setup.sh in a copy of the project (its script and pyproject.toml), with a
+    stand-in for python3 whose venvs log the commands they are given."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    for name in ("scripts/setup.sh", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name, text in (("venv-python", VENV_PYTHON), ("python", MAKE_VENV)):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    run = subprocess.run(
+        ["bash", str(tmp_path / "scripts/setup.sh")],
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHON": str(tmp_path / "python"),
+            "REAL_PYTHON": sys.executable,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return run, tmp_path / ".venv"
+
+
+def test_setup_installs_what_pyproject_names(tmp_path):
+    run, venv = run_setup(tmp_path)
+    assert run.returncode == 0, run.stderr
+    calls = (venv / "calls").read_text().splitlines()
+    setup = PYPROJECT["tool"]["pitchtimbre"]["setup"]
+    assert f"-m pip install --quiet {setup['torch']}" in calls  # no torch was importable
+    assert "-m pip install --quiet -e .[book,test]" in calls
+    assert f"-m pip install --quiet --no-deps {' '.join(setup['no-deps'])}" in calls
+
+
+def test_setup_makes_a_broken_venv_again(tmp_path):
+    """A venv whose creation failed or was interrupted (no pip) is made again, not reused."""
+    broken = tmp_path / ".venv" / "bin"
+    broken.mkdir(parents=True)
+    (broken / "python").write_text("#!/usr/bin/env bash\nexit 1\n")  # `import pip` fails
+    (broken / "python").chmod(0o755)
+    run, venv = run_setup(tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "has no pip or a Python older than 3.11: creating it again" in run.stdout
+    assert "-m pip install --quiet -e .[book,test]" in (venv / "calls").read_text()
+
+
+def test_setup_refuses_a_python_older_than_the_package_needs(tmp_path):
+    old = tmp_path / "python3.10"
+    old.write_text("#!/usr/bin/env bash\nexit 1\n")  # sys.version_info < (3, 11)
+    old.chmod(0o755)
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts/setup.sh")],
+        env={"PATH": os.environ["PATH"], "PYTHON": str(old)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert f"'{old}' is not Python 3.11 or newer" in run.stderr and "PYTHON=" in run.stderr
+    assert PYPROJECT["project"]["requires-python"] == ">=3.11"  # the version setup.sh checks
 
 
 def test_readme_profile_table_matches_the_config():
@@ -58,3 +133,45 @@ def test_readme_profile_table_matches_the_config():
         assert f"{cfg.train.steps:,} steps" in row
         seeds = len(cfg.seeds)
         assert f"{seeds} seed{'s' if seeds > 1 else ''}" in row
+
+
+def run_main_job(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """scripts/reproduce.sh in a copy of the project whose set-up, book build and python
+    only say what they were given."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    (tmp_path / ".venv/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "scripts/reproduce.sh", tmp_path / "scripts/reproduce.sh")
+    stubs = {
+        "scripts/setup.sh": 'echo "setup"\n',
+        "scripts/build_book.sh": 'echo "book on ${PITCHTIMBRE_PROFILE:-its own}"\n',
+        ".venv/bin/python": '#!/usr/bin/env bash\necho "python $*"\n',
+    }
+    for name, text in stubs.items():
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PITCHTIMBRE_PROFILE"}
+    return subprocess.run(
+        ["bash", str(tmp_path / "scripts/reproduce.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("args", [["--profile", "ci"], ["--quiet", "--profile=ci"]])
+def test_the_main_job_builds_the_book_on_the_profile_it_reproduces(tmp_path, args):
+    run = run_main_job(tmp_path, *args)
+    assert run.returncode == 0, run.stderr
+    said = run.stdout.splitlines()
+    assert f"python -m pitchtimbre reproduce --out results {' '.join(args)}" in said
+    assert "book on ci" in said
+
+
+@pytest.mark.parametrize("option", ["--seeds 2", "--steps=10", "--source notes/"])
+def test_the_main_job_refuses_options_its_book_cannot_follow(tmp_path, option):
+    run = run_main_job(tmp_path, *option.split())
+    flag = option.split()[0].split("=")[0]
+    assert run.returncode == 2 and run.stdout == ""  # before the set-up
+    assert f"reproduce.sh: {flag} would give results the book does not show" in run.stderr
+    assert f"python -m pitchtimbre reproduce --out DIR {flag}" in run.stderr
