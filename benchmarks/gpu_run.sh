@@ -1,50 +1,67 @@
 #!/usr/bin/env bash
-# The GPU figures and checks in one run (about 15 minutes on one datacenter GPU by our
-# estimate: its parts have only run apart so far), each step timed and everything written to
-# OUT/gpu_run.log as well:
-#   1. the CUDA-only training paths checked on the GPU (benchmarks/gpu_checks.py);
-#   2. DistributedDataParallel with NCCL under torchrun, one process per GPU (`ci` profile);
-#      it needs two GPUs or more (NCCL runs one process per GPU) and is skipped, saying so,
-#      on fewer;
-#   3. the `gpu` profile's reproduce, both models and every seed, from an emptied cache of
-#      its own (target: at most 5 minutes on one recent datacenter GPU); its progress bars
-#      print a line every $TQDM_MININTERVAL seconds (30 unless set), each stage's time;
-#   4. the same reproduce with its six models trained six at a time (`--parallel 6`), from
-#      the notes and features step 3 left (run after it), to see whether one model at a
-#      time leaves the GPU idle;
-#   5. the training benchmark at the `gpu` profile's size (with a row for torch.compile,
-#      whose step may be shorter where a small model's step is mostly kernel launches), the
-#      feature benchmark, a step of three gpu-profile models stacked and vmapped against a
-#      step of each (bench_lockstep.py: whether training in lock-step would pay), and six
-#      gpu-profile models trained side by side against one after another.
+# The GPU figures and checks, in parts that each fit one 10-minute command, each step timed
+# and everything written to OUT/gpu_run.log as well. In the order `all` runs them:
+#   benchmarks  the training benchmark at the `gpu` profile's size (our loop against a
+#               Dataset/DataLoader loop and against the model alone: the pipeline ratio,
+#               target >= 0.9; a row for torch.compile) and the feature benchmark (128 notes);
+#   reproduce   the `gpu` profile's reproduce, both models and every seed, from an emptied cache
+#               (target: at most 5 minutes on one recent datacenter GPU); its progress bars
+#               print a line every $TQDM_MININTERVAL seconds (30 unless set);
+#   checks      the CUDA-only training paths (benchmarks/gpu_checks.py), and DDP with NCCL under
+#               torchrun (`ci` profile), which needs two GPUs or more and is skipped, saying so,
+#               on fewer;
+#   parallel    the same reproduce with its six models trained six at a time (`--parallel 6`),
+#               on the notes and features `reproduce` left in the cache (same machine, later
+#               call), to see whether one model at a time leaves the GPU idle;
+#   extras      a step of three gpu-profile models stacked and vmapped against a step of each
+#               (bench_lockstep.py), and six gpu-profile models side by side against one after
+#               another (bench_parallel.py).
+# PART is one part, several joined by commas, or `all` (the default; longer than one command).
 # A failing step is reported and the next one still runs; the exit status is the number of
-# failed steps. PART runs one group where a time limit per command calls for several calls
-# (same OUT: the log grows): checks (1, 2), reproduce (3), parallel (4) or benchmarks (5).
+# failed steps. Before any step, a preflight check stops the run (exit 2) where CUDA or a
+# package is missing: the device image lacks librosa and the audio packages, which travel as
+# wheels (make them here with `bash benchmarks/gpu_wheels.sh` and carry `.whl`; this script
+# installs them). Caches and full results stay in .cache/gpu-run (git-ignored, so a warm
+# machine keeps them between calls); OUT gets the log and flat copies of results.md/json.
+# GPU_RUN_CACHE and GPU_RUN_WHEELS move the cache and the wheels' folder.
+# A 15-minute device session: `benchmarks,reproduce` in one call, then at once (the machine
+# stays warm for 30 s) `checks,parallel`.
 #
-#   bash benchmarks/gpu_run.sh [OUT [PART]]   # OUT: gpu-run/, PART: all; PYTHON picks python
+#   bash benchmarks/gpu_run.sh [OUT [PART]]   # OUT: $OUT, else gpu-run/; PYTHON picks python
 set -uo pipefail
-OUT=$(realpath -m "${1:-gpu-run}") # resolved before the cd below
+OUT=$(realpath -m "${1:-${OUT:-gpu-run}}") # resolved before the cd below
 PART=${2:-all}
+PARTS=(benchmarks reproduce checks parallel extras)
 PY=${PYTHON:-python3}
-case "$PART" in all | checks | reproduce | parallel | benchmarks) ;; *)
-    echo "gpu_run.sh: PART must be all, checks, reproduce, parallel or benchmarks, not '$PART'" >&2
-    exit 64
-    ;;
-esac
+for part in ${PART//,/ }; do
+    if [[ $part != all && ! " ${PARTS[*]} " =~ " $part " ]]; then
+        echo "gpu_run.sh: PART must be all or some of ${PARTS[*]} (joined by commas), not '$part'" >&2
+        exit 64
+    fi
+done
 cd "$(dirname "$0")/.."
-mkdir -p "$OUT"
-export PITCHTIMBRE_CACHE="$OUT/cache"
+CACHE=$(realpath -m "${GPU_RUN_CACHE:-.cache/gpu-run}")
+mkdir -p "$OUT" "$CACHE"
+export PITCHTIMBRE_CACHE="$CACHE/shared"
 export PYTHONUNBUFFERED=1
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} # progress bars: a line every 30 s in the log
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" # this checkout's package, installed or not
 exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 tee_pid=$!
 
+finish() {
+    exec >&- 2>&- # let tee see the end of its input and finish the log
+    wait "$tee_pid"
+    exit "$1"
+}
+
+wanted() { [[ ,$PART, == *,all,* || ,$PART, == *",$1,"* ]]; }
+
 failed=0
 step() {
     local group=$1 name=$2 start=$SECONDS
     shift 2
-    [[ $PART == all || $PART == "$group" ]] || return 0
+    wanted "$group" || return 0
     printf '\n== %s (%s)\n' "$name" "$(date +%T)"
     if "$@"; then
         printf '== %s: done in %d s\n' "$name" $((SECONDS - start))
@@ -52,6 +69,11 @@ step() {
         printf '== %s: FAILED (exit %d) after %d s\n' "$name" $? $((SECONDS - start))
         failed=$((failed + 1))
     fi
+}
+
+keep_results() { # the results' table and numbers, flat in OUT: its figures stay in CACHE
+    local from=$1 name=$2
+    cp "$from/results.md" "$OUT/$name.md" && cp "$from/results.json" "$OUT/$name.json"
 }
 
 ddp_nccl() {
@@ -62,36 +84,58 @@ ddp_nccl() {
         return 0
     fi
     "$PY" -m torch.distributed.run --standalone --nproc_per_node "$gpus" \
-        -m pitchtimbre reproduce --profile ci --out "$OUT/results-ci-ddp" --quiet
+        -m pitchtimbre reproduce --profile ci --out "$CACHE/results-ci-ddp" --quiet &&
+        keep_results "$CACHE/results-ci-ddp" results-ci-ddp
 }
 
 reproduce_gpu() {
-    rm -rf "$OUT/cache-gpu" # renders, featurises and trains everything inside the timing
-    PITCHTIMBRE_CACHE="$OUT/cache-gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
-        --out "$OUT/results-gpu"
+    rm -rf "$CACHE/gpu" "$CACHE/results-gpu" # renders, featurises and trains inside the timing
+    PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
+        --out "$CACHE/results-gpu" && keep_results "$CACHE/results-gpu" results-gpu
 }
 
 reproduce_gpu_side_by_side() {
-    rm -rf "$OUT/cache-gpu/models" # the notes and features stay; every model trains again
-    PITCHTIMBRE_CACHE="$OUT/cache-gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
-        --parallel 6 --out "$OUT/results-gpu-parallel"
+    if [ -z "$(ls -A "$CACHE/gpu/features" 2>/dev/null)" ]; then
+        echo "no features in $CACHE/gpu: run the reproduce part first, on the same machine"
+        return 1
+    fi
+    rm -rf "$CACHE/gpu/models" "$CACHE/results-gpu-parallel" # every model trains again
+    PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
+        --parallel 6 --out "$CACHE/results-gpu-parallel" &&
+        keep_results "$CACHE/results-gpu-parallel" results-gpu-parallel
 }
 
+WHEELS=${GPU_RUN_WHEELS:-.whl}
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    echo "installing the carried wheels: $(ls "$WHEELS" | tr '\n' ' ')"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$CACHE/site" "$WHEELS"/*.whl || finish 2
+    export PYTHONPATH="$PYTHONPATH:$CACHE/site" # after the image's own packages
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 "$PY" -c 'import sys, torch; print("Python", sys.version.split()[0], "torch", torch.__version__, "CUDA", torch.version.cuda)'
-step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
-step checks "torchrun + NCCL, ci profile" ddp_nccl
-step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
-step parallel "reproduce, gpu profile, six models at a time, data cached" \
-    reproduce_gpu_side_by_side
+if ! "$PY" -c '# preflight: every package a part imports, and a GPU
+import importlib.util, sys, torch
+missing = [m for m in ("librosa", "soundfile", "pretty_midi", "umap", "seaborn", "tqdm")
+           if importlib.util.find_spec(m) is None]
+sys.exit(f"preflight: missing {missing}: run `bash benchmarks/gpu_wheels.sh` where pip works and carry .whl"
+         if missing else None if torch.cuda.is_available() else "preflight: torch sees no CUDA device")
+'; then
+    echo "gpu_run.sh: stopped before any step"
+    finish 2
+fi
 step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
     --profile gpu --device cuda --compile
-step benchmarks "feature benchmark" "$PY" benchmarks/bench_features.py
-step benchmarks "three gpu-profile models in lock-step" "$PY" benchmarks/bench_lockstep.py \
+step benchmarks "feature benchmark, 128 notes" "$PY" benchmarks/bench_features.py \
+    --notes 128 --repeat 2
+step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
+step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
+step checks "torchrun + NCCL, ci profile" ddp_nccl
+step parallel "reproduce, gpu profile, six models at a time, data cached" \
+    reproduce_gpu_side_by_side
+step extras "three gpu-profile models in lock-step" "$PY" benchmarks/bench_lockstep.py \
     --profile gpu --models 3 --device cuda
-step benchmarks "six gpu-profile models side by side" "$PY" benchmarks/bench_parallel.py \
+step extras "six gpu-profile models side by side" "$PY" benchmarks/bench_parallel.py \
     --profile gpu --models 6 --steps 1000 --device cuda
 printf '\n%d step(s) failed; log in %s\n' "$failed" "$OUT/gpu_run.log"
-exec >&- 2>&- # let tee see the end of its input and finish the log
-wait "$tee_pid"
-exit "$failed"
+finish "$failed"
