@@ -23,6 +23,7 @@ from pitchtimbre.experiment import (
     reproduce,
 )
 from pitchtimbre.machine import pick_device
+from pitchtimbre.metrics import input_probes
 
 METRIC_KEYS = {"denseness", "divergence", "ratio", "probe"}
 
@@ -73,8 +74,12 @@ def test_results_json_schema(reproduced):
     assert [row["seed"] for row in on_disk["per_seed"]] == [0, 1]
     assert on_disk["poster"]["vanilla"]["pitch"]["denseness"] == 3.334
     assert on_disk["poster"]["proposed"]["timbre"]["divergence"] == 2.654
-    assert set(on_disk["input_probe"]) == {"pitch", "instrument"}
-    assert all(0.0 <= v <= 1.0 for v in on_disk["input_probe"].values())
+    cfg = small_experiment(str(folder))
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    held = ds.heldout()  # the probes on the held-out notes' own spectrograms
+    assert on_disk["input_probe"] == input_probes(
+        held.features, held.pitch, held.instrument, cfg.eval
+    )
     mean = (
         on_disk["per_seed"][0]["proposed"]["pitch"]["denseness"]
         + on_disk["per_seed"][1]["proposed"]["pitch"]["denseness"]
@@ -87,8 +92,7 @@ def test_results_json_schema(reproduced):
     assert on_disk["machine"]["torch"] == torch.__version__
     assert f"cpu: {on_disk['machine']['cpu']}" in summary
     # and the data they trained on: a fingerprint of the features, labels and split
-    cfg = small_experiment(str(folder))
-    fingerprint = load_dataset(cfg.data, cfg.features, progress=False).fingerprint
+    fingerprint = ds.fingerprint
     assert on_disk["data"]["fingerprint"] == fingerprint
     notes, heldout = on_disk["data"]["notes"], on_disk["data"]["heldout_notes"]
     assert 0 < heldout < notes

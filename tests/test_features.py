@@ -29,10 +29,18 @@ def test_cqt_shape_and_pitch_shift_is_a_frequency_shift():
     assert peak[1] - peak[0] == 2
 
 
-def test_mel_option():
+def test_mel_option_puts_each_fundamental_in_its_mel_band():
+    """Mel bands, not CQT bins under another name: C4 and C5 peak in the bands whose centres
+    are nearest 262 and 523 Hz (5 and 10 of 64 at 16 kHz; a CQT from C2 puts them at 24
+    and 36)."""
+    import librosa
+
     cfg = FeatureConfig(kind="mel", n_bins=64)
-    f = feat.compute_features(harmonic_tone(60, 0.3)[None], cfg)
-    assert f.shape == (1, 64, cfg.n_frames)
+    f = feat.compute_features(np.stack([harmonic_tone(60, 0.3), harmonic_tone(72, 0.3)]), cfg)
+    assert f.shape == (2, 64, cfg.n_frames)
+    centres = librosa.mel_frequencies(n_mels=64 + 2, fmax=cfg.sample_rate / 2)[1:-1]
+    nearest = [int(np.abs(centres - librosa.midi_to_hz(m)).argmin()) for m in (60, 72)]
+    assert f.mean(axis=2).argmax(axis=1).tolist() == nearest == [5, 10]
 
 
 @pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -117,9 +118,13 @@ def test_a_notes_frames_are_gathered():
     assert bool((after[0] < before[0]).all()) and bool((after[1] < before[1]).all())
 
 
-def test_zero_distance_has_a_finite_gradient():
+@pytest.mark.parametrize("eps", [CFG.distance_eps, 0.0])
+def test_zero_distance_has_a_finite_gradient(eps):
+    """Every distance an exact zero, t = t' and t != t' alike, with the smoothing and without
+    (a sqrt of the summed squares would give NaN here without it)."""
     z = torch.zeros(2, 4, 3, requires_grad=True)
-    paper_contrastive(z, z.clone(), torch.tensor([True, False]), CFG).backward()
+    cfg = dataclasses.replace(CFG, distance_eps=eps)
+    paper_contrastive(z, z.clone(), torch.tensor([True, False]), cfg).backward()
     assert torch.isfinite(z.grad).all()
 
 

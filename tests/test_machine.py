@@ -74,7 +74,10 @@ def test_device_choice(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pick_device("auto").type in ("cpu", "mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto").type == "mps"  # no CUDA: Apple's GPU before the CPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto").type == "cpu"
 
 
 def test_a_device_this_torch_cannot_use_is_refused_naming_the_setting(monkeypatch):

@@ -310,8 +310,11 @@ def test_workers_take_ctrl_c_from_the_caller_alone(toy_folder, tmp_path, monkeyp
     cfg = experiment(str(toy_folder), 2)
     ds = load_dataset(cfg.data, cfg.features, progress=False)
     parent = os.getpid()
+    checked = tmp_path / "checked"  # a file per process that ran the checks
+    checked.mkdir()
 
     def checks_sigint(z1, z2, same, loss_cfg):
+        (checked / str(os.getpid())).touch()
         if os.getpid() != parent:
             if os.getsid(0) != os.getpid():
                 raise RuntimeError("a worker shares the caller's session")
@@ -321,6 +324,8 @@ def test_workers_take_ctrl_c_from_the_caller_alone(toy_folder, tmp_path, monkeyp
 
     jobs = [(cfg.with_overrides({"train.seed": s}), checks_sigint) for s in (0, 1)]
     assert len(train_in_processes(jobs, ds, processes=2, progress=False)) == 2
+    ran_in = {int(p.name) for p in checked.iterdir()}
+    assert len(ran_in) == 2 and parent not in ran_in  # both models, each in a worker
 
 
 CALLER = """
