@@ -33,15 +33,16 @@ batch size (``pairs.batch_size`` of the profile):
    cores it did not (cpu profile: 84 to 87 ms against 66 to 71 ms a step on 2026-12-06); a GPU,
    where a small model's step is mostly kernel launches, is where it may.
 
-3. **Peak memory against the number of notes.** For each N a fresh subprocess builds N
-   synthetic notes and runs ``train_model`` for a few steps. *host data* is the growth of
+3. **Peak memory against the number of notes.** For each N a fresh subprocess trains two
+   steps on a few notes first (the kernels' libraries load at the first step), then builds
+   N synthetic notes and runs ``train_model`` for a few steps. *host data* is the growth of
    the resident set size once the notes exist, *host peak* the growth of its high-water
-   mark (``VmHWM``) by the end of training, both over the process after its imports; on
-   CUDA, *device peak* is ``torch.cuda.max_memory_allocated``. The ``/ features`` columns
-   divide by the size of the features themselves (N x bins x frames x 4 bytes). The last
-   line is the slope from the smallest to the largest N, in MiB per MiB of features: how
-   many copies of the data training holds, with what does not grow with the data (the
-   model, the optimiser, the allocators' buffers) left out.
+   mark (``VmHWM``, reset after the warm-up) by the end of training, both over the process
+   after the warm-up; on CUDA, *device peak* is the growth of
+   ``torch.cuda.max_memory_allocated`` over the same point. The last lines give, from the
+   smallest to the largest N, the slope in MiB per MiB of features (N x bins x frames x 4
+   bytes): how many copies of the data training holds; and what is left, fixed (the model,
+   the optimiser, a batch's activations, the allocators' buffers).
 
 Data is synthetic unless ``--real-data``: random features of the profile's shape and labels
 on a grid of instruments x pitches x velocities like the profile's (a quarter of the
@@ -501,11 +502,32 @@ def print_speed(t: Timings, batch_size: int, workers: int) -> None:
 # --- memory against the number of notes ----------------------------------------------------
 
 
+def reset_host_peak() -> bool:
+    """Set this process's high-water mark back to its resident set size (Linux's
+    /proc/self/clear_refs); False where the system cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def memory_run(cfg: ExperimentConfig, device: torch.device, n_notes: int, steps: int) -> dict:
     """In a fresh process: memory growth from building ``n_notes`` synthetic notes and then
-    training ``steps`` steps on them."""
+    training ``steps`` steps on them, over a baseline taken after two steps on a few notes
+    (the kernels' libraries, oneDNN on the CPU and cuBLAS on CUDA, load at the first step:
+    a one-off cost, not one that grows with the data)."""
+    render = cfg.data.render
+    warm = synthetic_dataset(cfg, 8 * len(render.pitches) * len(render.velocities))
+    with tempfile.TemporaryDirectory() as folder:
+        warm_cfg = timing_config(cfg, device, 2).with_overrides({"train.log_every": 1})
+        train_model(warm_cfg, warm, folder, resume=False, progress=False)
+    del warm
     if device.type == "cuda":
-        torch.zeros(1, device=device)  # the CUDA context belongs to the baseline
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        device_base = torch.cuda.memory_allocated(device)
+    peak_reset = reset_host_peak()
     base = host_memory_mib()
     dataset = synthetic_dataset(cfg, n_notes)
     data = host_memory_mib()
@@ -517,9 +539,10 @@ def memory_run(cfg: ExperimentConfig, device: torch.device, n_notes: int, steps:
         "train_notes": int(dataset.is_train.sum()),
         "data_mib": data - base,
         "peak_mib": host_memory_mib(peak=True) - base,
+        "peak_reset": peak_reset,
     }
     if device.type == "cuda":
-        out["device_peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB
+        out["device_peak_mib"] = (torch.cuda.max_memory_allocated(device) - device_base) / MIB
     return out
 
 
@@ -540,28 +563,33 @@ def measure_memory(profile: str, device: torch.device, notes: tuple[int, ...], s
     if device.type == "cuda":
         columns["device peak"] = "device_peak_mib"
     print(
-        f"3. peak memory against the number of notes ({steps} training steps, fresh process each)"
+        f"3. memory against the number of notes ({steps} training steps, fresh process each;"
+        " growth over a baseline after two warm-up steps)"
     )
     print(
         f"  {'notes':>7s} {'train':>7s} {'features':>9s} {'host data':>10s}"
-        + "".join(f" {name:>12s} {'/ features':>10s}" for name in columns)
+        + "".join(f" {name:>12s}" for name in columns)
     )
-    print(f"  {'':15s} {'MiB':>9s} {'MiB':>10s}" + f" {'MiB':>12s} {'':10s}" * len(columns))
+    print(f"  {'':15s} {'MiB':>9s} {'MiB':>10s}" + f" {'MiB':>12s}" * len(columns))
     runs = [memory_child(profile, device, n, steps) for n in notes]
     for n, r in zip(notes, runs, strict=True):
-        features = n * feature_mib
         print(
-            f"  {n:7d} {r['train_notes']:7d} {features:9.1f} {r['data_mib']:10.1f}"
-            + "".join(f" {r[key]:12.1f} {r[key] / features:9.2f}x" for key in columns.values())
+            f"  {n:7d} {r['train_notes']:7d} {n * feature_mib:9.1f} {r['data_mib']:10.1f}"
+            + "".join(f" {r[key]:12.1f}" for key in columns.values())
         )
+    if not all(r["peak_reset"] for r in runs):
+        print("  (this system cannot reset the host peak: it includes the warm-up's)")
     if len(notes) >= 2:
-        # the slope between the smallest and largest size leaves out what does not grow
-        # with the data (the model, the optimiser, the allocators' own buffers)
+        # the slope between the smallest and largest size is what grows with the data; the
+        # rest (the model, the optimiser, a batch's activations) is fixed
         span = (notes[-1] - notes[0]) * feature_mib
-        slopes = ", ".join(
-            f"{name} {(runs[-1][key] - runs[0][key]) / span:.2f}" for name, key in columns.items()
-        )
-        print(f"  growth per MiB of features from {notes[0]} to {notes[-1]} notes: {slopes}")
+        for name, key in columns.items():
+            slope = (runs[-1][key] - runs[0][key]) / span
+            fixed = runs[0][key] - slope * notes[0] * feature_mib
+            print(
+                f"  {name}: {slope:.2f} MiB per MiB of features ({notes[0]} to {notes[-1]}"
+                f" notes), {fixed:.0f} MiB fixed"
+            )
 
 
 # --- entry point ---------------------------------------------------------------------------
