@@ -55,6 +55,7 @@ ratios compare loops measured under the same load. Prints tables; makes no asser
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import random
@@ -502,6 +503,15 @@ def print_speed(t: Timings, batch_size: int, workers: int) -> None:
 # --- memory against the number of notes ----------------------------------------------------
 
 
+def release_freed_memory() -> None:
+    """Hand the memory freed so far back to the system (glibc's malloc_trim), so that what
+    comes next grows the resident set instead of reusing it unseen."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def reset_host_peak() -> bool:
     """Set this process's high-water mark back to its resident set size (Linux's
     /proc/self/clear_refs); False where the system cannot."""
@@ -523,6 +533,7 @@ def memory_run(cfg: ExperimentConfig, device: torch.device, n_notes: int, steps:
         warm_cfg = timing_config(cfg, device, 2).with_overrides({"train.log_every": 1})
         train_model(warm_cfg, warm, folder, resume=False, progress=False)
     del warm
+    release_freed_memory()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
