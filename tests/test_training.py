@@ -157,7 +157,7 @@ def test_resume_inside_a_draw_of_several_batches(toy_data, tmp_path):
     whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
     killed_during_step(cfg, ds, tmp_path / "split", 26)
     state = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 20 and 20 % 3 == 2
+    assert state["step"] == 20 and state["step"] % cfg.pairs.draw_batches == 2  # mid-draw
     resumed = train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
     assert_same_run(resumed, whole)
 
@@ -349,14 +349,6 @@ def test_bad_checkpoints_give_clear_errors(toy_data, tmp_path):
         match=r"other\.pt: checkpoint parameter .* has shape .*another architecture",
     ):
         load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="written with other settings"):
-        train_model(
-            cfg.with_overrides({"train.lr": 0.01}),
-            ds,
-            tmp_path / "run",
-            resume=True,
-            progress=False,
-        )
 
 
 def _resaved(state: dict, folder, **changes) -> None:
