@@ -38,6 +38,7 @@ from pitchtimbre.data import PairSampler
 from pitchtimbre.losses import pair_loss
 from pitchtimbre.machine import describe_machine, machine_lines
 from pitchtimbre.model import PitchTimbreVAE
+from pitchtimbre.training import uses_autocast
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -86,7 +87,7 @@ class LockStep:
         fused = True if device.type == "cuda" else None
         self.optimiser = torch.optim.Adam(self.params.values(), lr=cfg.train.lr, fused=fused)
         self.batch = tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
-        self.amp = cfg.train.amp and device.type == "cuda"
+        self.amp = uses_autocast(cfg.train, device)
 
     def terms(self, params: dict, buffers: dict, x1, x2, same_pitch, same_timbre):
         model = StackedCall(self.template, params, buffers)
@@ -162,7 +163,7 @@ def main() -> None:
     models = [model for model, _, _ in trainings]
 
     print("\n".join(machine_lines(describe_machine(device))))
-    amp = cfg.train.amp and device.type == "cuda"
+    amp = uses_autocast(cfg.train, device)
     print(
         f"profile {profile}: hidden {cfg.model.hidden}, batch {cfg.pairs.batch_size} pairs, ",
         end="",

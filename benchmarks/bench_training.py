@@ -78,7 +78,13 @@ from pitchtimbre.data.dataset import DataSummary
 from pitchtimbre.losses import pair_loss
 from pitchtimbre.machine import describe_machine, machine_lines
 from pitchtimbre.model import PitchTimbreVAE
-from pitchtimbre.training import FeatureStore, make_optimiser, steady_step_seconds, train_model
+from pitchtimbre.training import (
+    FeatureStore,
+    make_optimiser,
+    steady_step_seconds,
+    train_model,
+    uses_autocast,
+)
 
 MIB = 2**20
 
@@ -309,7 +315,7 @@ def train_step(
 ) -> None:
     """One optimisation step on a batch already on the device, as ``train_model`` takes it."""
     x1, x2, same_pitch, same_timbre = batch
-    amp = cfg.train.amp and x1.device.type == "cuda"
+    amp = uses_autocast(cfg.train, x1.device)
     with torch.autocast(device_type=x1.device.type, dtype=torch.bfloat16, enabled=amp):
         terms = pair_loss(model, x1, x2, same_pitch, same_timbre, cfg.loss, generator=noise)
     optimiser.zero_grad(set_to_none=True)
@@ -646,7 +652,7 @@ def main() -> None:
     print("\n".join(machine_lines(describe_machine(device))))
     print(
         f"profile {profile}: hidden {cfg.model.hidden}, {cfg.model.layers} layers, "
-        f"batch {cfg.pairs.batch_size} pairs, amp {cfg.train.amp and device.type == 'cuda'}"
+        f"batch {cfg.pairs.batch_size} pairs, amp {uses_autocast(cfg.train, device)}"
     )
     print(
         f"data: {dataset.summary.source}, {len(train)} training notes "

@@ -670,7 +670,7 @@ class TrainConfig(_Config):
     device: str = "auto"
     """'auto' picks CUDA, then Apple MPS, then CPU (:data:`DEVICE_NAMES`)."""
     amp: bool = True
-    """bf16 autocast on CUDA (ignored elsewhere)."""
+    """bf16 autocast on CUDA GPUs with bf16 units, compute capability 8.0+ (ignored elsewhere)."""
     compile: bool = False
     """Wrap the model in torch.compile (inductor needs a C compiler). The noise drawn from
     the seeded generator splits the forward pass into three graphs."""

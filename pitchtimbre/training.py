@@ -55,13 +55,15 @@ TERMS = ("total", "recon", "kl_pitch", "kl_timbre", "contrastive_pitch", "contra
 
 
 def uses_autocast(train: TrainConfig, device: torch.device) -> bool:
-    """Whether the training step runs under bf16 autocast: on CUDA when ``train.amp``.
+    """Whether the training step runs under bf16 autocast: on CUDA when ``train.amp``, on a
+    GPU with bf16 units (compute capability 8.0 or later: A100, L4, H100, ...).
 
-    CPUs without bf16 units run it slower than float32, so it stays off there.
+    Older GPUs (Colab's T4, the V100) have no bf16 arithmetic of their own, nor do most
+    CPUs, where it ran slower than float32: it stays off there.
 
     Chapter: 05_training
     """
-    return train.amp and device.type == "cuda"
+    return train.amp and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def model_name(cfg: ExperimentConfig) -> str:

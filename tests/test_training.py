@@ -855,11 +855,17 @@ def test_streamed_batches_are_gathered_into_pinned_memory(monkeypatch):
     assert torch.equal(batch, feats[rows])
 
 
-def test_autocast_only_on_cuda_and_only_when_asked():
+def test_autocast_only_on_cuda_with_bf16_units_and_only_when_asked(monkeypatch):
     on, off = TrainConfig(amp=True), TrainConfig(amp=False)
-    assert training.uses_autocast(on, torch.device("cuda"))
-    assert not training.uses_autocast(off, torch.device("cuda"))
+    capability = {"cuda:0": (9, 0)}  # an H100
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: capability[str(d)])
+    assert training.uses_autocast(on, torch.device("cuda:0"))
+    assert not training.uses_autocast(off, torch.device("cuda:0"))
     assert not training.uses_autocast(on, torch.device("cpu"))
+    capability["cuda:0"] = (7, 5)  # a T4: bf16 emulated, slower than float32
+    assert not training.uses_autocast(on, torch.device("cuda:0"))
+    capability["cuda:0"] = (8, 0)  # an A100
+    assert training.uses_autocast(on, torch.device("cuda:0"))
 
 
 def test_the_bf16_autocast_training_loop_runs(toy_data, tmp_path, monkeypatch):
