@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU figures and checks, in parts that each fit one 10-minute command, each step timed
-# and everything written to OUT/gpu_run.log as well. In the order `all` runs them:
+# The GPU figures and checks, in parts, each step timed and everything written to
+# OUT/gpu_run.log as well. In the order they run:
+#   reproduce   the `gpu` profile's reproduce, both models and every seed, from an emptied cache
+#               (target: at most 5 minutes on one recent datacenter GPU; last measured about
+#               430 s); its progress bars print a line every $TQDM_MININTERVAL seconds (30
+#               unless set);
 #   benchmarks  the training benchmark at the `gpu` profile's size (our loop against a
 #               Dataset/DataLoader loop and against the model alone: the pipeline ratio,
-#               target >= 0.9; a row for torch.compile) and the feature benchmark (128 notes);
-#   reproduce   the `gpu` profile's reproduce, both models and every seed, from an emptied cache
-#               (target: at most 5 minutes on one recent datacenter GPU); its progress bars
-#               print a line every $TQDM_MININTERVAL seconds (30 unless set);
+#               target >= 0.9; a row for torch.compile; memory at 1,000, 20,000 and 100,000
+#               notes) and the feature benchmark (128 notes);
 #   checks      the CUDA-only training paths (benchmarks/gpu_checks.py), and DDP with NCCL under
 #               torchrun (`ci` profile), which needs two GPUs or more and is skipped, saying so,
 #               on fewer;
@@ -16,7 +18,7 @@
 #   extras      a step of three gpu-profile models stacked and vmapped against a step of each
 #               (bench_lockstep.py), and six gpu-profile models side by side against one after
 #               another (bench_parallel.py).
-# PART is one part, several joined by commas, or `all` (the default; longer than one command).
+# PARTS is one part, several joined by commas, or `all` (longer than one 10-minute command).
 # A failing step is reported and the next one still runs; the exit status is the number of
 # failed steps. Before any step, a preflight check stops the run (exit 2) where CUDA or a
 # package is missing: the device image lacks librosa and the audio packages, which travel as
@@ -24,21 +26,31 @@
 # installs them). Caches and full results stay in .cache/gpu-run (git-ignored, so a warm
 # machine keeps them between calls); OUT gets the log and flat copies of results.md/json.
 # GPU_RUN_CACHE and GPU_RUN_WHEELS move the cache and the wheels' folder.
-# A 15-minute device session: `benchmarks,reproduce` in one call, then at once (the machine
-# stays warm for 30 s) `checks,parallel`.
+# A 15-minute device session (machine start-up included): `reproduce` in one call, then at once
+# (the machine stays warm for 30 s) `benchmarks`; `checks` and `parallel` in a later session.
 #
-#   bash benchmarks/gpu_run.sh [OUT [PART]]   # OUT: $OUT, else gpu-run/; PYTHON picks python
+#   bash benchmarks/gpu_run.sh PARTS [OUT]   # OUT: $OUT, else gpu-run/; PYTHON picks python
 set -uo pipefail
-OUT=$(realpath -m "${1:-${OUT:-gpu-run}}") # resolved before the cd below
-PART=${2:-all}
-PARTS=(benchmarks reproduce checks parallel extras)
+PARTS=(reproduce benchmarks checks parallel extras)
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+    echo "usage: gpu_run.sh PARTS [OUT]   (PARTS: all, or some of ${PARTS[*]} joined by commas)" >&2
+    exit 64
+fi
+PART=$1
+OUT=$(realpath -m "${2:-${OUT:-gpu-run}}") # resolved before the cd below
 PY=${PYTHON:-python3}
+asked=0
 for part in ${PART//,/ }; do
     if [[ $part != all && ! " ${PARTS[*]} " =~ " $part " ]]; then
-        echo "gpu_run.sh: PART must be all or some of ${PARTS[*]} (joined by commas), not '$part'" >&2
+        echo "gpu_run.sh: PARTS must be all or some of ${PARTS[*]} (joined by commas), not '$part'" >&2
         exit 64
     fi
+    asked=$((asked + 1))
 done
+if ((asked == 0)); then
+    echo "gpu_run.sh: PARTS names no part; use all or some of ${PARTS[*]}" >&2
+    exit 64
+fi
 cd "$(dirname "$0")/.."
 CACHE=$(realpath -m "${GPU_RUN_CACHE:-.cache/gpu-run}")
 mkdir -p "$OUT" "$CACHE"
@@ -110,25 +122,28 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
     echo "installing the carried wheels: $(ls "$WHEELS" | tr '\n' ' ')"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$CACHE/site" "$WHEELS"/*.whl || finish 2
-    export PYTHONPATH="$PYTHONPATH:$CACHE/site" # after the image's own packages
+    export PYTHONPATH="$PYTHONPATH:$CACHE/site" # packages the image lacks, none it has
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 "$PY" -c 'import sys, torch; print("Python", sys.version.split()[0], "torch", torch.__version__, "CUDA", torch.version.cuda)'
-if ! "$PY" -c '# preflight: every package a part imports, and a GPU
-import importlib.util, sys, torch
-missing = [m for m in ("librosa", "soundfile", "pretty_midi", "umap", "seaborn", "tqdm")
-           if importlib.util.find_spec(m) is None]
-sys.exit(f"preflight: missing {missing}: run `bash benchmarks/gpu_wheels.sh` where pip works and carry .whl"
-         if missing else None if torch.cuda.is_available() else "preflight: torch sees no CUDA device")
+if ! "$PY" -c '# preflight: import what the parts import, and find a GPU
+import sys
+try:
+    import librosa.feature, pretty_midi, soundfile, umap, torch
+    import pitchtimbre.data, pitchtimbre.experiment
+except ImportError as exc:
+    sys.exit(f"preflight: {exc}: run `bash benchmarks/gpu_wheels.sh` where pip works and carry .whl")
+if not torch.cuda.is_available():
+    sys.exit("preflight: torch sees no CUDA device")
 '; then
     echo "gpu_run.sh: stopped before any step"
     finish 2
 fi
+step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
 step benchmarks "training benchmark, gpu profile" "$PY" benchmarks/bench_training.py \
-    --profile gpu --device cuda --compile
+    --profile gpu --device cuda --compile --notes 1000,20000,100000
 step benchmarks "feature benchmark, 128 notes" "$PY" benchmarks/bench_features.py \
     --notes 128 --repeat 2
-step reproduce "reproduce, gpu profile, empty cache (target <= 300 s)" reproduce_gpu
 step checks "CUDA paths" "$PY" benchmarks/gpu_checks.py
 step checks "torchrun + NCCL, ci profile" ddp_nccl
 step parallel "reproduce, gpu profile, six models at a time, data cached" \

@@ -5,18 +5,22 @@
 # matplotlib, seaborn and tqdm), at the versions of this checkout's .venv, for the device's
 # Python 3.12 on x86-64 Linux. Carry `.whl` with the run; benchmarks/gpu_run.sh installs them.
 #
-#   bash benchmarks/gpu_wheels.sh        # about 9 MB
+#   bash benchmarks/gpu_wheels.sh        # 16 wheels, about 9 MB
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=(librosa audioread soxr pooch platformdirs decorator soundfile cffi pycparser
-    pretty_midi mido midirenderer tinysoundfont umap-learn pynndescent)
-mapfile -t SPECS < <(.venv/bin/python - "${PACKAGES[@]}" <<'PYEOF'
+    pretty_midi mido importlib_resources midirenderer tinysoundfont umap-learn pynndescent)
+specs=$(.venv/bin/python - "${PACKAGES[@]}" <<'PYEOF'
 import sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 for name in sys.argv[1:]:
-    print(f"{name}=={version(name)}")
+    try:
+        print(f"{name}=={version(name)}")
+    except PackageNotFoundError:
+        sys.exit(f"gpu_wheels: {name} is not in .venv: run `bash scripts/setup.sh` first")
 PYEOF
 )
+mapfile -t SPECS <<<"$specs"
 rm -rf .whl
 .venv/bin/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ esac
 """
 
 BENCHMARKS = [
-    "benchmarks/bench_training.py --profile gpu --device cuda --compile",
+    "benchmarks/bench_training.py --profile gpu --device cuda --compile --notes 1000,20000,100000",
     "benchmarks/bench_features.py --notes 128 --repeat 2",
 ]
 EXTRAS = [
@@ -77,13 +78,13 @@ def ran(log: str) -> list[str]:
 
 def test_gpu_run_runs_every_step_and_counts_the_failed_ones(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    run = gpu_run(tmp_path, str(out))
+    run = gpu_run(tmp_path, "all", str(out))
     assert run.returncode == 1, run.stdout + run.stderr  # one step failed
     log = (out / "gpu_run.log").read_text()
     assert "== CUDA paths: FAILED (exit 3)" in log
     steps = ran(log)
-    assert steps[:2] == BENCHMARKS
-    assert f"reproduce --profile gpu --out {cache}/results-gpu" in steps[2]
+    assert f"reproduce --profile gpu --out {cache}/results-gpu" in steps[0]
+    assert steps[1:3] == BENCHMARKS
     assert steps[3] == "benchmarks/gpu_checks.py"
     assert steps[4].startswith("-m torch.distributed.run --standalone --nproc_per_node 2 ")
     assert f"reproduce --profile gpu --parallel 6 --out {cache}/results-gpu-parallel" in steps[5]
@@ -106,14 +107,14 @@ def test_gpu_run_skips_ddp_on_one_gpu_and_empties_the_reproduce_cache(tmp_path):
     out = tmp_path / "out"
     stale = tmp_path / "cache" / "gpu" / "models" / "stale"
     stale.mkdir(parents=True)
-    run = gpu_run(tmp_path, str(out), "checks", gpus=1)
+    run = gpu_run(tmp_path, "checks", str(out), gpus=1)
     assert "SKIPPED: 1 GPU(s); DDP with NCCL needs two or more" in run.stdout
     assert not any("torch.distributed.run" in line for line in ran(run.stdout))
     assert stale.exists()  # only the reproduce part empties its cache
-    run = gpu_run(tmp_path, str(out), "reproduce", gpus=1)
+    run = gpu_run(tmp_path, "reproduce", str(out), gpus=1)
     assert not stale.exists()
     assert not any("--parallel" in line for line in ran(run.stdout))
-    run = gpu_run(tmp_path, str(out), "parallel", gpus=1)  # a later call on the same machine
+    run = gpu_run(tmp_path, "parallel", str(out), gpus=1)  # a later call on the same machine
     assert run.returncode == 0, run.stdout
     assert ran(run.stdout) == [
         f"-m pitchtimbre reproduce --profile gpu --parallel 6 --out {tmp_path}/cache/results-gpu-parallel"
@@ -121,26 +122,37 @@ def test_gpu_run_skips_ddp_on_one_gpu_and_empties_the_reproduce_cache(tmp_path):
 
 
 def test_gpu_run_side_by_side_needs_the_reproduce_parts_data(tmp_path):
-    run = gpu_run(tmp_path, str(tmp_path / "out"), "parallel")
+    run = gpu_run(tmp_path, "parallel", str(tmp_path / "out"))
     assert run.returncode == 1 and ran(run.stdout) == []
     assert "no features in" in run.stdout and "run the reproduce part first" in run.stdout
 
 
-def test_gpu_run_runs_the_parts_asked_for_and_refuses_an_unknown_part(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "usage: gpu_run.sh PARTS [OUT]"),
+        (("benchmarks,everything",), "PARTS must be all or some of reproduce benchmarks checks"),
+        ((",",), "PARTS names no part"),
+        (("benchmarks", "out", "extra"), "usage: gpu_run.sh PARTS [OUT]"),
+    ],
+)
+def test_gpu_run_refuses_what_names_no_parts(tmp_path, args, says):
+    bad = gpu_run(tmp_path, *args)
+    assert bad.returncode == 64 and ran(bad.stdout) == [] and says in bad.stderr
+
+
+def test_gpu_run_runs_the_parts_asked_for_in_its_own_order(tmp_path):
     out = tmp_path / "out"
-    run = gpu_run(tmp_path, str(out), "benchmarks")
+    run = gpu_run(tmp_path, "benchmarks", str(out))
     assert run.returncode == 0, run.stdout + run.stderr
     assert ran(run.stdout) == BENCHMARKS
-    run = gpu_run(tmp_path, str(out), "extras,benchmarks")  # in the script's order
+    run = gpu_run(tmp_path, "extras,benchmarks", str(out))
     assert ran(run.stdout) == BENCHMARKS + EXTRAS
-    bad = gpu_run(tmp_path, str(out), "benchmarks,everything")
-    assert bad.returncode == 64 and ran(bad.stdout) == []
-    assert "PART must be all or some of benchmarks reproduce checks parallel extras" in bad.stderr
 
 
 def test_gpu_run_stops_before_any_step_without_cuda_or_packages(tmp_path):
     out = tmp_path / "out"
-    run = gpu_run(tmp_path, str(out), PREFLIGHT="1")
+    run = gpu_run(tmp_path, "all", str(out), PREFLIGHT="1")
     assert run.returncode == 2 and ran(run.stdout) == []
     assert "gpu_run.sh: stopped before any step" in (out / "gpu_run.log").read_text()
 
@@ -150,14 +162,50 @@ def test_gpu_run_writes_to_the_device_tools_out_and_installs_carried_wheels(tmp_
     wheels.mkdir()
     (wheels / "librosa-0.11.0-py3-none-any.whl").touch()
     out = tmp_path / "device-out"
-    run = gpu_run(tmp_path, OUT=str(out))  # no OUT argument: the device tool's $OUT
+    run = gpu_run(tmp_path, "benchmarks", OUT=str(out))  # no OUT argument: the tool's $OUT
     log = (out / "gpu_run.log").read_text()
     assert "installing the carried wheels: librosa-0.11.0-py3-none-any.whl" in log
-    assert ran(log)[0] == (
+    assert ran(log) == [
         "-m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
-        f"--target {tmp_path}/cache/site {wheels}/librosa-0.11.0-py3-none-any.whl"
+        f"--target {tmp_path}/cache/site {wheels}/librosa-0.11.0-py3-none-any.whl",
+        *BENCHMARKS,
+    ]
+    assert run.returncode == 0
+
+
+def test_the_preflight_imports_what_the_parts_need(tmp_path):
+    """With this machine's python: the imports pass and no GPU is found; with one module
+    pretty_midi imports gone (importlib_resources, which the device image lacks), the
+    preflight names it. Both before any step."""
+
+    def preflight(**env: str) -> str:
+        out = tmp_path / "out"
+        run = subprocess.run(
+            ["bash", str(ROOT / "benchmarks/gpu_run.sh"), "benchmarks", str(out)],
+            env={
+                "PATH": os.environ["PATH"],
+                "PYTHON": sys.executable,
+                "CUDA_VISIBLE_DEVICES": "",
+                "GPU_RUN_CACHE": str(tmp_path / "cache"),
+                "GPU_RUN_WHEELS": str(tmp_path / "no-wheels"),
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 2 and "== " not in run.stdout, run.stdout + run.stderr
+        return run.stdout
+
+    assert "preflight: torch sees no CUDA device" in preflight()
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "importlib_resources.py").write_text(
+        "raise ImportError(\"No module named 'importlib_resources'\")\n"
     )
-    assert run.returncode == 1  # gpu_checks, as above
+    said = preflight(PYTHONPATH=str(gone))
+    assert "preflight: No module named 'importlib_resources'" in said
+    assert "gpu_wheels.sh" in said
 
 
 @pytest.fixture
@@ -196,3 +244,13 @@ def test_gpu_checks_dry_run_passes_and_a_changed_run_fails(gpu_checks, tmp_path,
     monkeypatch.setattr(gpu_checks, "run", drifting)
     ok, detail = gpu_checks.check_streaming(cfg, ds, tmp_path / "drift")
     assert not ok and "largest relative loss gap" in detail
+
+
+def test_gpu_checks_skips_the_autocast_check_without_bf16_units(gpu_checks, monkeypatch, tmp_path):
+    """A T4 trains in float32 with train.amp on: the check says so instead of passing two
+    float32 runs as an autocast check (and trains nothing)."""
+    cfg = gpu_checks.profile_config("ci").with_overrides({"train.device": "cuda:0"})
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: (7, 5))
+    monkeypatch.setattr(gpu_checks, "run", lambda *a, **k: pytest.fail("trained"))
+    ok, detail = gpu_checks.check_autocast(cfg, None, tmp_path)
+    assert ok is None and "no bf16 units here (compute capability 7.5)" in detail
