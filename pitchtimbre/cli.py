@@ -335,7 +335,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     Chapter: 01_introduction
     """
-    p = argparse.ArgumentParser(prog="python -m pitchtimbre", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m pitchtimbre", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -454,6 +456,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="say what --prune would remove, remove nothing"
     )
     ca.set_defaults(func=cmd_cache)
+    for command in sub.choices.values():  # whole option names only: a script that checks
+        command.allow_abbrev = False  # for --profile must not miss --prof
     return p
 
 

@@ -5,17 +5,27 @@
 # the book is built on the same one. Options: --profile P, --parallel N, --resume/--fresh,
 # --quiet (as `python -m pitchtimbre reproduce`). --seeds, --steps and --source are refused:
 # the book's chapters follow the profile alone, so they would show other models than the
-# results; run `.venv/bin/python -m pitchtimbre reproduce --out DIR ...` for such a run.
+# results; run `.venv/bin/python -m pitchtimbre reproduce --out DIR ...` for such a run (or
+# for results in another folder than results/: --out is refused too).
 # Results land in results/ (results.json, results.md, figures/) and the book in _build/html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[i]}" in
-    --profile=*) export PITCHTIMBRE_PROFILE="${args[i]#--profile=}" ;;
-    --profile) export PITCHTIMBRE_PROFILE="${args[i + 1]:-}" ;;
+    --profile=* | --profile)
+      if [ "${args[i]}" = --profile ]; then profile="${args[i + 1]:-}"; else profile="${args[i]#--profile=}"; fi
+      case "$profile" in
+        ci | cpu | gpu) export PITCHTIMBRE_PROFILE="$profile" ;;
+        *) echo "reproduce.sh: --profile must be ci, cpu or gpu, got '$profile'" >&2; exit 2 ;;
+      esac
+      ;;
     --seeds | --seeds=* | --steps | --steps=* | --source | --source=*)
       echo "reproduce.sh: ${args[i]%%=*} would give results the book does not show (its chapters follow the profile alone); run .venv/bin/python -m pitchtimbre reproduce --out DIR ${args[i]%%=*} ... for such a run" >&2
+      exit 2
+      ;;
+    --out | --out=*)
+      echo "reproduce.sh: the main job writes to results/; run .venv/bin/python -m pitchtimbre reproduce --out DIR for another folder" >&2
       exit 2
       ;;
   esac

@@ -175,3 +175,29 @@ def test_the_main_job_refuses_options_its_book_cannot_follow(tmp_path, option):
     assert run.returncode == 2 and run.stdout == ""  # before the set-up
     assert f"reproduce.sh: {flag} would give results the book does not show" in run.stderr
     assert f"python -m pitchtimbre reproduce --out DIR {flag}" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--profile"], "--profile must be ci, cpu or gpu, got ''"),
+        (["--profile=laptop"], "--profile must be ci, cpu or gpu, got 'laptop'"),
+        (["--out", "elsewhere"], "the main job writes to results/"),
+    ],
+)
+def test_the_main_job_checks_its_options_before_the_set_up(tmp_path, args, says):
+    run = run_main_job(tmp_path, *args)
+    assert run.returncode == 2 and run.stdout == "" and f"reproduce.sh: {says}" in run.stderr
+
+
+def test_the_command_line_takes_whole_option_names_only():
+    """An abbreviation (--prof ci) would train on one profile while reproduce.sh, which
+    looks for --profile, built the book on another."""
+    from pitchtimbre.cli import make_parser
+
+    parser = make_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reproduce", "--prof", "ci", "--out", "x"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--verb", "reproduce", "--out", "x"])
+    assert parser.parse_args(["reproduce", "--profile", "ci", "--out", "x"]).profile == "ci"
