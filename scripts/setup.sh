@@ -20,25 +20,32 @@ for arg in "$@"; do
   esac
 done
 
+VPY="$VENV/bin/python"
 setting() {  # setting KEY -> value(s) of [tool.pitchtimbre.setup] in pyproject.toml, one per line
-  "$PY" - "$1" <<'PYEOF'
+  "$VPY" - "$1" <<'PYEOF'
 import sys, tomllib
 value = tomllib.load(open("pyproject.toml", "rb"))["tool"]["pitchtimbre"]["setup"][sys.argv[1]]
+if isinstance(value, dict):
+    value = [f"{k} {v}" for k, v in value.items()]
 print("\n".join(value) if isinstance(value, list) else value)
 PYEOF
 }
 
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "setup: '$PY' is not Python 3.11 or newer (pyproject.toml's requires-python); run again with PYTHON=python3.11 (or newer)" >&2
-  exit 1
-fi
-if [ -e "$VENV" ] && ! "$VENV/bin/python" -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  # a venv whose creation failed or was interrupted has no pip; one made by an older Python
-  # cannot run the package
-  echo "setup: $VENV has no pip or a Python older than 3.11: creating it again"
-  rm -rf "$VENV"
+if [ -e "$VENV" ] || [ -L "$VENV" ]; then
+  if ! "$VPY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    # a venv whose creation broke off, a dangling link, or one made by an older Python
+    echo "setup: $VENV does not run Python 3.11 or newer: creating it again"
+    rm -rf "$VENV"
+  elif ! "$VPY" -m pip --version >/dev/null 2>&1 && ! "$VPY" -m ensurepip --upgrade >/dev/null 2>&1; then
+    echo "setup: $VENV has no pip and ensurepip cannot add it: creating it again"
+    rm -rf "$VENV"
+  fi
 fi
 if [ ! -e "$VENV" ]; then
+  if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "setup: '$PY' is not Python 3.11 or newer (pyproject.toml's requires-python); run again with PYTHON=python3.11 (or newer)" >&2
+    exit 1
+  fi
   echo "setup: creating $VENV"
   if ! "$PY" -m venv "$VENV"; then
     rm -rf "$VENV"
@@ -46,7 +53,6 @@ if [ ! -e "$VENV" ]; then
     exit 1
   fi
 fi
-VPY="$VENV/bin/python"
 STAMP="$VENV/.pitchtimbre-setup"
 WANT=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
@@ -71,21 +77,17 @@ else
 fi
 
 if [ "$WITH_BROWSER" = 1 ]; then
-  mapfile -t DEB < <(setting debian)
-  if command -v dpkg-query >/dev/null 2>&1; then
-    MISSING=()
-    for pkg in "${DEB[@]}"; do
-      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || MISSING+=("$pkg")
-    done
-    if [ ${#MISSING[@]} -gt 0 ]; then
-      echo "setup: installing Debian packages: ${MISSING[*]}"
-      SUDO=""
-      [ "$(id -u)" = 0 ] || SUDO="sudo"
-      $SUDO apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${MISSING[@]}" >/dev/null
+  MISSING=()
+  while read -r pkg cmd; do  # a package is missing when the command it provides is
+    command -v "$cmd" >/dev/null 2>&1 || MISSING+=("$pkg")
+  done < <(setting debian)
+  if [ ${#MISSING[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${MISSING[*]}"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${MISSING[@]}" >/dev/null; }; then
+      echo "setup: could not install ${MISSING[*]} (not Debian, or no root): install them, or your system's equivalents, yourself; the browser check and the compile benchmark need them" >&2
     fi
-  else
-    echo "setup: not Debian; the test suite also needs ${DEB[*]} (or your system's chromium, chromedriver and C++ compiler)"
   fi
 fi
 "$VPY" -c "import torch, pitchtimbre; print(f'setup: pitchtimbre {pitchtimbre.__version__}, torch {torch.__version__}')"

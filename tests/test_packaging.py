@@ -48,10 +48,15 @@ def test_ci_runs_the_readme_test_command():
 
 
 # A stand-in for python3 -m venv: the venv's "python" logs what it is asked and succeeds,
-# except that no torch is importable (so the set-up installs one).
+# except that no torch is importable (so the set-up installs one), and, with NO_PIP set, pip
+# is missing until ensurepip adds it; scripts on stdin (the settings reader) run for real.
 VENV_PYTHON = """#!/usr/bin/env bash
+[ "$1" = "-" ] && exec "$REAL_PYTHON" "$@"
 echo "$*" >> "$(dirname "$0")/../calls"
-case "$*" in "-c import torch") exit 1 ;; esac
+case "$*" in
+  "-c import torch") exit 1 ;;
+  "-m pip --version") [ -z "${NO_PIP:-}" ] ;;
+esac
 """
 MAKE_VENV = """#!/usr/bin/env bash
 if [ "$1 $2" = "-m venv" ]; then
@@ -59,23 +64,31 @@ if [ "$1 $2" = "-m venv" ]; then
 fi
 exec "$REAL_PYTHON" "$@"
 """
+TOO_OLD = "#!/usr/bin/env bash\nexit 1\n"  # sys.version_info < (3, 11), and anything else fails
 
 
-def run_setup(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """scripts/setup.sh in a copy of the project (its script and pyproject.toml), with a
-    stand-in for python3 whose venvs log the commands they are given."""
+def run_setup(
+    tmp_path: Path, *args: str, python: str = MAKE_VENV, debian: str | None = None, **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """scripts/setup.sh in a copy of the project (its script and pyproject.toml, with
+    ``debian`` as its Debian table when given), with a stand-in for python3 whose venvs log
+    the commands they are given."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
-    for name in ("scripts/setup.sh", "pyproject.toml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name, text in (("venv-python", VENV_PYTHON), ("python", MAKE_VENV)):
+    shutil.copy(ROOT / "scripts/setup.sh", tmp_path / "scripts/setup.sh")
+    text = (ROOT / "pyproject.toml").read_text()
+    if debian is not None:
+        text = re.sub(r"^debian = .*$", f"debian = {debian}", text, flags=re.M)
+    (tmp_path / "pyproject.toml").write_text(text)
+    for name, text in (("venv-python", VENV_PYTHON), ("python", python)):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o755)
     run = subprocess.run(
-        ["bash", str(tmp_path / "scripts/setup.sh")],
+        ["bash", str(tmp_path / "scripts/setup.sh"), *args],
         env={
             "PATH": os.environ["PATH"],
             "PYTHON": str(tmp_path / "python"),
             "REAL_PYTHON": sys.executable,
+            **env,
         },
         capture_output=True,
         text=True,
@@ -94,45 +107,83 @@ def test_setup_installs_what_pyproject_names(tmp_path):
     assert f"-m pip install --quiet --no-deps {' '.join(setup['no-deps'])}" in calls
 
 
-def test_setup_makes_a_broken_venv_again(tmp_path):
-    """A venv whose creation failed or was interrupted (no pip) is made again, not reused."""
-    broken = tmp_path / ".venv" / "bin"
-    broken.mkdir(parents=True)
-    (broken / "python").write_text("#!/usr/bin/env bash\nexit 1\n")  # `import pip` fails
-    (broken / "python").chmod(0o755)
+@pytest.mark.parametrize("venv_is", ["a broken venv", "a dangling link", "a file"])
+def test_setup_makes_an_unusable_venv_again(tmp_path, venv_is):
+    """A venv whose creation broke off (its python fails), a link to nothing, a file."""
+    venv = tmp_path / ".venv"
+    if venv_is == "a broken venv":
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").write_text(TOO_OLD)
+        (venv / "bin" / "python").chmod(0o755)
+    elif venv_is == "a dangling link":
+        venv.symlink_to(tmp_path / "gone")
+    else:
+        venv.write_text("")
     run, venv = run_setup(tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "has no pip or a Python older than 3.11: creating it again" in run.stdout
+    assert "does not run Python 3.11 or newer: creating it again" in run.stdout
     assert "-m pip install --quiet -e .[book,test]" in (venv / "calls").read_text()
 
 
+def test_setup_adds_pip_to_a_venv_without_one_instead_of_deleting_it(tmp_path):
+    """As `uv venv` makes them: ensurepip adds pip, and the venv (and what is in it) stays."""
+    run, venv = run_setup(tmp_path)  # a venv as the set-up makes it
+    (venv / "mine").write_text("kept")
+    (venv / ".pitchtimbre-setup").unlink()  # and the set-up must run again
+    run, venv = run_setup(tmp_path, NO_PIP="1")
+    assert run.returncode == 0, run.stderr
+    assert "creating" not in run.stdout and (venv / "mine").read_text() == "kept"
+    assert "-m ensurepip --upgrade" in (venv / "calls").read_text().splitlines()
+
+
 def test_setup_refuses_a_python_older_than_the_package_needs(tmp_path):
-    old = tmp_path / "python3.10"
-    old.write_text("#!/usr/bin/env bash\nexit 1\n")  # sys.version_info < (3, 11)
-    old.chmod(0o755)
-    run = subprocess.run(
-        ["bash", str(ROOT / "scripts/setup.sh")],
-        env={"PATH": os.environ["PATH"], "PYTHON": str(old)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 1
-    assert f"'{old}' is not Python 3.11 or newer" in run.stderr and "PYTHON=" in run.stderr
+    run, venv = run_setup(tmp_path, python=TOO_OLD)
+    assert run.returncode == 1 and not venv.exists()
+    assert f"'{tmp_path / 'python'}' is not Python 3.11 or newer" in run.stderr
+    assert "PYTHON=" in run.stderr
     assert PYPROJECT["project"]["requires-python"] == ">=3.11"  # the version setup.sh checks
 
 
-def test_readme_profile_table_matches_the_config():
-    from pitchtimbre.config import PROFILES, profile_config
+def test_setup_keeps_a_good_venv_whatever_python3_is(tmp_path):
+    """A venv made earlier with PYTHON=python3.11 on a machine whose python3 is older."""
+    run_setup(tmp_path)
+    run, _ = run_setup(tmp_path, python=TOO_OLD)
+    assert run.returncode == 0, run.stderr
+    assert "is up to date" in run.stdout
 
-    readme = (ROOT / "README.md").read_text()
-    for name in PROFILES:
-        cfg = profile_config(name)
-        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
-        assert f"hidden {cfg.model.hidden}" in row
-        assert f"{cfg.train.steps:,} steps" in row
-        seeds = len(cfg.seeds)
-        assert f"{seeds} seed{'s' if seeds > 1 else ''}" in row
+
+def test_setup_installs_the_debian_packages_whose_commands_are_missing(tmp_path):
+    fake = tmp_path / "bin"  # apt-get and sudo that log what they are asked
+    fake.mkdir()
+    for name, text in (
+        ("apt-get", f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/apt\n'),
+        ("sudo", '#!/usr/bin/env bash\nexec "$@"\n'),
+    ):
+        (fake / name).write_text(text)
+        (fake / name).chmod(0o755)
+    debian = '{ bash = "bash", no-such-tool = "no-such-tool-here" }'  # bash is here
+    path = f"{fake}:{os.environ['PATH']}"
+    run, _ = run_setup(tmp_path, "--browser", debian=debian, PATH=path)
+    assert run.returncode == 0, run.stderr
+    assert "installing Debian packages: no-such-tool\n" in run.stdout
+    assert (
+        (tmp_path / "apt")
+        .read_text()
+        .splitlines()[-1]
+        .endswith("install -y -qq --no-install-recommends no-such-tool")
+    )
+    (fake / "apt-get").write_text("#!/usr/bin/env bash\nexit 100\n")  # not Debian, or no root
+    run, _ = run_setup(tmp_path, "--browser", debian=debian, PATH=path)
+    assert run.returncode == 0  # the set-up goes on; the checks that need the tool say so
+    assert "could not install no-such-tool" in run.stderr
+
+
+def test_the_debian_table_names_each_packages_command():
+    assert PYPROJECT["tool"]["pitchtimbre"]["setup"]["debian"] == {
+        "chromium": "chromium",
+        "chromium-driver": "chromedriver",  # what tests/test_book_browser.py looks for
+        "g++": "g++",
+    }
 
 
 def run_main_job(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
