@@ -552,10 +552,11 @@ def memory_run(cfg: ExperimentConfig, device: torch.device, n_notes: int, steps:
         train_model(
             timing_config(cfg, device, steps), dataset, folder, resume=False, progress=False
         )
+    measured = Path("/proc/self/status").is_file()  # else only a lifetime peak is known
     out = {
         "train_notes": int(dataset.is_train.sum()),
-        "data_mib": data - base,
-        "peak_mib": host_memory_mib(peak=True) - base,
+        "data_mib": data - base if measured else None,
+        "peak_mib": host_memory_mib(peak=True) - base if measured else None,
         "peak_reset": peak_reset,
     }
     if device.type == "cuda":
@@ -589,13 +590,21 @@ def measure_memory(profile: str, device: torch.device, notes: tuple[int, ...], s
     )
     print(f"  {'':15s} {'MiB':>9s} {'MiB':>10s}" + f" {'MiB':>12s}" * len(columns))
     runs = [memory_child(profile, device, n, steps) for n in notes]
+
+    def mib(value: float | None, width: int) -> str:
+        return f"{value:{width}.1f}" if value is not None else f"{'n/a':>{width}s}"
+
     for n, r in zip(notes, runs, strict=True):
         print(
-            f"  {n:7d} {r['train_notes']:7d} {n * feature_mib:9.1f} {r['data_mib']:10.1f}"
-            + "".join(f" {r[key]:12.1f}" for key in columns.values())
+            f"  {n:7d} {r['train_notes']:7d} {n * feature_mib:9.1f} {mib(r['data_mib'], 10)}"
+            + "".join(f" {mib(r[key], 12)}" for key in columns.values())
         )
-    if not all(r["peak_reset"] for r in runs):
-        print("  (this system cannot reset the host peak: it includes the warm-up's)")
+    if runs[0]["data_mib"] is None:
+        print("  (host memory needs Linux's /proc: not measured here)")
+        columns.pop("host peak")
+    elif not all(r["peak_reset"] for r in runs):
+        print("  (this system cannot reset the high-water mark: the host peak is the warm-up's")
+        print("   where that was higher)")
     if len(notes) >= 2:
         # the slope between the smallest and largest size is what grows with the data; the
         # rest (the model, the optimiser, a batch's activations) is fixed
