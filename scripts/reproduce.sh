@@ -28,8 +28,18 @@ for ((i = 0; i < ${#args[@]}; i++)); do
       echo "reproduce.sh: the main job writes to results/; run .venv/bin/python -m pitchtimbre reproduce --out DIR for another folder" >&2
       exit 2
       ;;
+    --parallel) i=$((i + 1)) ;; # its value, whatever it is, is the command line's to check
+    --parallel=* | --resume | --fresh | --quiet | -h | --help) ;;
+    -*)
+      echo "reproduce.sh: unknown option '${args[i]}'; it takes --profile P, --parallel N, --resume, --fresh and --quiet (whole names)" >&2
+      exit 2
+      ;;
   esac
 done
+case "${PITCHTIMBRE_PROFILE:-}" in
+  "" | ci | cpu | gpu) ;;
+  *) echo "reproduce.sh: PITCHTIMBRE_PROFILE must be ci, cpu or gpu, got '$PITCHTIMBRE_PROFILE'" >&2; exit 2 ;;
+esac
 bash scripts/setup.sh
 export PITCHTIMBRE_CACHE="${PITCHTIMBRE_CACHE:-$PWD/.cache}"
 export PITCHTIMBRE_SOLUTIONS="${PITCHTIMBRE_SOLUTIONS:-1}"

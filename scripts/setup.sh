@@ -37,8 +37,9 @@ if [ -e "$VENV" ] || [ -L "$VENV" ]; then
     echo "setup: $VENV does not run Python 3.11 or newer: creating it again"
     rm -rf "$VENV"
   elif ! "$VPY" -m pip --version >/dev/null 2>&1 && ! "$VPY" -m ensurepip --upgrade >/dev/null 2>&1; then
-    echo "setup: $VENV has no pip and ensurepip cannot add it: creating it again"
-    rm -rf "$VENV"
+    # a working venv without pip (uv makes them so) holds the user's packages: not ours to delete
+    echo "setup: $VENV has no pip and ensurepip cannot add it: add pip to it (uv pip install --python $VPY pip) or remove $VENV, then run this again" >&2
+    exit 1
   fi
 fi
 if [ ! -e "$VENV" ]; then
@@ -65,7 +66,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   fi
   echo "setup: installing pitchtimbre[book,test] (editable)"
   "$VPY" -m pip install --quiet -e ".[book,test]"
-  mapfile -t NODEPS < <(setting no-deps)
+  nodeps=$(setting no-deps)  # a failure here stops the set-up (set -e), unlike in a < <(...)
+  NODEPS=()
+  [ -z "$nodeps" ] || mapfile -t NODEPS <<<"$nodeps"
   if [ ${#NODEPS[@]} -gt 0 ]; then
     echo "setup: installing without dependencies: ${NODEPS[*]}"
     "$VPY" -m pip install --quiet --no-deps "${NODEPS[@]}"
@@ -78,9 +81,15 @@ fi
 
 if [ "$WITH_BROWSER" = 1 ]; then
   MISSING=()
+  debian=$(setting debian)
   while read -r pkg cmd; do  # a package is missing when the command it provides is
+    [ -n "$pkg" ] || continue  # an empty table
+    if [ -z "$cmd" ]; then
+      echo "setup: pyproject.toml's debian table must map each package to its command, got '$pkg'" >&2
+      exit 1
+    fi
     command -v "$cmd" >/dev/null 2>&1 || MISSING+=("$pkg")
-  done < <(setting debian)
+  done <<<"$debian"
   if [ ${#MISSING[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${MISSING[*]}"
     SUDO=""

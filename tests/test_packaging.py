@@ -56,6 +56,7 @@ echo "$*" >> "$(dirname "$0")/../calls"
 case "$*" in
   "-c import torch") exit 1 ;;
   "-m pip --version") [ -z "${NO_PIP:-}" ] ;;
+  "-m ensurepip --upgrade") [ -z "${NO_ENSUREPIP:-}" ] ;;
 esac
 """
 MAKE_VENV = """#!/usr/bin/env bash
@@ -70,14 +71,14 @@ TOO_OLD = "#!/usr/bin/env bash\nexit 1\n"  # sys.version_info < (3, 11), and any
 def run_setup(
     tmp_path: Path, *args: str, python: str = MAKE_VENV, debian: str | None = None, **env: str
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """scripts/setup.sh in a copy of the project (its script and pyproject.toml, with
-    ``debian`` as its Debian table when given), with a stand-in for python3 whose venvs log
-    the commands they are given."""
+    """scripts/setup.sh in a copy of the project (its script and pyproject.toml, with the
+    line ``debian`` in place of its Debian table's when given), with a stand-in for python3
+    whose venvs log the commands they are given."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
     shutil.copy(ROOT / "scripts/setup.sh", tmp_path / "scripts/setup.sh")
     text = (ROOT / "pyproject.toml").read_text()
     if debian is not None:
-        text = re.sub(r"^debian = .*$", f"debian = {debian}", text, flags=re.M)
+        text = re.sub(r"^debian = .*$", debian, text, flags=re.M)
     (tmp_path / "pyproject.toml").write_text(text)
     for name, text in (("venv-python", VENV_PYTHON), ("python", python)):
         (tmp_path / name).write_text(text)
@@ -136,6 +137,27 @@ def test_setup_adds_pip_to_a_venv_without_one_instead_of_deleting_it(tmp_path):
     assert "-m ensurepip --upgrade" in (venv / "calls").read_text().splitlines()
 
 
+def test_setup_stops_rather_than_delete_a_working_venv_it_cannot_add_pip_to(tmp_path):
+    run, venv = run_setup(tmp_path)
+    (venv / "mine").write_text("kept")
+    (venv / ".pitchtimbre-setup").unlink()
+    run, venv = run_setup(tmp_path, NO_PIP="1", NO_ENSUREPIP="1")
+    assert run.returncode == 1 and (venv / "mine").read_text() == "kept"
+    assert "has no pip and ensurepip cannot add it: add pip to it" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ('debs = { g = "g++" }', "KeyError: 'debian'"),  # the key renamed: the reader fails
+        ('debian = ["chromium", "g++"]', "must map each package to its command, got 'chromium'"),
+    ],
+)
+def test_setup_stops_at_a_debian_table_it_cannot_read(tmp_path, table, says):
+    run, _ = run_setup(tmp_path, "--browser", debian=table)
+    assert run.returncode == 1 and says in run.stderr
+
+
 def test_setup_refuses_a_python_older_than_the_package_needs(tmp_path):
     run, venv = run_setup(tmp_path, python=TOO_OLD)
     assert run.returncode == 1 and not venv.exists()
@@ -161,7 +183,7 @@ def test_setup_installs_the_debian_packages_whose_commands_are_missing(tmp_path)
     ):
         (fake / name).write_text(text)
         (fake / name).chmod(0o755)
-    debian = '{ bash = "bash", no-such-tool = "no-such-tool-here" }'  # bash is here
+    debian = 'debian = { bash = "bash", no-such-tool = "no-such-tool-here" }'  # bash is here
     path = f"{fake}:{os.environ['PATH']}"
     run, _ = run_setup(tmp_path, "--browser", debian=debian, PATH=path)
     assert run.returncode == 0, run.stderr
@@ -186,7 +208,7 @@ def test_the_debian_table_names_each_packages_command():
     }
 
 
-def run_main_job(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_main_job(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """scripts/reproduce.sh in a copy of the project whose set-up, book build and python
     only say what they were given."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
@@ -200,10 +222,10 @@ def run_main_job(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]
     for name, text in stubs.items():
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k != "PITCHTIMBRE_PROFILE"}
+    environment = {k: v for k, v in os.environ.items() if k != "PITCHTIMBRE_PROFILE"}
     return subprocess.run(
         ["bash", str(tmp_path / "scripts/reproduce.sh"), *args],
-        env=env,
+        env={**environment, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -234,11 +256,21 @@ def test_the_main_job_refuses_options_its_book_cannot_follow(tmp_path, option):
         (["--profile"], "--profile must be ci, cpu or gpu, got ''"),
         (["--profile=laptop"], "--profile must be ci, cpu or gpu, got 'laptop'"),
         (["--out", "elsewhere"], "the main job writes to results/"),
+        (["--prof", "ci"], "unknown option '--prof'; it takes --profile P"),
+        (["--parallel", "2", "--seed", "1"], "unknown option '--seed'"),
     ],
 )
 def test_the_main_job_checks_its_options_before_the_set_up(tmp_path, args, says):
     run = run_main_job(tmp_path, *args)
     assert run.returncode == 2 and run.stdout == "" and f"reproduce.sh: {says}" in run.stderr
+
+
+def test_the_main_job_checks_the_profile_it_is_given_by_the_environment(tmp_path):
+    run = run_main_job(tmp_path, PITCHTIMBRE_PROFILE="laptop")
+    assert run.returncode == 2 and run.stdout == ""
+    assert "PITCHTIMBRE_PROFILE must be ci, cpu or gpu, got 'laptop'" in run.stderr
+    run = run_main_job(tmp_path, "--parallel", "2", PITCHTIMBRE_PROFILE="ci")
+    assert run.returncode == 0 and "book on ci" in run.stdout.splitlines()
 
 
 def test_the_command_line_takes_whole_option_names_only():
@@ -252,3 +284,11 @@ def test_the_command_line_takes_whole_option_names_only():
     with pytest.raises(SystemExit):
         parser.parse_args(["--verb", "reproduce", "--out", "x"])
     assert parser.parse_args(["reproduce", "--profile", "ci", "--out", "x"]).profile == "ci"
+
+
+def test_the_readme_installs_the_torch_the_set_up_would():
+    """The README's CPU-wheel command pins the same torch as [tool.pitchtimbre.setup]."""
+    readme = " ".join((ROOT / "README.md").read_text().split())  # across line breaks
+    torch = PYPROJECT["tool"]["pitchtimbre"]["setup"]["torch"]
+    pins = re.findall(r"pip install (torch==[\w.+]+) --index-url", readme)
+    assert pins == [torch]
