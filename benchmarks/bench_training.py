@@ -604,7 +604,8 @@ def measure_memory(profile: str, device: torch.device, notes: tuple[int, ...], s
         columns.pop("host peak")
     elif not all(r["peak_reset"] for r in runs):
         print("  (this system cannot reset the high-water mark: the host peak is the warm-up's")
-        print("   where that was higher)")
+        print("   where that was higher, so no slope is drawn from it)")
+        columns.pop("host peak")
     if len(notes) >= 2:
         # the slope between the smallest and largest size is what grows with the data; the
         # rest (the model, the optimiser, a batch's activations) is fixed

@@ -13,12 +13,14 @@
 #               torchrun (`ci` profile), which needs two GPUs or more and is skipped, saying so,
 #               on fewer;
 #   parallel    the same reproduce with its six models trained six at a time (`--parallel 6`),
-#               on the notes and features `reproduce` left in the cache (same machine, later
-#               call), to see whether one model at a time leaves the GPU idle;
+#               on the notes and features `reproduce` left in the cache (or, on a fresh
+#               machine, builds them first: its results give each stage's time), to see
+#               whether one model at a time leaves the GPU idle;
 #   extras      a step of three gpu-profile models stacked and vmapped against a step of each
 #               (bench_lockstep.py), and six gpu-profile models side by side against one after
 #               another (bench_parallel.py).
-# PARTS is one part, several joined by commas, or `all` (longer than one 10-minute command).
+# PARTS is one part, several joined by commas, or `all`. Each of reproduce and parallel takes
+# most of a 10-minute command: give each a call of its own.
 # A failing step is reported and the next one still runs; the exit status is the number of
 # failed steps. Before any step, a preflight check stops the run (exit 2) where CUDA or a
 # package is missing: the device image lacks librosa and the audio packages, which travel as
@@ -28,6 +30,8 @@
 # GPU_RUN_CACHE and GPU_RUN_WHEELS move the cache and the wheels' folder.
 # A 15-minute device session (machine start-up included): `reproduce` in one call, then at once
 # (the machine stays warm for 30 s) `benchmarks`; `checks` and `parallel` in a later session.
+# The preflight imports the renderers too: a missing tinysoundfont would fall back to the
+# slower midirenderer and spoil the reproduce's timing.
 #
 #   bash benchmarks/gpu_run.sh PARTS [OUT]   # OUT: $OUT, else gpu-run/; PYTHON picks python
 set -uo pipefail
@@ -39,18 +43,17 @@ fi
 PART=$1
 OUT=$(realpath -m "${2:-${OUT:-gpu-run}}") # resolved before the cd below
 PY=${PYTHON:-python3}
-asked=0
-for part in ${PART//,/ }; do
-    if [[ $part != all && ! " ${PARTS[*]} " =~ " $part " ]]; then
-        echo "gpu_run.sh: PARTS must be all or some of ${PARTS[*]} (joined by commas), not '$part'" >&2
-        exit 64
-    fi
-    asked=$((asked + 1))
-done
-if ((asked == 0)); then
+IFS=, read -ra ASKED <<<"$PART"
+if [ ${#ASKED[@]} -eq 0 ]; then
     echo "gpu_run.sh: PARTS names no part; use all or some of ${PARTS[*]}" >&2
     exit 64
 fi
+for part in "${ASKED[@]}"; do
+    if [[ $part != all && ! " ${PARTS[*]} " =~ " $part " || $part == *" "* || -z $part ]]; then
+        echo "gpu_run.sh: PARTS must be all or some of ${PARTS[*]} joined by commas, not '$part'" >&2
+        exit 64
+    fi
+done
 cd "$(dirname "$0")/.."
 CACHE=$(realpath -m "${GPU_RUN_CACHE:-.cache/gpu-run}")
 mkdir -p "$OUT" "$CACHE"
@@ -67,7 +70,7 @@ finish() {
     exit "$1"
 }
 
-wanted() { [[ ,$PART, == *,all,* || ,$PART, == *",$1,"* ]]; }
+wanted() { [[ " ${ASKED[*]} " == *" all "* || " ${ASKED[*]} " == *" $1 "* ]]; }
 
 failed=0
 step() {
@@ -107,9 +110,9 @@ reproduce_gpu() {
 }
 
 reproduce_gpu_side_by_side() {
-    if [ -z "$(ls -A "$CACHE/gpu/features" 2>/dev/null)" ]; then
-        echo "no features in $CACHE/gpu: run the reproduce part first, on the same machine"
-        return 1
+    if [ -z "$(ls -A "$CACHE/gpu/features" 2>/dev/null)" ]; then # a fresh machine
+        echo "no features in $CACHE/gpu: building the data first (reproduce's data stage)"
+        PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre data --profile gpu || return
     fi
     rm -rf "$CACHE/gpu/models" "$CACHE/results-gpu-parallel" # every model trains again
     PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
@@ -129,7 +132,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 if ! "$PY" -c '# preflight: import what the parts import, and find a GPU
 import sys
 try:
-    import librosa.feature, pretty_midi, soundfile, umap, torch
+    import librosa.feature, midirenderer, pretty_midi, soundfile, tinysoundfont, umap, torch
     import pitchtimbre.data, pitchtimbre.experiment
 except ImportError as exc:
     sys.exit(f"preflight: {exc}: run `bash benchmarks/gpu_wheels.sh` where pip works and carry .whl")

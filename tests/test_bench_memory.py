@@ -53,8 +53,12 @@ def test_the_memory_table_says_what_it_could_not_measure(bench, monkeypatch, cap
     table = capsys.readouterr().out
     assert "n/a" in table and "host memory needs Linux's /proc: not measured here" in table
     assert "MiB per MiB of features" not in table
-    runs[1000].update(data_mib=10.0, peak_mib=50.0, peak_reset=True)
-    runs[2000].update(data_mib=20.0, peak_mib=60.5, peak_reset=True)
+    runs[1000].update(data_mib=10.0, peak_mib=50.0)
+    runs[2000].update(data_mib=20.0, peak_mib=60.5)
+    bench.measure_memory("ci", torch.device("cpu"), (1000, 2000), steps=2)
+    table = capsys.readouterr().out  # measured, but the peaks were never reset
+    assert "cannot reset the high-water mark" in table and "host peak:" not in table
+    runs[1000]["peak_reset"] = runs[2000]["peak_reset"] = True
     bench.measure_memory("ci", torch.device("cpu"), (1000, 2000), steps=2)
     features = bench.profile_config("ci").features
     feature_mib = 1000 * features.n_bins * features.n_frames * 4 / 2**20  # the step's notes
