@@ -87,6 +87,8 @@ from pitchtimbre.training import (
 )
 
 MIB = 2**20
+PROC_STATUS = Path("/proc/self/status")
+"""Linux's account of this process's memory (VmRSS, VmHWM); elsewhere only a peak is known."""
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,9 @@ def steady_seconds(
 
 def host_memory_mib(peak: bool = False) -> float:
     """This process's resident set size (or, with ``peak``, its high-water mark) in MiB."""
-    status = Path("/proc/self/status")
-    if status.is_file():
+    if PROC_STATUS.is_file():
         key = "VmHWM:" if peak else "VmRSS:"
-        for line in status.read_text().splitlines():
+        for line in PROC_STATUS.read_text().splitlines():
             if line.startswith(key):
                 return int(line.split()[1]) / 1024  # kB
     # no /proc (macOS): only the peak is known; ru_maxrss is in bytes there, kB on Linux
@@ -552,7 +553,7 @@ def memory_run(cfg: ExperimentConfig, device: torch.device, n_notes: int, steps:
         train_model(
             timing_config(cfg, device, steps), dataset, folder, resume=False, progress=False
         )
-    measured = Path("/proc/self/status").is_file()  # else only a lifetime peak is known
+    measured = PROC_STATUS.is_file()  # else only a lifetime peak is known
     out = {
         "train_notes": int(dataset.is_train.sum()),
         "data_mib": data - base if measured else None,

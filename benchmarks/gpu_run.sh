@@ -48,8 +48,8 @@ if [ ${#ASKED[@]} -eq 0 ]; then
     echo "gpu_run.sh: PARTS names no part; use all or some of ${PARTS[*]}" >&2
     exit 64
 fi
-for part in "${ASKED[@]}"; do
-    if [[ $part != all && ! " ${PARTS[*]} " =~ " $part " || $part == *" "* || -z $part ]]; then
+for part in "${ASKED[@]}"; do # a whole word of the list (an empty or spaced part is none)
+    if [[ $part == *" "* || " all ${PARTS[*]} " != *" $part "* ]]; then
         echo "gpu_run.sh: PARTS must be all or some of ${PARTS[*]} joined by commas, not '$part'" >&2
         exit 64
     fi
@@ -103,10 +103,17 @@ ddp_nccl() {
         keep_results "$CACHE/results-ci-ddp" results-ci-ddp
 }
 
+gpu_reproduce_into() { # NAME [OPTIONS]: the gpu profile's reproduce into CACHE/NAME, kept
+    local name=$1
+    shift
+    rm -rf "${CACHE:?}/$name"
+    PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre reproduce --profile gpu "$@" \
+        --out "$CACHE/$name" && keep_results "$CACHE/$name" "$name"
+}
+
 reproduce_gpu() {
-    rm -rf "$CACHE/gpu" "$CACHE/results-gpu" # renders, featurises and trains inside the timing
-    PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
-        --out "$CACHE/results-gpu" && keep_results "$CACHE/results-gpu" results-gpu
+    rm -rf "$CACHE/gpu" # renders, featurises and trains inside the timing
+    gpu_reproduce_into results-gpu
 }
 
 reproduce_gpu_side_by_side() {
@@ -114,10 +121,8 @@ reproduce_gpu_side_by_side() {
         echo "no features in $CACHE/gpu: building the data first (reproduce's data stage)"
         PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre data --profile gpu || return
     fi
-    rm -rf "$CACHE/gpu/models" "$CACHE/results-gpu-parallel" # every model trains again
-    PITCHTIMBRE_CACHE="$CACHE/gpu" "$PY" -m pitchtimbre reproduce --profile gpu \
-        --parallel 6 --out "$CACHE/results-gpu-parallel" &&
-        keep_results "$CACHE/results-gpu-parallel" results-gpu-parallel
+    rm -rf "$CACHE/gpu/models" # every model trains again
+    gpu_reproduce_into results-gpu-parallel --parallel 6
 }
 
 WHEELS=${GPU_RUN_WHEELS:-.whl}

@@ -31,8 +31,12 @@ print("\n".join(value) if isinstance(value, list) else value)
 PYEOF
 }
 
+runs_311() {  # runs_311 PYTHON: whether that interpreter runs, as Python 3.11 or newer
+  "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
+
 if [ -e "$VENV" ] || [ -L "$VENV" ]; then
-  if ! "$VPY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  if ! runs_311 "$VPY"; then
     # a venv whose creation broke off, a dangling link, or one made by an older Python
     echo "setup: $VENV does not run Python 3.11 or newer: creating it again"
     rm -rf "$VENV"
@@ -43,7 +47,7 @@ if [ -e "$VENV" ] || [ -L "$VENV" ]; then
   fi
 fi
 if [ ! -e "$VENV" ]; then
-  if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  if ! runs_311 "$PY"; then
     echo "setup: '$PY' is not Python 3.11 or newer (pyproject.toml's requires-python); run again with PYTHON=python3.11 (or newer)" >&2
     exit 1
   fi

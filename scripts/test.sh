@@ -2,8 +2,8 @@
 # The whole test suite, on the `ci` profile:
 #   set-up (packages from pyproject.toml; Debian's chromium for the browser check), lint,
 #   reproduce on `ci` (trains the models every chapter then loads from the cache),
-#   build the book (-W -n: no warnings; into .cache/ci/book/_build/html), unit tests and the browser check, every chapter
-#   executed by nbval, and the benchmarks at a small size.
+#   build the book (-W -n: no warnings; into .cache/ci/book/_build/html), unit tests and
+#   the browser check, every chapter executed by nbval, and the benchmarks at a small size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --browser

@@ -48,6 +48,15 @@ def import_file(path: Path, text: str, monkeypatch: pytest.MonkeyPatch | None = 
     return module
 
 
+def write_script(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (its folders made) as an executable: the stand-ins the
+    script tests put in place of python, apt-get or a project script."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
 _saved_env: dict[str, str | None] = {}
 
 

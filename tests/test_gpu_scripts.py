@@ -16,6 +16,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import write_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +54,7 @@ def gpu_run(
     """benchmarks/gpu_run.sh with a stub interpreter that prints what it was asked to run,
     counts ``gpus`` GPUs and fails gpu_checks.py; its cache in tmp_path/cache, no wheels
     unless tmp_path/wheels holds some."""
-    stub = tmp_path / "python"
-    stub.write_text(STUB)
-    stub.chmod(0o755)
+    stub = write_script(tmp_path / "python", STUB)
     return subprocess.run(
         ["bash", str(ROOT / "benchmarks/gpu_run.sh"), *args],
         env={

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import write_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -74,15 +74,13 @@ def run_setup(
     """scripts/setup.sh in a copy of the project (its script and pyproject.toml, with the
     line ``debian`` in place of its Debian table's when given), with a stand-in for python3
     whose venvs log the commands they are given."""
-    (tmp_path / "scripts").mkdir(exist_ok=True)
-    shutil.copy(ROOT / "scripts/setup.sh", tmp_path / "scripts/setup.sh")
+    write_script(tmp_path / "scripts/setup.sh", (ROOT / "scripts/setup.sh").read_text())
     text = (ROOT / "pyproject.toml").read_text()
     if debian is not None:
         text = re.sub(r"^debian = .*$", debian, text, flags=re.M)
     (tmp_path / "pyproject.toml").write_text(text)
-    for name, text in (("venv-python", VENV_PYTHON), ("python", python)):
-        (tmp_path / name).write_text(text)
-        (tmp_path / name).chmod(0o755)
+    write_script(tmp_path / "venv-python", VENV_PYTHON)
+    write_script(tmp_path / "python", python)
     run = subprocess.run(
         ["bash", str(tmp_path / "scripts/setup.sh"), *args],
         env={
@@ -113,9 +111,7 @@ def test_setup_makes_an_unusable_venv_again(tmp_path, venv_is):
     """A venv whose creation broke off (its python fails), a link to nothing, a file."""
     venv = tmp_path / ".venv"
     if venv_is == "a broken venv":
-        (venv / "bin").mkdir(parents=True)
-        (venv / "bin" / "python").write_text(TOO_OLD)
-        (venv / "bin" / "python").chmod(0o755)
+        write_script(venv / "bin" / "python", TOO_OLD)
     elif venv_is == "a dangling link":
         venv.symlink_to(tmp_path / "gone")
     else:
@@ -176,13 +172,8 @@ def test_setup_keeps_a_good_venv_whatever_python3_is(tmp_path):
 
 def test_setup_installs_the_debian_packages_whose_commands_are_missing(tmp_path):
     fake = tmp_path / "bin"  # apt-get and sudo that log what they are asked
-    fake.mkdir()
-    for name, text in (
-        ("apt-get", f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/apt\n'),
-        ("sudo", '#!/usr/bin/env bash\nexec "$@"\n'),
-    ):
-        (fake / name).write_text(text)
-        (fake / name).chmod(0o755)
+    write_script(fake / "apt-get", f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/apt\n')
+    write_script(fake / "sudo", '#!/usr/bin/env bash\nexec "$@"\n')
     debian = 'debian = { bash = "bash", no-such-tool = "no-such-tool-here" }'  # bash is here
     path = f"{fake}:{os.environ['PATH']}"
     run, _ = run_setup(tmp_path, "--browser", debian=debian, PATH=path)
@@ -211,17 +202,12 @@ def test_the_debian_table_names_each_packages_command():
 def run_main_job(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """scripts/reproduce.sh in a copy of the project whose set-up, book build and python
     only say what they were given."""
-    (tmp_path / "scripts").mkdir(exist_ok=True)
-    (tmp_path / ".venv/bin").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "scripts/reproduce.sh", tmp_path / "scripts/reproduce.sh")
-    stubs = {
-        "scripts/setup.sh": 'echo "setup"\n',
-        "scripts/build_book.sh": 'echo "book on ${PITCHTIMBRE_PROFILE:-its own}"\n',
-        ".venv/bin/python": '#!/usr/bin/env bash\necho "python $*"\n',
-    }
-    for name, text in stubs.items():
-        (tmp_path / name).write_text(text)
-        (tmp_path / name).chmod(0o755)
+    write_script(tmp_path / "scripts/reproduce.sh", (ROOT / "scripts/reproduce.sh").read_text())
+    write_script(tmp_path / "scripts/setup.sh", 'echo "setup"\n')
+    write_script(
+        tmp_path / "scripts/build_book.sh", 'echo "book on ${PITCHTIMBRE_PROFILE:-its own}"\n'
+    )
+    write_script(tmp_path / ".venv/bin/python", '#!/usr/bin/env bash\necho "python $*"\n')
     environment = {k: v for k, v in os.environ.items() if k != "PITCHTIMBRE_PROFILE"}
     return subprocess.run(
         ["bash", str(tmp_path / "scripts/reproduce.sh"), *args],
