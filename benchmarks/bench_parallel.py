@@ -55,14 +55,14 @@ def main() -> None:
         start = time.perf_counter()
         alone = [trained_model(c, dataset, progress=False, retrain=True) for c, _ in jobs]
         one_by_one = time.perf_counter() - start
-        weights = [r.model.state_dict() for r in alone]
+        weights = [{k: v.cpu() for k, v in r.model.state_dict().items()} for r in alone]
         start = time.perf_counter()
         paths = train_in_processes(jobs, dataset, args.models, retrain=True, progress=False)
         side_by_side = time.perf_counter() - start
         gap = max(
             float((w[k] - v).abs().max())
             for w, p in zip(weights, paths, strict=True)
-            for k, v in load_checkpoint(p).model.state_dict().items()
+            for k, v in load_checkpoint(p).model.state_dict().items()  # read onto the CPU
         )
 
     threads = torch.get_num_threads()

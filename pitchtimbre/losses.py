@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +98,18 @@ def get_distance(name: str) -> Distance:
     return DISTANCES[name]
 
 
+def full_precision(device_type: str) -> AbstractContextManager:
+    """A region where autocast is off on ``device_type``; nothing at all where torch has no
+    autocast for it (before 2.5, Apple's 'mps'), as then none can be on.
+
+    Chapter: 04_contrastive_loss
+    """
+    try:
+        return torch.autocast(device_type=device_type, enabled=False)
+    except RuntimeError:
+        return nullcontext()
+
+
 def mean_frame_distance(
     a: torch.Tensor, b: torch.Tensor, cfg: LossConfig, same_note: bool = False
 ) -> torch.Tensor:
@@ -109,7 +122,7 @@ def mean_frame_distance(
     # distances in float32 even inside a bf16 autocast region: small distances are what the
     # same-label terms pull towards zero, and bf16 rounds them away
     wide = torch.promote_types(a.dtype, torch.float32)  # float64 stays float64
-    with torch.autocast(device_type=a.device.type, enabled=False):
+    with full_precision(a.device.type):
         d = get_distance(cfg.distance)(a.to(wide), b.to(wide), cfg.distance_eps)
     if not same_note:
         return d.mean(dim=(1, 2))

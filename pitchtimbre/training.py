@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,18 @@ def uses_autocast(train: TrainConfig, device: torch.device) -> bool:
     Chapter: 05_training
     """
     return train.amp and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def training_precision(use_amp: bool, device: torch.device) -> AbstractContextManager:
+    """The region a training step's forward pass runs in: bf16 autocast on ``device`` when
+    ``use_amp`` (see :func:`uses_autocast`), else no autocast object at all (torch before
+    2.5 refuses to make one for Apple's 'mps' even switched off).
+
+    Chapter: 05_training
+    """
+    return (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_amp else nullcontext()
+    )
 
 
 def model_name(cfg: ExperimentConfig) -> str:
@@ -198,16 +211,12 @@ def model_key(
     )
 
 
-def _set_rng(gen: torch.Generator, state: torch.Tensor) -> None:
-    gen.set_state(state.cpu() if gen.device.type == "cpu" else state)
-
-
 class FeatureStore:
     """The training notes' features, where the training loop reads them.
 
     Resident on the training device when they fit (``train.features_on``: 'auto' keeps them
     there if they take under half of the free device memory), else streamed: kept in host
-    memory, each batch gathered into pinned memory and copied over asynchronously. The
+    memory, each batch gathered (on CUDA into pinned memory) and copied over asynchronously. The
     choice is logged. ``rows`` picks the training notes out of ``features`` without copying
     them on the CPU.
 
@@ -259,6 +268,8 @@ class FeatureStore:
         rows = self.rows[index.cpu()]
         if self.device.type == "cpu":
             return self.features[rows]
+        if self.device.type != "cuda":  # page-locked memory is CUDA's
+            return self.features[rows].to(self.device)
         return gather_pinned(self.features, rows).to(self.device, non_blocking=True)
 
 
@@ -353,7 +364,9 @@ def train_model(
     step, seconds = 0, 0.0
 
     if resume and ckpt_path.is_file():
-        state = read_checkpoint(ckpt_path, map_location=device)
+        # read onto the CPU: a generator's set_state takes a CPU byte tensor on every device
+        # (load_state_dict puts the weights and Adam's moments on the training device)
+        state = read_checkpoint(ckpt_path, map_location="cpu")
         theirs = ExperimentConfig.from_dict(json.loads(state["config"]))
         if training_settings(theirs) != training_settings(cfg):
             raise CheckpointError(
@@ -367,17 +380,25 @@ def train_model(
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         step, seconds = int(state["step"]), float(state["seconds"])
-        # the sampler handed out one batch a step, so `step` says where it is in its draw
-        sampler.load_state_dict(
-            {
-                "generator": state["sampler_rng"][rank].to(sampler.generator.device),
-                "position": step % cfg.pairs.draw_batches,
-            }
-        )
-        _set_rng(noise, state["noise_rng"][rank])
-        torch.set_rng_state(state["torch_rng"].cpu())
         history = json.loads(state["history"])
-        log.info("resuming %s from step %d", ckpt_path, step)
+        if step < cfg.train.steps:  # a finished model needs no random numbers
+            written_on = state.get("device_type", device.type)  # older files: unchecked
+            if written_on != device.type:
+                raise CheckpointError(
+                    f"{ckpt_path}: training stopped at step {step} on {written_on}, and its "
+                    f"random generators cannot continue on {device.type}; resume it with "
+                    f"train.device='{written_on}', or delete it (`--fresh`) to train from step 0"
+                )
+            # the sampler handed out one batch a step, so `step` says where it is in its draw
+            sampler.load_state_dict(
+                {
+                    "generator": state["sampler_rng"][rank],
+                    "position": step % cfg.pairs.draw_batches,
+                }
+            )
+            noise.set_state(state["noise_rng"][rank])
+            torch.set_rng_state(state["torch_rng"])
+            log.info("resuming %s from step %d", ckpt_path, step)
 
     def write(complete: bool) -> None:
         # every rank contributes its random generators (a collective call); rank 0 writes
@@ -396,6 +417,7 @@ def train_model(
             "complete": complete,
             "seconds": seconds,
             "world_size": world,
+            "device_type": device.type,  # the generators' states belong to this kind of device
             "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "optimizer": optimiser.state_dict(),
             "sampler_rng": [r[0] for r in rngs],
@@ -451,7 +473,7 @@ def train_model(
         while step < cfg.train.steps:
             batch = sampler.sample()
             x1, x2 = store.gather(batch.first), store.gather(batch.second)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with training_precision(use_amp, device):
                 terms = pair_loss(
                     net,  # type: ignore[arg-type]
                     x1,

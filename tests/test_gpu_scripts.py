@@ -251,6 +251,27 @@ def test_gpu_checks_dry_run_passes_and_a_changed_run_fails(gpu_checks, tmp_path,
     assert not ok and "largest relative loss gap" in detail
 
 
+def test_gpu_checks_resume_check_passes_and_notices_a_fresh_start(
+    gpu_checks, tmp_path, monkeypatch
+):
+    cfg = gpu_checks.profile_config("ci").with_overrides(
+        {"train.device": "cpu", "train.steps": 60, "train.log_every": 5}
+    )
+    ds = gpu_checks.synthetic_dataset(cfg, n_notes=300)
+    ok, detail = gpu_checks.check_resume(cfg, ds, tmp_path / "resumes")
+    assert ok and detail.startswith("resumed at step 40 (40 expected)"), detail
+    real_train = gpu_checks.train_model
+
+    def forgetful(cfg, ds, out, resume=True, **kwargs):  # loses the checkpoint before resuming
+        if resume:
+            (out / "checkpoint.pt").unlink()
+        return real_train(cfg, ds, out, resume=resume, **kwargs)
+
+    monkeypatch.setattr(gpu_checks, "train_model", forgetful)
+    ok, detail = gpu_checks.check_resume(cfg, ds, tmp_path / "starts-over")
+    assert not ok and detail.startswith("resumed at step 0 (40 expected)"), detail
+
+
 def test_gpu_checks_skips_the_autocast_check_without_bf16_units(gpu_checks, monkeypatch, tmp_path):
     """A T4 trains in float32 with train.amp on: the check says so instead of passing two
     float32 runs as an autocast check (and trains nothing)."""

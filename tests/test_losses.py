@@ -13,6 +13,7 @@ from pitchtimbre.losses import (
     DISTANCES,
     cosine_distance,
     euclidean,
+    full_precision,
     gaussian_nll,
     hinge_contrastive,
     kl_to_standard_normal,
@@ -161,6 +162,23 @@ def test_distances_stay_float32_under_bf16_autocast(distance, monkeypatch):
     assert mixed[0].dtype == torch.float32
     for e, m in zip(exact, mixed, strict=True):
         assert torch.allclose(e, m, rtol=1e-5, atol=1e-6)
+
+
+def test_full_precision_turns_autocast_off_where_torch_has_it(monkeypatch):
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        with full_precision("cpu"):
+            assert not torch.is_autocast_enabled("cpu")
+        assert torch.is_autocast_enabled("cpu")
+    real = torch.autocast
+
+    def before_2_5(device_type, *args, **kwargs):  # torch 2.1-2.4 had no autocast on mps
+        if device_type == "mps":
+            raise RuntimeError("User specified an unsupported autocast device_type 'mps'")
+        return real(device_type, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", before_2_5)
+    with full_precision("mps"):  # nothing to turn off, and no error
+        pass
 
 
 def test_boundedness_euclidean_vs_squared():

@@ -7,6 +7,7 @@ import json
 import linecache
 import os
 import signal
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -160,6 +161,44 @@ def test_resume_inside_a_draw_of_several_batches(toy_data, tmp_path):
     assert state["step"] == 20 and state["step"] % cfg.pairs.draw_batches == 2  # mid-draw
     resumed = train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
     assert_same_run(resumed, whole)
+
+
+def test_resume_reads_the_checkpoint_onto_the_cpu(toy_data, tmp_path, monkeypatch):
+    """A generator's set_state takes only a CPU byte tensor, on CUDA as well: a checkpoint
+    read onto the GPU (map_location=device) made every resume on a GPU fail. With no GPU
+    here, the test checks what is asked for: the CPU by name, not the training device."""
+    cfg, ds = toy_data
+    killed_during_step(cfg, ds, tmp_path / "split", 26)
+    places, real_read = [], training.read_checkpoint
+
+    def read(path, map_location="cpu"):
+        places.append(map_location)
+        return real_read(path, map_location=map_location)
+
+    monkeypatch.setattr(training, "read_checkpoint", read)
+    resumed = train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
+    assert places == ["cpu"] and resumed.history[-1]["step"] == cfg.train.steps
+
+
+def test_a_run_stopped_on_another_kind_of_device_is_named_not_resumed(toy_data, tmp_path):
+    cfg, ds = toy_data
+    killed_during_step(cfg, ds, tmp_path / "split", 26)
+    path = tmp_path / "split" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["device_type"] == "cpu"
+    torch.save({**state, "device_type": "cuda"}, path)  # as if stopped on a GPU
+    with pytest.raises(
+        CheckpointError,
+        match=r"split.checkpoint\.pt: training stopped at step 20 on cuda, .* cannot continue "
+        r"on cpu; resume it with train.device='cuda', or delete it",
+    ):
+        train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
+    # a finished model draws no random numbers: it loads wherever it was trained
+    whole = train_model(cfg, ds, tmp_path / "whole", progress=False)
+    state = torch.load(whole.checkpoint, weights_only=True)
+    torch.save({**state, "device_type": "cuda"}, whole.checkpoint)
+    again = train_model(cfg, ds, tmp_path / "whole", resume=True, progress=False)
+    assert_same_run(again, whole)
 
 
 @pytest.fixture
@@ -853,6 +892,29 @@ def test_streamed_batches_are_gathered_into_pinned_memory(monkeypatch):
     batch = training.gather_pinned(feats, rows)
     assert asked == [True]
     assert torch.equal(batch, feats[rows])
+
+
+def test_streamed_batches_pin_memory_only_on_cuda():
+    """Page-locked host memory is CUDA's; other devices (Apple's 'mps'; here 'meta', as no
+    GPU is at hand) get a plain gather and copy."""
+    feats = torch.randn(50, 8, 4)
+    store = training.FeatureStore(feats, torch.device("meta"), "host", rows=torch.arange(10, 50))
+    batch = store.gather(torch.tensor([0, 5, 5]))
+    assert not store.resident and batch.device.type == "meta" and batch.shape == (3, 8, 4)
+
+
+def test_training_without_autocast_makes_no_autocast_object(toy_data, tmp_path, monkeypatch):
+    """torch before 2.5 refuses torch.autocast(device_type='mps') even with enabled=False,
+    so a step without bf16 must not make one (simulated: every autocast refused)."""
+    cfg, ds = toy_data
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("User specified an unsupported autocast device_type")
+
+    monkeypatch.setattr(torch, "autocast", refused)
+    result = train_model(cfg.with_overrides({"train.steps": 5}), ds, tmp_path, progress=False)
+    assert result.history[-1]["step"] == 5
+    assert isinstance(training.training_precision(False, torch.device("mps")), nullcontext)
 
 
 def test_autocast_only_on_cuda_with_bf16_units_and_only_when_asked(monkeypatch):
