@@ -13,14 +13,26 @@ Chapter: 05_training
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from .errors import PitchTimbreError
+
+log = logging.getLogger(__name__)
+
+DATA_WAIT = timedelta(hours=12)
+"""How long :func:`main_first` lets the other processes wait for rank 0's block (rendering
+or reading and featurising the data). The process group's own timeout (NCCL's 10 minutes,
+gloo's 30) is shorter than NSynth's data stage; a crashed rank 0 still ends the wait at
+once, as torchrun then stops every process."""
+
+_wait_group: dist.ProcessGroup | None = None
 
 
 def launched_by_torchrun() -> bool:
@@ -78,12 +90,19 @@ def is_main() -> bool:
 
 
 def local_device(device: torch.device) -> torch.device:
-    """On CUDA under torchrun, this process's own GPU; otherwise ``device`` unchanged.
+    """On CUDA under torchrun, this process's own GPU; under torchrun on another accelerator
+    (Apple's 'mps'), the CPU, as gloo exchanges only CPU and CUDA tensors; otherwise
+    ``device`` unchanged.
 
     Chapter: 05_training
     """
-    if device.type == "cuda" and active():
+    if not active():
+        return device
+    if device.type == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type != "cpu":
+        log.warning("under torchrun the processes train on the CPU, not %s (gloo)", device.type)
+        return torch.device("cpu")
     return device
 
 
@@ -118,6 +137,7 @@ def main_first() -> Iterator[None]:
     if not active():
         yield
         return
+    _join_wait_group()
     if is_main():
         try:
             yield
@@ -132,11 +152,18 @@ def main_first() -> Iterator[None]:
     yield
 
 
+def _join_wait_group() -> None:
+    """Every process joins (once) a gloo group whose collectives wait up to ``DATA_WAIT``."""
+    global _wait_group
+    if _wait_group is None:
+        _wait_group = dist.new_group(backend="gloo", timeout=DATA_WAIT)
+
+
 def _tell_others(failure: str | None) -> str | None:
-    """Rank 0's outcome (None = success), broadcast to every process; the others pass None
-    and get rank 0's."""
+    """Rank 0's outcome (None = success), broadcast to every process over the waiting
+    group; the others pass None and get rank 0's."""
     box = [failure]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_wait_group)
     return box[0]
 
 

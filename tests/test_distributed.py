@@ -148,3 +148,39 @@ def test_a_failure_on_rank_0_stops_the_others_instead_of_hanging(tmp_path):
     proc = torchrun(str(script), succeed=False)  # without the broadcast rank 1 waits until killed
     assert "rank 0 failed, so rank 1 stops too: DataError: examples.json: missing" in proc.stderr
     assert "went on" not in proc.stdout
+
+
+SLOW_FIRST = textwrap.dedent(
+    """
+    import time
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    from pitchtimbre import distributed
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=3))  # as NCCL's, only shorter
+    with distributed.main_first():
+        if distributed.is_main():
+            time.sleep(8)  # a data stage longer than the group's timeout
+    print("rank", distributed.rank(), "went on")
+    """
+)
+
+
+def test_the_others_wait_for_a_data_stage_longer_than_the_groups_timeout(tmp_path):
+    script = tmp_path / "slow_first.py"
+    script.write_text(SLOW_FIRST)
+    proc = torchrun(str(script))
+    assert sorted(proc.stdout.split("\n")[:-1]) == ["rank 0 went on", "rank 1 went on"]
+
+
+def test_torchrun_on_an_accelerator_gloo_cannot_serve_trains_on_the_cpu(monkeypatch, caplog):
+    from pitchtimbre import distributed
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with caplog.at_level("WARNING", logger="pitchtimbre.distributed"):
+        assert distributed.local_device(torch.device("mps")) == torch.device("cpu")
+    assert "train on the CPU, not mps" in caplog.text
+    assert distributed.local_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert distributed.local_device(torch.device("cpu")) == torch.device("cpu")
