@@ -53,6 +53,30 @@ def cpu_kernels() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+_processes_per_device = 1
+
+
+def share_device(processes: int) -> None:
+    """Say that ``processes`` processes, this one included, train on this process's device
+    at once (each worker of :mod:`pitchtimbre.parallel` says so when it starts).
+
+    Chapter: 05_training
+    """
+    global _processes_per_device
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes: must be an int >= 1, got {processes!r}")
+    _processes_per_device = processes
+
+
+def processes_per_device() -> int:
+    """How many processes train on this process's device at once (1 unless
+    :func:`share_device` said otherwise): each may take that share of its free memory.
+
+    Chapter: 05_training
+    """
+    return _processes_per_device
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA if available, then Apple MPS, then CPU; otherwise the named device, once
     this torch can use it (``train.device``: a CPU-only torch refuses 'cuda' here, in one

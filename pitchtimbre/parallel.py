@@ -37,6 +37,7 @@ from .data.dataset import NoteDataset
 from .errors import CheckpointError, PitchTimbreError, TrainingInterrupted, WorkerCrashed
 from .interrupts import leave_announcing_to_caller, restore_handler
 from .losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES, ContrastiveLoss
+from .machine import share_device
 from .training import model_dir, model_name, trained_model, trainer_code
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,11 @@ def _stop_asked(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
 
-def _receive_dataset(dataset: NoteDataset, threads: int, parent: int, pids: str) -> None:
-    """A worker's start: keep the notes, take its share of the CPU threads, end with the
+def _receive_dataset(
+    dataset: NoteDataset, threads: int, processes: int, parent: int, pids: str
+) -> None:
+    """A worker's start: keep the notes, take its share of the CPU threads (and of the GPU's
+    free memory: ``processes`` train side by side, :func:`share_device`), end with the
     caller (:func:`exit_with_parent`) and take Ctrl-C from the caller alone. A Ctrl-C in a
     terminal reaches every process of the terminal's foreground group; a worker leaves it
     (a session of its own) and writes its process id into the folder ``pids``, so that the
@@ -118,6 +122,7 @@ def _receive_dataset(dataset: NoteDataset, threads: int, parent: int, pids: str)
     global _dataset
     _dataset = dataset
     torch.set_num_threads(threads)
+    share_device(processes)
     if hasattr(os, "setsid"):
         os.setsid()
     signal.signal(signal.SIGINT, _stop_asked)
@@ -313,7 +318,7 @@ def train_in_processes(
         executor = ProcessPoolExecutor(
             max_workers=processes,
             initializer=_receive_dataset,
-            initargs=(dataset, threads, os.getpid(), str(pids)),
+            initargs=(dataset, threads, processes, os.getpid(), str(pids)),
         )
     except BaseException:
         shutil.rmtree(pids, ignore_errors=True)

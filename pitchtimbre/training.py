@@ -47,7 +47,7 @@ from .data.pairs import PairSampler
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .interrupts import defer_ctrl_c
 from .losses import BUILTIN_CONTRASTIVE_LOSSES, ContrastiveLoss, get_contrastive, pair_loss
-from .machine import pick_device
+from .machine import pick_device, processes_per_device
 from .model import PitchTimbreVAE
 
 log = logging.getLogger(__name__)
@@ -211,11 +211,28 @@ def model_key(
     )
 
 
+def keeps_resident(need: int, device: torch.device, where: str) -> tuple[bool, int | None]:
+    """Whether training features of ``need`` bytes live on ``device`` (``train.features_on``
+    ``where``; see :class:`FeatureStore`), and the free device memory that 'auto' weighed
+    them against: on CUDA, this process's share of it, as processes training side by side
+    each see all of it (:func:`~pitchtimbre.machine.processes_per_device`); else None.
+
+    Chapter: 05_training
+    """
+    free = None
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0] // processes_per_device()
+    if device.type == "cpu" and where == "auto":
+        return True, free  # host memory is where they already are
+    return where == "device" or (where == "auto" and (free is None or need < 0.5 * free)), free
+
+
 class FeatureStore:
     """The training notes' features, where the training loop reads them.
 
     Resident on the training device when they fit (``train.features_on``: 'auto' keeps them
-    there if they take under half of the free device memory), else streamed: kept in host
+    there if they take under half of this process's share of the free device memory,
+    :func:`keeps_resident`), else streamed: kept in host
     memory, each batch gathered (on CUDA into pinned memory) and copied over asynchronously. The
     choice is logged. ``rows`` picks the training notes out of ``features`` without copying
     them on the CPU.
@@ -233,13 +250,7 @@ class FeatureStore:
         self.device = device
         rows = torch.arange(len(features)) if rows is None else rows.cpu()
         need = len(rows) * features[0].numel() * features.element_size()
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-        if device.type == "cpu" and where == "auto":
-            resident = True  # host memory is where they already are
-        else:
-            resident = where == "device" or (
-                where == "auto" and (free is None or need < 0.5 * free)
-            )
+        resident, free = keeps_resident(need, device, where)
         self.resident = resident
         if resident and device.type == "cpu":
             self.features, self.rows = features, rows  # a view through ``rows``, no copy
@@ -251,7 +262,7 @@ class FeatureStore:
             self.features, self.rows = features, rows
         where_to = f"resident on {device}" if resident else f"streamed to {device} from host memory"
         log.info(
-            "training features %s (%.1f MB; %s MB free on the device)",
+            "training features %s (%.1f MB; %s MB free on the device for this process)",
             where_to,
             need / 1e6,
             "?" if free is None else f"{free / 1e6:.0f}",

@@ -212,6 +212,32 @@ def test_a_registered_loss_reaches_the_workers(toy_folder, tmp_path, monkeypatch
         assert torch.equal(weight, models[1].model.state_dict()[name]), name
 
 
+def test_each_worker_knows_how_many_processes_share_its_device(
+    toy_folder, tmp_path, monkeypatch, one_thread
+):
+    """So that each counts on its share of a GPU's free memory (FeatureStore)."""
+    namespace: dict = {"seen": str(tmp_path / "seen")}
+    exec(
+        "import os\n"
+        "from pitchtimbre.machine import processes_per_device\n"
+        "def recording(z1, z2, same, cfg):\n"
+        "    with open(os.path.join(seen, str(os.getpid())), 'w') as fh:\n"
+        "        fh.write(str(processes_per_device()))\n"
+        "    return (z1 - z2).abs().mean()\n",
+        namespace,
+    )
+    (tmp_path / "seen").mkdir()
+    monkeypatch.setitem(CONTRASTIVE_LOSSES, "recording", namespace["recording"])
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = experiment(str(toy_folder), 2).with_overrides({"loss.contrastive": "recording"})
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    jobs = {s: (cfg.with_overrides({"train.seed": s}), None) for s in (0, 1)}
+    _, processes = trained_models(jobs, ds, progress=False)
+    seen = {f.name: f.read_text() for f in (tmp_path / "seen").iterdir()}
+    assert processes == 2 and str(os.getpid()) not in seen
+    assert set(seen.values()) == {"2"} and len(seen) >= 1
+
+
 def test_a_worker_loads_each_shared_loss_on_its_own(monkeypatch, caplog):
     """A registered loss the worker cannot unpickle is left out, named in a warning; the
     others are registered."""

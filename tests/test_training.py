@@ -879,6 +879,26 @@ def test_feature_store_decides_by_free_memory(monkeypatch):
     assert not training.FeatureStore(feats, torch.device("cuda"), "auto").resident
 
 
+def test_processes_sharing_a_gpu_each_count_on_their_share_of_its_memory(monkeypatch):
+    """Workers training side by side each see the same free memory: with 2 of them, features
+    that fit in half of it but not in a quarter are streamed (simulated: no GPU here)."""
+    from pitchtimbre import machine
+
+    feats = torch.zeros(100, 80, 32)
+    need = feats.numel() * 4
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * need, 10**12))
+    monkeypatch.setattr(machine, "_processes_per_device", 1)
+    cuda = torch.device("cuda")
+    assert training.keeps_resident(need, cuda, "auto") == (True, 3 * need)
+    machine.share_device(2)
+    assert machine.processes_per_device() == 2
+    assert training.keeps_resident(need, cuda, "auto") == (False, 3 * need // 2)
+    assert not training.FeatureStore(feats, cuda, "auto").resident
+    assert training.keeps_resident(need, cuda, "device")[0]  # asked for: kept there
+    with pytest.raises(ValueError, match="processes: must be an int >= 1, got 0"):
+        machine.share_device(0)
+
+
 def test_streamed_batches_are_gathered_into_pinned_memory(monkeypatch):
     feats = torch.randn(50, 8, 4)
     rows = torch.tensor([7, 3, 3, 41])
