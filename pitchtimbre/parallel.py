@@ -38,7 +38,7 @@ from .errors import CheckpointError, PitchTimbreError, TrainingInterrupted, Work
 from .interrupts import leave_announcing_to_caller, restore_handler
 from .losses import BUILTIN_CONTRASTIVE_LOSSES, CONTRASTIVE_LOSSES, ContrastiveLoss
 from .machine import share_device
-from .training import model_dir, model_name, trained_model, trainer_code
+from .training import model_dir, run_label, trained_model, trainer_code
 
 log = logging.getLogger(__name__)
 
@@ -355,12 +355,12 @@ def train_in_processes(
             bars = [
                 tqdm(
                     total=cfg.train.steps,
-                    desc=f"train {model_name(cfg)} (seed {cfg.train.seed}, {processes} at a time)",
+                    desc=f"train {run_label(cfg, fn, f'{processes} at a time')}",
                     unit="step",
                     position=i,
                     disable=not progress,
                 )
-                for i, (cfg, _) in enumerate(jobs)
+                for i, (cfg, fn) in enumerate(jobs)
             ]
             started = [False] * len(jobs)
             running = set(futures)

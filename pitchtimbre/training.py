@@ -87,6 +87,22 @@ def model_name(cfg: ExperimentConfig) -> str:
     return "vanilla" if cfg.loss.is_vanilla else "proposed"
 
 
+def run_label(cfg: ExperimentConfig, fn: ContrastiveLoss | None = None, *extra: str) -> str:
+    """How a progress bar names a training run: "proposed (seed 0)", with the contrastive
+    loss where it is not the poster's ("proposed (seed 0, loss hinge)": a built-in loss's
+    registered name, else the function's name) and ``extra``.
+
+    Chapter: 05_training
+    """
+    loss = cfg.loss.contrastive
+    if fn is not None:
+        builtin = (name for name, f in BUILTIN_CONTRASTIVE_LOSSES.items() if f is fn)
+        loss = next(builtin, getattr(fn, "__name__", type(fn).__name__))
+    loss = None if cfg.loss.is_vanilla else loss.lstrip("_")
+    parts = [f"seed {cfg.train.seed}", *([f"loss {loss}"] if loss not in (None, "paper") else [])]
+    return f"{model_name(cfg)} ({', '.join([*parts, *extra])})"
+
+
 def contrastive_identity(fn: ContrastiveLoss | None, cfg: ExperimentConfig) -> str:
     """What the cache key records of the contrastive loss: a built-in loss's name; for a
     custom function, passed as ``fn`` or registered under ``LossConfig.contrastive`` with
@@ -472,7 +488,7 @@ def train_model(
     bar = tqdm(
         total=cfg.train.steps,
         initial=step,
-        desc=f"train {model_name(cfg)} (seed {seed})",
+        desc=f"train {run_label(cfg, contrastive_fn)}",
         unit="step",
         disable=not (progress and main),
     )

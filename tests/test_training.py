@@ -163,6 +163,27 @@ def test_resume_inside_a_draw_of_several_batches(toy_data, tmp_path):
     assert_same_run(resumed, whole)
 
 
+def test_a_run_is_labelled_with_its_model_seed_and_any_other_loss():
+    cfg = ExperimentConfig().with_overrides({"train.seed": 3})
+    assert training.run_label(cfg) == "proposed (seed 3)"
+    assert training.run_label(cfg, BUILTIN_CONTRASTIVE_LOSSES["hinge"]) == (
+        "proposed (seed 3, loss hinge)"
+    )
+
+    def _cosine(z1, z2, same, cfg):  # a student's or a solution's function: its name
+        return (z1 - z2).abs().mean()
+
+    assert training.run_label(cfg, _cosine, "2 at a time") == (
+        "proposed (seed 3, loss cosine, 2 at a time)"
+    )
+    assert training.run_label(cfg, functools.partial(_cosine)) == "proposed (seed 3, loss partial)"
+    assert training.run_label(cfg.with_overrides({"loss.contrastive": "hinge"})) == (
+        "proposed (seed 3, loss hinge)"
+    )
+    vanilla = cfg.with_overrides({"loss.lambda_pitch": 0.0, "loss.lambda_timbre": 0.0})
+    assert training.run_label(vanilla, _cosine) == "vanilla (seed 3)"
+
+
 def test_resume_reads_the_checkpoint_onto_the_cpu(toy_data, tmp_path, monkeypatch):
     """A generator's set_state takes only a CPU byte tensor, on CUDA as well: a checkpoint
     read onto the GPU (map_location=device) made every resume on a GPU fail. With no GPU
