@@ -200,7 +200,7 @@ def _by_instrument_markdown(
     lines = ["| instrument | " + " | ".join(per) + " |", "|---" * (len(per) + 1) + "|"]
     for i in order[:worst]:
         cells = " | ".join(cell(p[i]) for p in per.values())
-        lines.append(f"| {held.instrument_names[i]} | {cells} |")
+        lines.append(f"| {held.instrument_label(i)} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -208,8 +208,8 @@ def instrument_probe_table(
     notes: dict[str, torch.Tensor], held: NoteDataset, k: int, worst: int | None = None
 ) -> str:
     """Markdown: the instrument probe of several note spaces (name -> [N, D], e.g. the input
-    and each model's timbre space), one row per held-out instrument, each cell "accuracy
-    (most often named instead)". Rows go from the lowest mean accuracy up; ``worst`` keeps
+    and each model's timbre space), one row per held-out instrument (its preset's name, where
+    known, and its instrument name), each cell "accuracy (most often named instead)". Rows go from the lowest mean accuracy up; ``worst`` keeps
     only that many.
 
     Chapter: 07_results
@@ -223,7 +223,9 @@ def instrument_probe_table(
 
     def cell(result: tuple[float, int | None]) -> str:
         acc, instead = result
-        return f"{acc:.2f}" + ("" if instead is None else f" ({held.instrument_names[instead]})")
+        return f"{acc:.2f}" + (
+            "" if instead is None else f" ({held.instrument_label(instead, True)})"
+        )
 
     return _by_instrument_markdown(per, held, order, cell, worst)
 

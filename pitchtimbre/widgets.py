@@ -63,8 +63,9 @@ class LatentExplorer:
         self._latents = {name: encode_means(m, notes.features) for name, m in models.items()}
 
     def label(self, i: int) -> str:
-        """'instrument, MIDI pitch, velocity' of note ``i``."""
-        inst = self.notes.instrument_names[int(self.notes.instrument[i])]
+        """'instrument, MIDI pitch, velocity' of note ``i`` (the instrument by its preset's
+        name where known, :meth:`~pitchtimbre.data.NoteDataset.instrument_label`)."""
+        inst = self.notes.instrument_label(int(self.notes.instrument[i]))
         return f"{inst}, MIDI {int(self.notes.pitch[i])}, velocity {int(self.notes.velocity[i])}"
 
     def pick(self, family: str, pitch: int) -> int:

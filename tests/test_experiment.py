@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import torch
 from conftest import instruments_on_a_line, write_nsynth_folder
 
 from pitchtimbre.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from pitchtimbre.data import load_dataset
+from pitchtimbre.data import NoteDataset, load_dataset
 from pitchtimbre.errors import DataError
 from pitchtimbre.experiment import (
     aggregate,
@@ -266,8 +267,16 @@ def test_fresh_retrains_instead_of_loading(reproduced):
 
 
 def held_out(pitch, inst) -> SimpleNamespace:
-    """What the per-instrument tables read of a NoteDataset, for three instruments."""
-    return SimpleNamespace(pitch=pitch, instrument=inst, instrument_names=["oboe", "horn", "tuba"])
+    """What the per-instrument tables read of a NoteDataset, for three instruments, two of
+    them with a preset name (as a SoundFont render has) and one without (as NSynth)."""
+    held = SimpleNamespace(
+        pitch=pitch,
+        instrument=inst,
+        instrument_names=["oboe", "horn", "tuba"],
+        preset_names={"horn": "French Horn", "tuba": "Tuba"},
+    )
+    held.instrument_label = functools.partial(NoteDataset.instrument_label, held)
+    return held
 
 
 def test_instrument_probe_table_lists_the_worst_instruments_first():
@@ -277,8 +286,8 @@ def test_instrument_probe_table_lists_the_worst_instruments_first():
     lines = instrument_probe_table({"input X": x, "apart": apart}, held, k=1).splitlines()
     assert lines[:2] == ["| instrument | input X | apart |", "|---|---|---|"]
     assert lines[2:] == [
-        "| horn | 0.33 (tuba) | 1.00 |",
-        "| tuba | 0.33 (horn) | 1.00 |",
+        "| French Horn (horn) | 0.33 (Tuba) | 1.00 |",
+        "| Tuba (tuba) | 0.33 (French Horn) | 1.00 |",
         "| oboe | 1.00 | 1.00 |",
     ]
     assert len(instrument_probe_table({"input X": x}, held, k=1, worst=2).splitlines()) == 4
@@ -293,8 +302,8 @@ def test_pitch_leak_table_lists_the_most_leaking_instruments_first():
     assert lines == [
         "| instrument | pitch only | x |",
         "|---|---|---|",
-        "| horn | 1.00 (0.0) | 1.00 (0.0) |",
-        "| tuba | 1.00 (0.0) | 1.00 (0.0) |",
+        "| French Horn (horn) | 1.00 (0.0) | 1.00 (0.0) |",
+        "| Tuba (tuba) | 1.00 (0.0) | 1.00 (0.0) |",
         "| oboe | 1.00 (0.0) | 0.33 (1.0) |",
     ]
     by_first = pitch_leak_table(spaces, held, k=1, sort_by="pitch only", worst=1).splitlines()
@@ -313,6 +322,6 @@ def test_pitch_leak_table_breaks_ties_by_the_smaller_error():
     inst = torch.arange(3).repeat_interleave(3)
     assert pitch_leak_table({"x": x}, held_out(pitch, inst), k=1).splitlines()[2:] == [
         "| oboe | 0.67 (0.7) |",
-        "| tuba | 0.33 (1.0) |",
-        "| horn | 0.33 (1.3) |",
+        "| Tuba (tuba) | 0.33 (1.0) |",
+        "| French Horn (horn) | 0.33 (1.3) |",
     ]

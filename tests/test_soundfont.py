@@ -197,6 +197,21 @@ def test_render_writes_nsynth_layout(small_render, small_render_config):
     assert summary.requested == len(small_render_config.programs) * 10
 
 
+def test_a_rendered_source_names_its_instruments_by_their_presets(small_render):
+    from pitchtimbre.config import DataConfig, FeatureConfig
+    from pitchtimbre.data import load_dataset
+
+    ds = load_dataset(
+        DataConfig(source=str(small_render), heldout_per_family=1), FeatureConfig(), progress=False
+    )
+    presets = RenderSummary.load(small_render).instruments
+    assert ds.preset_names == {n: presets[n] for n in ds.instrument_names}
+    i = ds.instrument_names.index(next(n for n in ds.instrument_names if n.endswith("_000")))
+    assert ds.instrument_label(i) == "Piano 1 (piano_timgm6mb_000)"
+    assert ds.instrument_label(i, short=True) == presets[ds.instrument_names[i]]
+    assert ds.heldout().preset_names == ds.preset_names
+
+
 def test_render_is_byte_deterministic(tmp_path, small_render):
     cfg = RenderConfig(programs=(0, 24), pitch_range=(60, 61), velocities=(80,))
     render_soundfont(cfg, tmp_path / "again", progress=False)

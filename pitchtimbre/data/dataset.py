@@ -88,9 +88,24 @@ class NoteDataset:
     """A hash of what a model trained on this data sees: the features' checksums, the notes
     kept with their labels and split, and the normalisation (not file names or times). Part
     of a trained model's cache key."""
+    preset_names: dict[str, str] = field(default_factory=dict)
+    """instrument name -> the SoundFont preset's own name ('Harmonica'), for rendered
+    sources (empty for NSynth, whose instrument names are all it has)."""
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def instrument_label(self, index: int, short: bool = False) -> str:
+        """Instrument ``index`` as a reader knows it: 'Harmonica (reed_timgm6mb_022)', or with
+        ``short`` just 'Harmonica'; the instrument name alone where no preset name is known.
+
+        Chapter: 07_results
+        """
+        name = self.instrument_names[index]
+        preset = self.preset_names.get(name)
+        if preset is None:
+            return name
+        return preset if short else f"{preset} ({name})"
 
     def subset(self, mask: torch.Tensor) -> NoteDataset:
         """The notes where ``mask`` is True (labels keep their global indices)."""
@@ -109,6 +124,7 @@ class NoteDataset:
             std=self.std,
             summary=self.summary,
             fingerprint=self.fingerprint,
+            preset_names=self.preset_names,
         )
 
     def train(self) -> NoteDataset:
@@ -200,10 +216,13 @@ def load_dataset(
     records: list[NoteRecord] = []
     split_of: list[str] = []
     feats_parts, peak_parts, cache_paths, checksums = [], [], [], []
+    preset_names: dict[str, str] = {}
     for part, folder in folders.items():
         summary_file = folder / SUMMARY_FILE
         if summary_file.is_file():
-            excluded.update(RenderSummary.load(folder).excluded)
+            rendered = RenderSummary.load(folder)
+            excluded.update(rendered.excluded)
+            preset_names.update(rendered.instruments)
         recs = filter_notes(
             read_examples(folder, check_audio=False),
             pitch_range=data.pitch_range,
@@ -317,4 +336,5 @@ def load_dataset(
         std=std,
         summary=summary,
         fingerprint=fingerprint,
+        preset_names={n: preset_names[n] for n in instrument_names if n in preset_names},
     )
