@@ -520,6 +520,11 @@ class ModelConfig(_Config):
     head_kernel_size: int = 1
     """Kernel of each network's last convolution: 1 = a per-frame linear read-out (our
     choice: ~0.39 M parameters in all at the defaults, near the reference's ~0.37 M)."""
+    leaky_slope: float = 0.2
+    """Slope of the LeakyReLU between convolutions for inputs below 0 (0 would be a ReLU)."""
+    logvar_range: tuple[float, float] = (-12.0, 8.0)
+    """The encoders' log-variances are clipped to this range, so that a variance
+    exp(log s^2) can neither vanish (e^-12, a std of 0.0025) nor overflow."""
     sigma: float | None = 0.3
     """Std of the Gaussian likelihood p(x_t | z^p_t, z^t_t), fixed; None learns one scalar.
     0.3 is about where a learned sigma settles on the normalised CQT (0.28-0.29 after 3,000
@@ -541,6 +546,21 @@ class ModelConfig(_Config):
         for name in ("kernel_size", "head_kernel_size"):
             k = getattr(self, name)
             _check(self, name, _is_int(k) and k >= 1 and k % 2 == 1, "an odd int >= 1")
+        _check(
+            self,
+            "leaky_slope",
+            _is_num(self.leaky_slope) and 0 <= self.leaky_slope < 1,
+            "a number in [0, 1)",
+        )
+        _check(
+            self,
+            "logvar_range",
+            isinstance(self.logvar_range, tuple)
+            and len(self.logvar_range) == 2
+            and all(_is_num(v) and math.isfinite(v) for v in self.logvar_range)
+            and self.logvar_range[0] < self.logvar_range[1],
+            "a tuple (low, high) of finite numbers, low < high",
+        )
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,16 @@ from .config import ModelConfig
 
 
 def conv_stack(
-    in_ch: int, hidden: int, out_ch: int, layers: int, kernel: int, head_kernel: int = 1
+    in_ch: int,
+    hidden: int,
+    out_ch: int,
+    layers: int,
+    kernel: int,
+    head_kernel: int = 1,
+    slope: float = 0.2,
 ) -> nn.Sequential:
-    """``layers`` 1-D convolutions (same length in and out), LeakyReLU between them; the
-    last one has kernel ``head_kernel``.
+    """``layers`` 1-D convolutions (same length in and out), LeakyReLU of ``slope`` between
+    them; the last one has kernel ``head_kernel``.
 
     Chapter: 03_generative_model
     """
@@ -34,7 +40,7 @@ def conv_stack(
         k = head_kernel if i == layers - 1 else kernel
         mods.append(nn.Conv1d(chans[i], chans[i + 1], k, padding=k // 2))
         if i < layers - 1:
-            mods.append(nn.LeakyReLU(0.2))
+            mods.append(nn.LeakyReLU(slope))
     return nn.Sequential(*mods)
 
 
@@ -47,14 +53,21 @@ class FrameEncoder(nn.Module):
     def __init__(self, n_bins: int, latent: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.latent = latent
+        self.logvar_range = cfg.logvar_range
         self.net = conv_stack(
-            n_bins, cfg.hidden, 2 * latent, cfg.layers, cfg.kernel_size, cfg.head_kernel_size
+            n_bins,
+            cfg.hidden,
+            2 * latent,
+            cfg.layers,
+            cfg.kernel_size,
+            cfg.head_kernel_size,
+            cfg.leaky_slope,
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net(x).transpose(1, 2)  # [B, T, 2D]
         mean, logvar = h.split(self.latent, dim=-1)
-        return mean, logvar.clamp(-12.0, 8.0)
+        return mean, logvar.clamp(*self.logvar_range)
 
 
 class FrameDecoder(nn.Module):
@@ -72,6 +85,7 @@ class FrameDecoder(nn.Module):
             cfg.layers,
             cfg.kernel_size,
             cfg.head_kernel_size,
+            cfg.leaky_slope,
         )
 
     def forward(self, z_pitch: torch.Tensor, z_timbre: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,9 @@ from pitchtimbre.errors import ConfigError
         (lambda: LossConfig(lambda_pitch=-1), "LossConfig.lambda_pitch"),
         (lambda: TrainConfig(device="tpu"), "TrainConfig.device"),
         (lambda: TrainConfig(steps=0), "TrainConfig.steps"),
+        (lambda: ModelConfig(leaky_slope=1.0), "ModelConfig.leaky_slope"),
+        (lambda: ModelConfig(logvar_range=(8.0, -12.0)), "ModelConfig.logvar_range"),
+        (lambda: ModelConfig(logvar_range=(-12.0, float("inf"))), "ModelConfig.logvar_range"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(factory, field):

@@ -29,6 +29,18 @@ def toy_data(toy_folder):
     return cfg, load_dataset(cfg.data, cfg.features, progress=False)
 
 
+def test_the_activation_slope_and_the_log_variance_clip_are_settings():
+    cfg = ModelConfig(hidden=8, layers=2, kernel_size=3, leaky_slope=0.0, logvar_range=(-1.0, 0.5))
+    model = PitchTimbreVAE(20, cfg)
+    slopes = [m.negative_slope for m in model.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(slopes) == 3 and set(slopes) == {0.0}  # one per network of two convolutions
+    x = torch.randn(2, 20, 6)
+    for bias, edge in ((100.0, 0.5), (-100.0, -1.0)):  # log-variances far outside the range
+        with torch.no_grad():
+            model.pitch_encoder.net[-1].bias.fill_(bias)
+        assert torch.all(model.encode(x).pitch_logvar == edge)
+
+
 def test_model_shapes_and_independent_encoders():
     model = PitchTimbreVAE(80, ModelConfig(hidden=32))
     x = torch.randn(3, 80, 32)
