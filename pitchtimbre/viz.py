@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .cache import atomic_path
@@ -27,6 +28,16 @@ TERM_LABELS = {
     "contrastive_timbre": "contrastive timbre $L_c^t$",
     "sigma": "likelihood σ",
 }
+TERM_UNITS = {
+    "recon": "nats per frame",
+    "kl_pitch": "nats per frame",
+    "kl_timbre": "nats per frame",
+    "contrastive_pitch": "latent distance",
+    "contrastive_timbre": "latent distance",
+    "sigma": "normalised log magnitude",
+}
+"""Each logged term's unit: the ELBO's terms per frame (summed over frequency or latent
+dimensions, both notes of a pair), the contrastive terms in the latents' own distance."""
 
 
 def save_figure(fig: Figure, path: Path | str, dpi: int = 120) -> Path:
@@ -92,6 +103,7 @@ def plot_loss_curves(
             title += "\n(the first steps run off the axis)"
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
+        ax.set_ylabel(TERM_UNITS.get(term, ""), fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(terms) :]:
         ax.axis("off")
@@ -270,8 +282,11 @@ def plot_latent_spaces(
                     f"{space}, coloured by {label_name}\n(one colour per {label_name}, {n_levels} in all)",
                     fontsize=9,
                 )
-            ax.set_xticks([])
+            ax.set_xticks([])  # the projection's scale means nothing
             ax.set_yticks([])
+            axis = {"pca": "PC", "umap": "UMAP"}[method]
+            ax.set_xlabel(f"{axis} 1", fontsize=8)
+            ax.set_ylabel(f"{axis} 2", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -354,6 +369,35 @@ def frequency_axis(feature_config: FeatureConfig, n_bins: int) -> tuple[float, f
     return low, high, "CQT bin (MIDI)"
 
 
+FEATURE_COLOUR_LABEL = "log magnitude (normalised)"
+"""The colour bar's label of every plot of the model's features: log magnitude less the
+training notes' mean, over their std (:class:`~pitchtimbre.data.NoteDataset`)."""
+
+
+def draw_features(
+    fig: Figure, axes: Sequence[Axes], specs: Sequence[np.ndarray], feature_config: FeatureConfig
+) -> None:
+    """Draw notes' features [F, T] into ``axes``, one each, on one colour scale with one
+    colour bar for all: frames across, the :func:`frequency_axis` up.
+
+    Chapter: 02_data
+    """
+    axes = list(axes)
+    low, high, _ = frequency_axis(feature_config, specs[0].shape[0])
+    vmin, vmax = min(float(s.min()) for s in specs), max(float(s.max()) for s in specs)
+    for ax, spec in zip(axes, specs, strict=True):
+        image = ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            extent=(0, spec.shape[1], low, high),
+            vmin=vmin,
+            vmax=vmax,
+        )
+    fig.colorbar(image, ax=axes, label=FEATURE_COLOUR_LABEL, shrink=0.8)
+
+
 def plot_pair_examples(
     features: torch.Tensor,
     batch,
@@ -363,8 +407,7 @@ def plot_pair_examples(
 ) -> Figure:
     """Up to ``per_kind`` example pairs of each kind in the batch (a kind it lacks, with a
     proportion of 0, is left out), side by side, with the two flags the model sees. Each
-    panel is a note's features [F, T]: frames across, the :func:`frequency_axis` of
-    ``feature_config`` up.
+    panel is a note's features [F, T] (:func:`draw_features`).
 
     Chapter: 02_data
     """
@@ -375,14 +418,14 @@ def plot_pair_examples(
     ]
     if not shown:
         raise ValueError("plot_pair_examples: the batch holds no pair")
-    fig, axes = plt.subplots(len(shown), 2, figsize=(7, 2.3 * len(shown)), squeeze=False)
-    low, high, freq_label = frequency_axis(feature_config, features.shape[1])
+    fig, axes = plt.subplots(
+        len(shown), 2, figsize=(7.6, 2.3 * len(shown)), squeeze=False, layout="constrained"
+    )
+    notes = [idx for _, i in shown for idx in (batch.first[i], batch.second[i])]
+    draw_features(fig, axes.flat, [features[n].cpu().numpy() for n in notes], feature_config)
+    freq_label = frequency_axis(feature_config, features.shape[1])[2]
     for row, (kind, i) in enumerate(shown):
-        for col, idx in enumerate((batch.first[i], batch.second[i])):
-            ax = axes[row, col]
-            spec = features[idx].cpu().numpy()
-            extent = (0, spec.shape[1], low, high)
-            ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", extent=extent)
+        for ax in axes[row]:
             ax.tick_params(labelsize=7)
             ax.set_ylabel(freq_label, fontsize=8)
             if row == len(shown) - 1:
@@ -390,7 +433,6 @@ def plot_pair_examples(
         flags = f"same pitch: {bool(batch.same_pitch[i])}, same instrument: {bool(batch.same_timbre[i])}"
         axes[row, 0].set_title(f"{kinds[kind]}: first note", fontsize=8)
         axes[row, 1].set_title(f"second note ({flags})", fontsize=8)
-    fig.tight_layout()
     return fig
 
 

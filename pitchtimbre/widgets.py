@@ -26,7 +26,7 @@ from .data.dataset import NoteDataset
 from .errors import ConfigError, DataError
 from .metrics import encode_means
 from .model import PitchTimbreVAE
-from .viz import frequency_axis
+from .viz import draw_features, frequency_axis
 
 SWAP_TITLES = ("pitch of A, timbre of B", "pitch of B, timbre of A")
 """Titles of a :class:`Swap`'s two decoded swaps, in the order of its fields."""
@@ -129,22 +129,16 @@ class LatentExplorer:
             (s.pitch_a_timbre_b, SWAP_TITLES[0]),
             (s.pitch_b_timbre_a, SWAP_TITLES[1]),
         ]
-        fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
-        low, high, freq_label = frequency_axis(self.features, panels[0][0].shape[0])
-        for ax, (spec, title) in zip(axes.flat, panels, strict=True):
-            ax.imshow(
-                spec.numpy(),
-                origin="lower",
-                aspect="auto",
-                cmap="magma",
-                extent=(0, spec.shape[1], low, high),
-            )
+        fig, axes = plt.subplots(
+            3, 2, figsize=(8.6, 7), sharex=True, sharey=True, layout="constrained"
+        )
+        draw_features(fig, axes.flat, [spec.numpy() for spec, _ in panels], self.features)
+        for ax, (_, title) in zip(axes.flat, panels, strict=True):
             ax.set_title(title, fontsize=8)
         for ax in axes[:, 0]:
-            ax.set_ylabel(freq_label)
+            ax.set_ylabel(frequency_axis(self.features, panels[0][0].shape[0])[2])
         for ax in axes[-1]:
             ax.set_xlabel("frame")
-        fig.tight_layout()
         return fig
 
     def static_swaps(self, pairs: Sequence[tuple[int, int]], model: str = "proposed") -> None:

@@ -86,6 +86,8 @@ def test_loss_curves_leave_the_first_steps_off_a_squashed_axis_and_name_a_fixed_
     assert "run off the axis" in recon_ax.get_title()
     assert kl_ax.get_ylim()[1] >= 104 and "run off" not in kl_ax.get_title()  # nothing hidden
     assert sigma_ax.get_title().endswith("(fixed at 0.3)")
+    units = [ax.get_ylabel() for ax in (recon_ax, kl_ax, sigma_ax)]
+    assert units == ["nats per frame", "nats per frame", "normalised log magnitude"]
     plt.close(fig)
 
 
@@ -110,14 +112,22 @@ def test_pair_examples_leave_out_a_kind_the_batch_lacks():
     batch = PairSampler(pitch, inst, PairConfig(batch_size=8, proportions=(0, 1, 1, 1)), 0).sample()
     assert not (batch.kind == 0).any()
     kinds = ["same both", "same pitch", "same instrument", "different both"]
-    fig = viz.plot_pair_examples(torch.randn(24, 5, 4), batch, kinds, FeatureConfig(), per_kind=2)
-    titles = [ax.get_title() for ax in fig.axes[::2]]
-    first = fig.axes[0]
+    features = torch.randn(24, 5, 4)
+    fig = viz.plot_pair_examples(features, batch, kinds, FeatureConfig(), per_kind=2)
+    *panels, colour_bar = fig.axes
+    titles = [ax.get_title() for ax in panels[::2]]
+    first = panels[0]
     plt.close(fig)
     assert [t.split(":")[0] for t in titles] == [k for k in kinds[1:] for _ in range(2)]
     # the frequency axis in MIDI, as chapters 2 and 8 show it: 5 bins from C2 (36)
     assert first.get_ylabel() == "CQT bin (MIDI)"
     assert first.images[0].get_extent() == [0, 4, 35.5, 40.5]
+    # one colour scale for every panel, from the lowest to the highest value shown, named
+    assert colour_bar.get_ylabel() == viz.FEATURE_COLOUR_LABEL
+    limits = {ax.images[0].get_clim() for ax in panels}
+    assert len(panels) == 12 and len(limits) == 1
+    shown = [ax.images[0].get_array() for ax in panels]
+    assert limits.pop() == (min(a.min() for a in shown), max(a.max() for a in shown))
 
 
 def test_the_frequency_axis_is_midi_for_a_cqt_and_band_numbers_for_mel():
@@ -143,6 +153,7 @@ def test_latent_space_panels_name_a_few_labels_in_a_legend():
     legends = {ax.get_title().split("\n")[0]: ax.get_legend() for ax in axes}
     titles = [ax.get_title() for ax in axes]
     plt.close(fig)
+    assert {(ax.get_xlabel(), ax.get_ylabel()) for ax in axes} == {("PC 1", "PC 2")}
     assert legends["a, coloured by family"] is not None
     assert [t.get_text() for t in legends["a, coloured by family"].get_texts()] == [
         "brass",

@@ -147,9 +147,12 @@ def test_mel_features_get_band_numbers_and_no_pitch_reading(explorer):
     cqt = FeatureConfig()
     explorer.features = cqt
     fig = explorer.swap_figure(explorer.swap(0, 1))
-    ax = fig.axes[0]
+    ax, *_, colour_bar = fig.axes
     plt.close(fig)
     assert ax.get_ylabel() == "CQT bin (MIDI)"
+    # originals, reconstructions and swaps on one colour scale, so that they compare
+    assert len({a.images[0].get_clim() for a in fig.axes[:6]}) == 1
+    assert colour_bar.get_ylabel() == "log magnitude (normalised)"
     assert ax.images[0].get_extent()[2:] == [
         cqt.fmin_midi - 0.5,
         cqt.bin_midi(cqt.n_bins - 1) + 0.5,
