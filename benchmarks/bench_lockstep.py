@@ -38,7 +38,7 @@ from pitchtimbre.data import PairSampler
 from pitchtimbre.losses import pair_loss
 from pitchtimbre.machine import describe_machine, machine_lines
 from pitchtimbre.model import PitchTimbreVAE
-from pitchtimbre.training import uses_autocast
+from pitchtimbre.training import training_precision, uses_autocast
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -98,7 +98,7 @@ class LockStep:
         """Each model's total loss on its batch, [models]."""
         mapped = vmap(self.terms, in_dims=(0, 0, 0, 0, 0, 0), randomness=randomness)
         device = self.batch[0].device
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with training_precision(self.amp, device):
             return mapped(self.params, self.buffers, *self.batch)
 
     def clip(self) -> None:

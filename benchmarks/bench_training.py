@@ -83,6 +83,7 @@ from pitchtimbre.training import (
     make_optimiser,
     steady_step_seconds,
     train_model,
+    training_precision,
     uses_autocast,
 )
 
@@ -317,7 +318,7 @@ def train_step(
     """One optimisation step on a batch already on the device, as ``train_model`` takes it."""
     x1, x2, same_pitch, same_timbre = batch
     amp = uses_autocast(cfg.train, x1.device)
-    with torch.autocast(device_type=x1.device.type, dtype=torch.bfloat16, enabled=amp):
+    with training_precision(amp, x1.device):
         terms = pair_loss(model, x1, x2, same_pitch, same_timbre, cfg.loss, generator=noise)
     optimiser.zero_grad(set_to_none=True)
     terms.total.backward()

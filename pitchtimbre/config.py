@@ -697,7 +697,8 @@ class TrainConfig(_Config):
     grad_clip: float | None = 10.0
     features_on: Literal["auto", "device", "host"] = "auto"
     """Where the training features live: 'auto' keeps them on the device when they take under
-    half of its free memory, else streams batches from host memory (logged)."""
+    half of its free memory (of this process's share of it, when several processes train on
+    the device at once), else streams batches from host memory (logged)."""
     parallel_models: int = 1
     """How many models ``reproduce`` (and a chapter's ``models()``) trains at once, each in a
     worker process of its own with an equal share of the CPU threads (each model's progress

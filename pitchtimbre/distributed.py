@@ -30,9 +30,11 @@ DATA_WAIT = timedelta(hours=12)
 """How long :func:`main_first` lets the other processes wait for rank 0's block (rendering
 or reading and featurising the data). The process group's own timeout (NCCL's 10 minutes,
 gloo's 30) is shorter than NSynth's data stage; a crashed rank 0 still ends the wait at
-once, as torchrun then stops every process."""
+once, as torchrun then stops every process. A limit of this module, not a setting: no run
+should wait longer, and none should give up sooner."""
 
-_wait_group: dist.ProcessGroup | None = None
+_wait_group: tuple[object, dist.ProcessGroup] | None = None  # (the group it serves, itself)
+_warned_not_cpu = False
 
 
 def launched_by_torchrun() -> bool:
@@ -101,7 +103,10 @@ def local_device(device: torch.device) -> torch.device:
     if device.type == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type != "cpu":
-        log.warning("under torchrun the processes train on the CPU, not %s (gloo)", device.type)
+        global _warned_not_cpu
+        if is_main() and not _warned_not_cpu:
+            log.warning("under torchrun the processes train on the CPU, not %s (gloo)", device.type)
+            _warned_not_cpu = True
         return torch.device("cpu")
     return device
 
@@ -153,17 +158,18 @@ def main_first() -> Iterator[None]:
 
 
 def _join_wait_group() -> None:
-    """Every process joins (once) a gloo group whose collectives wait up to ``DATA_WAIT``."""
+    """Every process joins (once per process group) a gloo group whose collectives wait up to
+    ``DATA_WAIT``."""
     global _wait_group
-    if _wait_group is None:
-        _wait_group = dist.new_group(backend="gloo", timeout=DATA_WAIT)
+    if _wait_group is None or _wait_group[0] is not dist.group.WORLD:
+        _wait_group = (dist.group.WORLD, dist.new_group(backend="gloo", timeout=DATA_WAIT))
 
 
 def _tell_others(failure: str | None) -> str | None:
     """Rank 0's outcome (None = success), broadcast to every process over the waiting
     group; the others pass None and get rank 0's."""
     box = [failure]
-    dist.broadcast_object_list(box, src=0, group=_wait_group)
+    dist.broadcast_object_list(box, src=0, group=_wait_group[1] if _wait_group else None)
     return box[0]
 
 

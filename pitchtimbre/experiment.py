@@ -209,8 +209,8 @@ def instrument_probe_table(
 ) -> str:
     """Markdown: the instrument probe of several note spaces (name -> [N, D], e.g. the input
     and each model's timbre space), one row per held-out instrument (its preset's name, where
-    known, and its instrument name), each cell "accuracy (most often named instead)". Rows go from the lowest mean accuracy up; ``worst`` keeps
-    only that many.
+    known, and its instrument name), each cell "accuracy (most often named instead)". Rows go
+    from the lowest mean accuracy up; ``worst`` keeps only that many.
 
     Chapter: 07_results
     """
@@ -223,9 +223,8 @@ def instrument_probe_table(
 
     def cell(result: tuple[float, int | None]) -> str:
         acc, instead = result
-        return f"{acc:.2f}" + (
-            "" if instead is None else f" ({held.instrument_label(instead, True)})"
-        )
+        named = "" if instead is None else f" ({held.instrument_label(instead, short=True)})"
+        return f"{acc:.2f}{named}"
 
     return _by_instrument_markdown(per, held, order, cell, worst)
 
@@ -367,7 +366,7 @@ def reproduce(
         },
         "train_processes": processes,
         "loaded_from_cache": cached,
-        "machine": describe_machine(pick_device(cfg.train.device)),
+        "machine": describe_machine(distributed.local_device(pick_device(cfg.train.device))),
         "data": {
             "notes": dataset.summary.notes,
             "heldout_notes": len(heldout),

@@ -27,7 +27,8 @@ def conv_stack(
     layers: int,
     kernel: int,
     head_kernel: int = 1,
-    slope: float = 0.2,
+    *,
+    slope: float,
 ) -> nn.Sequential:
     """``layers`` 1-D convolutions (same length in and out), LeakyReLU of ``slope`` between
     them; the last one has kernel ``head_kernel``.
@@ -61,7 +62,7 @@ class FrameEncoder(nn.Module):
             cfg.layers,
             cfg.kernel_size,
             cfg.head_kernel_size,
-            cfg.leaky_slope,
+            slope=cfg.leaky_slope,
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +86,7 @@ class FrameDecoder(nn.Module):
             cfg.layers,
             cfg.kernel_size,
             cfg.head_kernel_size,
-            cfg.leaky_slope,
+            slope=cfg.leaky_slope,
         )
 
     def forward(self, z_pitch: torch.Tensor, z_timbre: torch.Tensor) -> torch.Tensor:

@@ -249,7 +249,7 @@ class FeatureStore:
     Resident on the training device when they fit (``train.features_on``: 'auto' keeps them
     there if they take under half of this process's share of the free device memory,
     :func:`keeps_resident`), else streamed: kept in host
-    memory, each batch gathered (on CUDA into pinned memory) and copied over asynchronously. The
+    memory, each batch gathered and copied over (on CUDA through pinned memory, asynchronously). The
     choice is logged. ``rows`` picks the training notes out of ``features`` without copying
     them on the CPU.
 
@@ -273,7 +273,7 @@ class FeatureStore:
         elif resident:
             self.features, self.rows = features[rows].to(device), None
         else:
-            # streamed: ``gather`` pins one batch at a time (pinning all the features would
+            # streamed: on CUDA ``gather`` pins one batch at a time (pinning all the features would
             # double the host memory, and a gather from them lands in pageable memory anyway)
             self.features, self.rows = features, rows
         where_to = f"resident on {device}" if resident else f"streamed to {device} from host memory"
@@ -414,7 +414,8 @@ def train_model(
                 raise CheckpointError(
                     f"{ckpt_path}: training stopped at step {step} on {written_on}, and its "
                     f"random generators cannot continue on {device.type}; resume it with "
-                    f"train.device='{written_on}', or delete it (`--fresh`) to train from step 0"
+                    f"train.device='{written_on}', or train from step 0 (`reproduce --fresh`, or "
+                    "`retrain=True`, or delete the file)"
                 )
             # the sampler handed out one batch a step, so `step` says where it is in its draw
             sampler.load_state_dict(

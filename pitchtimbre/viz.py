@@ -7,7 +7,7 @@ Chapter: 02_data (the first figures; each function names its own chapter)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -28,13 +28,16 @@ TERM_LABELS = {
     "contrastive_timbre": "contrastive timbre $L_c^t$",
     "sigma": "likelihood σ",
 }
+FEATURE_UNIT = "log magnitude (normalised)"
+"""The unit of the model's features (and of the likelihood's sigma): log magnitude less the
+training notes' mean, over their std (:class:`~pitchtimbre.data.NoteDataset`)."""
 TERM_UNITS = {
     "recon": "nats per frame",
     "kl_pitch": "nats per frame",
     "kl_timbre": "nats per frame",
     "contrastive_pitch": "latent distance",
     "contrastive_timbre": "latent distance",
-    "sigma": "normalised log magnitude",
+    "sigma": FEATURE_UNIT,
 }
 """Each logged term's unit: the ELBO's terms per frame (summed over frequency or latent
 dimensions, both notes of a pair), the contrastive terms in the latents' own distance."""
@@ -369,21 +372,17 @@ def frequency_axis(feature_config: FeatureConfig, n_bins: int) -> tuple[float, f
     return low, high, "CQT bin (MIDI)"
 
 
-FEATURE_COLOUR_LABEL = "log magnitude (normalised)"
-"""The colour bar's label of every plot of the model's features: log magnitude less the
-training notes' mean, over their std (:class:`~pitchtimbre.data.NoteDataset`)."""
-
-
 def draw_features(
-    fig: Figure, axes: Sequence[Axes], specs: Sequence[np.ndarray], feature_config: FeatureConfig
-) -> None:
+    fig: Figure, axes: Iterable[Axes], specs: Sequence[np.ndarray], feature_config: FeatureConfig
+) -> str:
     """Draw notes' features [F, T] into ``axes``, one each, on one colour scale with one
-    colour bar for all: frames across, the :func:`frequency_axis` up.
+    colour bar for all: frames across, the :func:`frequency_axis` up. Returns that axis'
+    label.
 
     Chapter: 02_data
     """
     axes = list(axes)
-    low, high, _ = frequency_axis(feature_config, specs[0].shape[0])
+    low, high, freq_label = frequency_axis(feature_config, specs[0].shape[0])
     vmin, vmax = min(float(s.min()) for s in specs), max(float(s.max()) for s in specs)
     for ax, spec in zip(axes, specs, strict=True):
         image = ax.imshow(
@@ -395,7 +394,54 @@ def draw_features(
             vmin=vmin,
             vmax=vmax,
         )
-    fig.colorbar(image, ax=axes, label=FEATURE_COLOUR_LABEL, shrink=0.8)
+    fig.colorbar(image, ax=axes, label=FEATURE_UNIT, shrink=0.8)
+    return freq_label
+
+
+def plot_note_spectrograms(
+    specs: Sequence[np.ndarray],
+    titles: Sequence[str],
+    feature_config: FeatureConfig,
+    excerpt: tuple[float, float] | None = None,
+) -> Figure:
+    """Whole notes' log spectrograms [F, frames] (:func:`~pitchtimbre.data.log_spectrogram`,
+    not normalised) side by side on one colour scale: time in seconds across, note names up,
+    and ``excerpt`` (start, end in seconds) outlined: the part the model sees.
+
+    Chapter: 02_data
+    """
+    import librosa
+    import librosa.display
+
+    cfg = feature_config
+    low, high = min(float(s.min()) for s in specs), max(float(s.max()) for s in specs)
+    fig, axes = plt.subplots(
+        1,
+        len(specs),
+        figsize=(3.3 * len(specs), 3),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, spec, title in zip(axes[0], specs, titles, strict=True):
+        image = librosa.display.specshow(
+            spec,
+            sr=cfg.sample_rate,
+            hop_length=cfg.hop_length,
+            x_axis="time",
+            y_axis="cqt_note" if cfg.kind == "cqt" else "mel",
+            fmin=librosa.midi_to_hz(cfg.fmin_midi),
+            bins_per_octave=cfg.bins_per_octave,
+            vmin=low,
+            vmax=high,
+            ax=ax,
+        )
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("time (s)")
+        if excerpt is not None:
+            ax.axvspan(*excerpt, fill=False, ec="white", ls="--", lw=1.5)
+    fig.colorbar(image, ax=list(axes[0]), label="log magnitude (natural log)", shrink=0.9)
+    return fig
 
 
 def plot_pair_examples(
@@ -422,8 +468,8 @@ def plot_pair_examples(
         len(shown), 2, figsize=(7.6, 2.3 * len(shown)), squeeze=False, layout="constrained"
     )
     notes = [idx for _, i in shown for idx in (batch.first[i], batch.second[i])]
-    draw_features(fig, axes.flat, [features[n].cpu().numpy() for n in notes], feature_config)
-    freq_label = frequency_axis(feature_config, features.shape[1])[2]
+    specs = [features[n].cpu().numpy() for n in notes]
+    freq_label = draw_features(fig, axes.flat, specs, feature_config)
     for row, (kind, i) in enumerate(shown):
         for ax in axes[row]:
             ax.tick_params(labelsize=7)

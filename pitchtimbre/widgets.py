@@ -26,7 +26,7 @@ from .data.dataset import NoteDataset
 from .errors import ConfigError, DataError
 from .metrics import encode_means
 from .model import PitchTimbreVAE
-from .viz import draw_features, frequency_axis
+from .viz import draw_features
 
 SWAP_TITLES = ("pitch of A, timbre of B", "pitch of B, timbre of A")
 """Titles of a :class:`Swap`'s two decoded swaps, in the order of its fields."""
@@ -132,11 +132,13 @@ class LatentExplorer:
         fig, axes = plt.subplots(
             3, 2, figsize=(8.6, 7), sharex=True, sharey=True, layout="constrained"
         )
-        draw_features(fig, axes.flat, [spec.numpy() for spec, _ in panels], self.features)
+        freq_label = draw_features(
+            fig, axes.flat, [spec.numpy() for spec, _ in panels], self.features
+        )
         for ax, (_, title) in zip(axes.flat, panels, strict=True):
             ax.set_title(title, fontsize=8)
         for ax in axes[:, 0]:
-            ax.set_ylabel(frequency_axis(self.features, panels[0][0].shape[0])[2])
+            ax.set_ylabel(freq_label)
         for ax in axes[-1]:
             ax.set_xlabel("frame")
         return fig

@@ -178,9 +178,16 @@ def test_torchrun_on_an_accelerator_gloo_cannot_serve_trains_on_the_cpu(monkeypa
     from pitchtimbre import distributed
 
     monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "_warned_not_cpu", False)
     monkeypatch.setenv("LOCAL_RANK", "1")
+    main = {"is": False}
+    monkeypatch.setattr(distributed, "is_main", lambda: main["is"])
     with caplog.at_level("WARNING", logger="pitchtimbre.distributed"):
         assert distributed.local_device(torch.device("mps")) == torch.device("cpu")
-    assert "train on the CPU, not mps" in caplog.text
+        assert not caplog.text  # rank 1 says nothing: rank 0 speaks for every process
+        main["is"] = True
+        for _ in range(2):
+            assert distributed.local_device(torch.device("mps")) == torch.device("cpu")
+    assert caplog.text.count("train on the CPU, not mps") == 1  # once, not per model
     assert distributed.local_device(torch.device("cuda")) == torch.device("cuda", 1)
     assert distributed.local_device(torch.device("cpu")) == torch.device("cpu")

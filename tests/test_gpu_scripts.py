@@ -271,6 +271,20 @@ def test_gpu_checks_resume_check_passes_and_notices_a_fresh_start(
     ok, detail = gpu_checks.check_resume(cfg, ds, tmp_path / "starts-over")
     assert not ok and detail.startswith("resumed at step 0 (40 expected)"), detail
 
+    def reseeding(cfg, ds, out, resume=True, **kwargs):  # resumes with other noise
+        if resume:
+            state = torch.load(out / "checkpoint.pt", weights_only=True)
+            other = torch.Generator().manual_seed(12345).get_state()
+            torch.save({**state, "noise_rng": [other]}, out / "checkpoint.pt")
+        return real_train(cfg, ds, out, resume=resume, **kwargs)
+
+    monkeypatch.setattr(gpu_checks, "train_model", reseeding)
+    ok, detail = gpu_checks.check_resume(cfg, ds, tmp_path / "other-noise")
+    assert not ok and detail.startswith("resumed at step 40 (40 expected)"), detail
+    assert float(detail.split("weights ")[1].split(" ")[0]) > 1e-3  # the losses barely move
+    with pytest.raises(ValueError, match=r"needs train.steps > 5, got 3"):
+        gpu_checks.check_resume(cfg.with_overrides({"train.steps": 3}), ds, tmp_path / "short")
+
 
 def test_gpu_checks_skips_the_autocast_check_without_bf16_units(gpu_checks, monkeypatch, tmp_path):
     """A T4 trains in float32 with train.amp on: the check says so instead of passing two

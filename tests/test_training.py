@@ -223,7 +223,7 @@ def test_a_run_stopped_on_another_kind_of_device_is_named_not_resumed(toy_data, 
     with pytest.raises(
         CheckpointError,
         match=r"split.checkpoint\.pt: training stopped at step 20 on cuda, .* cannot continue "
-        r"on cpu; resume it with train.device='cuda', or delete it",
+        r"on cpu; resume it with train.device='cuda', or train from step 0 \(`reproduce --fresh`",
     ):
         train_model(cfg, ds, tmp_path / "split", resume=True, progress=False)
     # a finished model draws no random numbers: it loads wherever it was trained

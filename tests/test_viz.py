@@ -87,7 +87,7 @@ def test_loss_curves_leave_the_first_steps_off_a_squashed_axis_and_name_a_fixed_
     assert kl_ax.get_ylim()[1] >= 104 and "run off" not in kl_ax.get_title()  # nothing hidden
     assert sigma_ax.get_title().endswith("(fixed at 0.3)")
     units = [ax.get_ylabel() for ax in (recon_ax, kl_ax, sigma_ax)]
-    assert units == ["nats per frame", "nats per frame", "normalised log magnitude"]
+    assert units == ["nats per frame", "nats per frame", "log magnitude (normalised)"]
     plt.close(fig)
 
 
@@ -123,11 +123,30 @@ def test_pair_examples_leave_out_a_kind_the_batch_lacks():
     assert first.get_ylabel() == "CQT bin (MIDI)"
     assert first.images[0].get_extent() == [0, 4, 35.5, 40.5]
     # one colour scale for every panel, from the lowest to the highest value shown, named
-    assert colour_bar.get_ylabel() == viz.FEATURE_COLOUR_LABEL
+    assert colour_bar.get_ylabel() == viz.FEATURE_UNIT
     limits = {ax.images[0].get_clim() for ax in panels}
     assert len(panels) == 12 and len(limits) == 1
     shown = [ax.images[0].get_array() for ax in panels]
     assert limits.pop() == (min(a.min() for a in shown), max(a.max() for a in shown))
+
+
+def test_note_spectrograms_share_one_colour_scale_and_outline_the_excerpt():
+    import matplotlib.pyplot as plt
+
+    from pitchtimbre.config import FeatureConfig
+
+    rng = np.random.default_rng(0)
+    specs = [rng.normal(size=(80, 60)) - 4, rng.normal(size=(80, 60)) + 2]  # different ranges
+    fig = viz.plot_note_spectrograms(specs, ["a", "b"], FeatureConfig(), excerpt=(0.1, 0.5))
+    *panels, colour_bar = fig.axes
+    plt.close(fig)
+    assert [ax.get_title() for ax in panels] == ["a", "b"]
+    assert {ax.get_xlabel() for ax in panels} == {"time (s)"}
+    limits = {ax.collections[0].get_clim() for ax in panels}
+    assert limits == {(min(s.min() for s in specs), max(s.max() for s in specs))}
+    assert colour_bar.get_ylabel() == "log magnitude (natural log)"
+    outlined = [p.get_x() for ax in panels for p in ax.patches]
+    assert outlined == pytest.approx([0.1, 0.1])
 
 
 def test_the_frequency_axis_is_midi_for_a_cqt_and_band_numbers_for_mel():
