@@ -135,7 +135,8 @@ def mean_across_ranks(x: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def main_first() -> Iterator[None]:
     """Rank 0 runs the block first (e.g. rendering and caching data), the others after it,
-    so they read the cache instead of doing the work again.
+    so they read the cache instead of doing the work again; all leave together, each with
+    its block done.
 
     Chapter: 05_training
     """
@@ -150,11 +151,15 @@ def main_first() -> Iterator[None]:
             _tell_others(f"{exc.__class__.__name__}: {exc}")  # they would wait forever
             raise
         _tell_others(None)
-        return
-    failure = _tell_others(None)  # waits for rank 0's word
-    if failure is not None:
-        raise PitchTimbreError(f"rank 0 failed, so rank {rank()} stops too: {failure}")
-    yield
+    else:
+        failure = _tell_others(None)  # waits for rank 0's word
+        if failure is not None:
+            raise PitchTimbreError(f"rank 0 failed, so rank {rank()} stops too: {failure}")
+        yield
+    # The hand-off ends with a barrier: with torch 2.13's gloo, a process that exits (or
+    # destroys its groups) right after a broadcast or all-reduce aborted in about one run of
+    # four ('terminate called without an active exception'); after a barrier, never.
+    dist.barrier(group=_wait_group[1] if _wait_group else None)
 
 
 def _join_wait_group() -> None:
