@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import cache_dir
+from .cache import cache_dir, display_path
 from .checkpoints import TrainResult
 from .config import ExperimentConfig, profile_config
 from .data.dataset import NoteDataset, load_dataset
@@ -130,7 +130,7 @@ def setup_chapter(name: str, profile: str | None = None, seed: int = 0) -> Chapt
     kernels = f" ({cpu_kernels()} kernels)" if device.type == "cpu" else ""
     print(
         f"{name}: profile '{cfg.profile}', device {device}{kernels}, torch {torch.__version__}, "
-        f"cache {cache_dir()}"
+        f"cache {display_path(cache_dir())}"
     )
     if cfg.profile != PROSE_PROFILE:
         print(

@@ -48,6 +48,24 @@ def cache_dir() -> Path:
     return root
 
 
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a page shows it: relative to the working folder when it lies there or one
+    level up (a chapter runs in ``book/``, the repository's cache is ``../.cache``), else
+    under ``~``, else absolute. A built book then shows no path of the machine that built
+    it, and a reader's own run still shows where its files are.
+
+    Chapter: 02_data
+    """
+    p = Path(path).expanduser().absolute()
+    here = Path.cwd()
+    for base, prefix in ((here, ""), (here.parent, "../")):
+        if p.is_relative_to(base) and base != base.parent:  # never relative to "/"
+            return prefix + str(p.relative_to(base))
+    if p.is_relative_to(Path.home()) and Path.home() != Path.home().parent:
+        return "~/" + str(p.relative_to(Path.home()))
+    return str(p)
+
+
 def stable_hash(obj: Any, length: int = 16) -> str:
     """A short sha256 of a JSON-serialisable object, independent of dict order.
 

@@ -75,3 +75,42 @@ def test_an_unusable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
         cache.cache_dir()
     monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "new" / "cache"))
     assert cache.cache_dir().is_dir()  # created when missing
+
+
+def test_pages_show_cache_paths_without_the_building_machines_folders(tmp_path, monkeypatch):
+    repo, home = tmp_path / "repo", tmp_path / "home"
+    (repo / "book").mkdir(parents=True)
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(repo / "book")  # where a chapter runs
+    shown = cache.display_path
+    assert (
+        shown(repo / ".cache" / "models" / "m" / "checkpoint.pt")
+        == "../.cache/models/m/checkpoint.pt"
+    )
+    assert shown(repo / "book" / "figure.png") == "figure.png"
+    assert shown(home / ".cache" / "pitchtimbre") == "~/.cache/pitchtimbre"
+    assert shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+    monkeypatch.chdir("/")  # a working folder of "/": nothing is shown relative to it
+    assert shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+
+
+def test_a_chapters_header_names_its_cache_as_the_page_reaches_it(tmp_path, monkeypatch, capsys):
+    from pitchtimbre.book import setup_chapter
+
+    (tmp_path / "book").mkdir()
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / ".cache"))
+    monkeypatch.chdir(tmp_path / "book")
+    setup_chapter("01_introduction", profile="ci")
+    assert capsys.readouterr().out.splitlines()[0].endswith("cache ../.cache")
+
+
+def test_the_data_summary_names_its_feature_cache_as_the_page_reaches_it(tmp_path, monkeypatch):
+    from pitchtimbre.data.dataset import DataSummary
+
+    (tmp_path / "book").mkdir()
+    monkeypatch.chdir(tmp_path / "book")
+    summary = DataSummary(
+        "toy", 4, 2, 1, 1, (60, 62), (90,), {}, [str(tmp_path / ".cache" / "f.npz")]
+    )
+    assert summary.lines()[-1] == "cache               ../.cache/f.npz"

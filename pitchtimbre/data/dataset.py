@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cache import stable_hash
+from ..cache import display_path, stable_hash
 from ..config import DataConfig, FeatureConfig, renders_soundfont
 from ..errors import ConfigError, DataError
 from .nsynth import (
@@ -57,7 +57,7 @@ class DataSummary:
             f"pitch range         MIDI {self.pitch_range[0]}..{self.pitch_range[1]}",
             f"velocities          {', '.join(map(str, self.velocities))}",
             f"excluded notes      {ex}",
-            *(f"cache               {p}" for p in self.cache_paths),
+            *(f"cache               {display_path(p)}" for p in self.cache_paths),
         ]
 
 
