@@ -58,11 +58,9 @@ def display_path(path: str | os.PathLike[str]) -> str:
     """
     p = Path(path).expanduser().absolute()
     here = Path.cwd()
-    for base, prefix in ((here, ""), (here.parent, "../")):
+    for base, prefix in ((here, ""), (here.parent, "../"), (Path.home(), "~/")):
         if p.is_relative_to(base) and base != base.parent:  # never relative to "/"
             return prefix + str(p.relative_to(base))
-    if p.is_relative_to(Path.home()) and Path.home() != Path.home().parent:
-        return "~/" + str(p.relative_to(Path.home()))
     return str(p)
 
 
