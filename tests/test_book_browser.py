@@ -169,3 +169,17 @@ def test_the_explorer_has_its_static_fallback(site, browser):
     ]
     assert all(s.startswith("data:audio/wav") for s in sources)
     assert figures_in_notebook("08_latent_explorer") >= 2
+
+
+def test_the_references_page_labels_entries_as_the_chapters_cite_them(site, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{site}/book/references.html")
+    labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "div.citation > .label")]
+    entries = re.findall(r"^@", (ROOT / "book" / "references.bib").read_text(), re.M)
+    assert len(labels) == len(entries)
+    assert "[Tanaka et al., 2021]" in labels
+    assert "[Schörkhuber and Klapuri, 2010]" in labels
+    browser.get(f"{site}/book/01_introduction.html")
+    cites = browser.find_elements(By.CSS_SELECTOR, "a[href^='references.html#']")
+    assert "Tanaka et al., 2021" in [c.text for c in cites]

@@ -144,6 +144,57 @@ def test_chapters_cite_every_reference_and_only_known_ones():
     } <= cited
 
 
+@pytest.fixture(scope="module")
+def bibliography_labels():
+    """book/_ext/bibliography_labels.py, imported from where _config.yml tells Sphinx to."""
+    import importlib.util
+
+    sphinx = CONFIG["sphinx"]
+    ((name, folder),) = sphinx["local_extensions"].items()
+    assert sphinx["config"]["bibtex_default_style"] == "author_year_labels"
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.STYLE_NAME == "author_year_labels"
+    return module
+
+
+def test_the_references_page_labels_each_entry_as_the_text_cites_it(bibliography_labels):
+    from pybtex.database import parse_file
+
+    entries = parse_file(ROOT / "book" / "references.bib").entries
+    formatted = bibliography_labels.AuthorYearStyle().format_entries(entries.values())
+    labels = {e.key: e.label for e in formatted}
+    assert labels["tanaka2021"] == "Tanaka et al., 2021"
+    assert labels["kingma2014"] == "Kingma and Welling, 2014"
+    assert labels["schoerkhuber2010"] == "Schörkhuber and Klapuri, 2010"  # not SchorkhuberK10
+    assert len(set(labels.values())) == len(entries)
+    order = list(labels)  # sorted by surname as read, the accent ignored
+    assert order.index("schoerkhuber2010") < order.index("schroff2015") < order.index("tanaka2021")
+
+
+def test_equal_author_year_labels_get_a_year_suffix(bibliography_labels):
+    from pybtex.database import Entry, Person
+
+    def entry(key: str, title: str, *authors: str) -> Entry:
+        e = Entry("misc", fields={"title": title, "year": "2021"})
+        e.key = key
+        e.persons["author"] = [Person(a) for a in authors]
+        return e
+
+    entries = [
+        entry("b", "Second", "Tanaka, K.", "Bando, Y.", "Yoshii, K."),
+        entry("a", "First", "Tanaka, K.", "Nishikimi, R.", "Yoshii, K."),
+        entry("solo", "Alone", "Tanaka, K."),
+    ]
+    formatted = bibliography_labels.AuthorYearStyle().format_entries(entries)
+    assert [(e.key, e.label) for e in formatted] == [
+        ("solo", "Tanaka, 2021"),
+        ("b", "Tanaka et al., 2021a"),
+        ("a", "Tanaka et al., 2021b"),
+    ]
+
+
 def test_a_chapter_on_another_profile_says_its_figures_differ_from_the_text(capsys):
     import matplotlib
 
