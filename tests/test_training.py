@@ -493,6 +493,72 @@ def _user_loss(folder, body: str):
     return import_file(folder / "user_loss.py", text).contrastive
 
 
+# One changed value for every setting that decides what a model learns
+KEYED_OVERRIDES = {
+    "model.latent_pitch": 8,
+    "model.latent_timbre": 8,
+    "model.hidden": 32,
+    "model.layers": 3,
+    "model.kernel_size": 5,
+    "model.head_kernel_size": 3,
+    "model.leaky_slope": 0.1,
+    "model.logvar_range": (-10.0, 6.0),
+    "model.sigma": 0.5,
+    "loss.lambda_pitch": 1.0,
+    "loss.lambda_timbre": 1.0,
+    "loss.beta": 0.5,
+    "loss.contrastive": "hinge",
+    "loss.distance": "squared_euclidean",
+    "loss.margin": 2.0,
+    "loss.on": "sample",
+    "loss.distance_eps": 1e-6,
+    "pairs.batch_size": 32,
+    "pairs.proportions": (0.4, 0.2, 0.2, 0.2),
+    "pairs.draw_batches": 25,
+    "features.kind": "mel",
+    "features.sample_rate": 22050,
+    "features.hop_length": 128,
+    "features.fmin_midi": 24,
+    "features.n_bins": 72,
+    "features.bins_per_octave": 24,
+    "features.n_fft": 2048,
+    "features.n_frames": 16,
+    "features.offset_s": 0.1,
+    "features.log_floor": 1e-5,
+    "features.backend": "torch",
+    "train.steps": 41,
+    "train.lr": 2e-3,
+    "train.seed": 1,
+    "train.grad_clip": 5.0,
+}
+
+
+def test_every_setting_that_decides_what_a_model_learns_is_in_its_key(toy_data):
+    """A chapter that changes lambda, the network or the budget must not load the model
+    trained before the change; speed and placement settings share it."""
+    import dataclasses
+
+    cfg, ds = toy_data
+    sections = ("model", "loss", "pairs", "features", "train")
+    fields = {
+        f"{section}.{f.name}"
+        for section in sections
+        for f in dataclasses.fields(getattr(cfg, section))
+        if not (section == "train" and f.name in training._NOT_IN_KEY)
+    }
+    assert set(KEYED_OVERRIDES) == fields  # a new setting needs a line above
+    base = training.model_key(cfg, ds)
+    keys = {
+        name: training.model_key(cfg.with_overrides({name: value}), ds)
+        for name, value in KEYED_OVERRIDES.items()
+    }
+    assert [name for name, key in keys.items() if key == base] == []
+    assert len(set(keys.values())) == len(keys)
+    for name in training._NOT_IN_KEY:
+        value = {"device": "cpu", "amp": False, "compile": True, "features_on": "host"}.get(name, 7)
+        assert training.model_key(cfg.with_overrides({f"train.{name}": value}), ds) == base, name
+
+
 def test_editing_a_custom_loss_changes_the_model_key(toy_data, tmp_path):
     cfg, ds = toy_data
     first = _user_loss(tmp_path / "a", "(z1 - z2).abs().mean()")
