@@ -148,6 +148,49 @@ def test_aggregate_and_directions():
     p["timbre"]["divergence"] = 0.5
     d = directions({"vanilla": v, "proposed": p})
     assert not d["all_four"] and not d["timbre_divergence"] and d["pitch_divergence"]
+    assert d["pitch_ratio"] and d["timbre_ratio"]
+    p["pitch"]["ratio"] = 0.4  # the ratios are reported, not part of the four
+    d = directions({"vanilla": v, "proposed": p})
+    assert not d["pitch_ratio"] and d["timbre_ratio"] and d["pitch_denseness"]
+
+
+def scores(dense: float, div: float, probes: tuple[float, float]) -> dict:
+    """One model's metrics: both spaces alike, except their kNN probes (pitch, instrument)."""
+    space = {"denseness": dense, "divergence": div, "ratio": div / dense}
+    return {
+        "pitch": {**space, "probe": {"pitch": probes[0], "instrument": probes[1]}},
+        "timbre": {**space, "ratio": 2 * div / dense, "probe": {"pitch": 0.25, "instrument": 0.75}},
+    }
+
+
+def test_markdown_table_rows_and_verdict_from_the_metrics():
+    from pitchtimbre.experiment import poster_table
+
+    models = {"vanilla": scores(2.0, 1.0, (0.9, 0.6)), "proposed": scores(0.5, 4.0, (0.95, 0.125))}
+    zero = aggregate([models["vanilla"]])[1]
+    results = {
+        "models": models,
+        "spread": {
+            "vanilla": zero,
+            "proposed": aggregate([models["proposed"], scores(0.7, 4.0, (0.95, 0.125))])[1],
+        },
+        "poster": poster_table(),
+        "directions": directions(models),
+    }
+    table = markdown_table(results)
+    # columns: pitch dens., div., ratio; timbre dens., div., ratio; pitch<-z^p, instr.<-z^t,
+    # pitch<-z^t, instr.<-z^p
+    assert (
+        "| ours: vanilla | 2.000 | 1.000 | 0.500 | 2.000 | 1.000 | 1.000 | 0.900 | 0.750 | 0.250 | 0.600 |"
+        in table
+    )
+    row = next(line for line in table.splitlines() if line.startswith("| ours: proposed"))
+    assert row.split(" | ")[1:4] == ["0.500 ± 0.141", "4.000", "8.000 ± 1.616"]
+    assert row.split(" | ")[7:] == ["0.950", "0.750", "0.250", "0.125 |"]
+    assert "**reproduced** (every metric and ratio agrees)" in table
+    models["proposed"]["timbre"].update(divergence=0.5, ratio=0.5)
+    table = markdown_table({**results, "directions": directions(models)})
+    assert "**NOT reproduced** (timbre_divergence, timbre_ratio)." in table
 
 
 def test_markdown_table_names_the_verdict(reproduced):
@@ -162,6 +205,17 @@ def test_markdown_table_names_the_verdict(reproduced):
     )
     older = {k: v for k, v in results.items() if k != "input_probe"}  # a results.json from before
     assert "input X" not in markdown_table(older)
+
+
+def flat(scores: dict, prefix: str = "") -> dict[str, float]:
+    """{'pitch': {'probe': {'pitch': 1.0}}} -> {'pitch.probe.pitch': 1.0}"""
+    out = {}
+    for key, value in scores.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def test_evaluate_on_another_source(reproduced, tmp_path):
@@ -186,6 +240,13 @@ def test_evaluate_on_another_source(reproduced, tmp_path):
     # on its own source, the instruments it was trained on are left out and listed
     own = evaluate_checkpoint(ckpt, str(folder), None, progress=False)
     assert len(own["data"]["left_out_seen_instruments"]) == 4 and own["data"]["instruments"] == 2
+    # ... which leaves the reproduction's held-out instruments, scored as reproduce scored
+    # them: the same notes, normalised by the training notes' statistics in the checkpoint
+    scores, reproduced_scores = (
+        flat(own["models"]["proposed"]),
+        flat(results["per_seed"][0]["proposed"]),
+    )
+    assert len(scores) == 10 and scores == pytest.approx(reproduced_scores, rel=1e-5)
     lonely = write_nsynth_folder(tmp_path / "lonely", [("reed_z", "reed", 0.3)])
     with pytest.raises(DataError, match="needs at least two instruments to evaluate"):
         evaluate_checkpoint(ckpt, str(lonely), None, progress=False)
