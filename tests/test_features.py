@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -51,9 +52,19 @@ def test_notes_too_short_for_the_frames_are_refused():
 
 
 def test_frames_come_from_the_held_part():
-    cfg = FeatureConfig()
-    window = feat.frame_window(cfg)
-    assert window.start == 4 and window.stop - window.start == cfg.n_frames
+    """A note's features start offset_s into it (0.064 s is frame 4 at a 256-sample hop and
+    16 kHz), past the attack: on a note growing louder, each kept frame is the spectrogram's
+    frame that many hops later, and louder than the frames before it."""
+    cfg = FeatureConfig(kind="mel")
+    t = np.arange(cfg.sample_rate) / cfg.sample_rate
+    note = (t * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)  # one second, growing
+    full = feat.log_spectrogram(note, cfg)
+    for offset, first in ((0.064, 4), (0.128, 8)):
+        kept = feat.compute_features(note, replace(cfg, offset_s=offset))
+        assert kept.shape == (1, cfg.n_bins, cfg.n_frames)
+        np.testing.assert_array_equal(kept, full[..., first : first + cfg.n_frames])
+        assert kept[0].max(axis=0).min() > full[0, :, :first].max()
+    assert feat.frame_window(cfg) == slice(4, 4 + cfg.n_frames)
 
 
 def test_feature_cache_is_reused(toy_folder, monkeypatch):
