@@ -69,14 +69,11 @@ def features_to_audio(
                 random_state=rng,
             )
     else:
-        y = librosa.feature.inverse.mel_to_audio(
-            mag,
-            sr=cfg.sample_rate,
-            n_fft=cfg.n_fft,
-            hop_length=cfg.hop_length,
-            power=1.0,
-            n_iter=n_iter,
-            random_state=rng,
+        # librosa's mel_to_audio hands unknown arguments (random_state) to the mel filter
+        # bank, so its two steps are taken here, the seeded Griffin-Lim as for the CQT
+        stft = librosa.feature.inverse.mel_to_stft(
+            mag, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0
         )
+        y = librosa.griffinlim(stft, n_iter=n_iter, hop_length=cfg.hop_length, random_state=rng)
     peak = np.abs(y).max(axis=-1, keepdims=True)
     return (0.5 * y / np.where(peak > 0, peak, 1.0)).astype(np.float32)  # silence stays 0

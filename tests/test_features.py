@@ -298,3 +298,62 @@ def test_features_to_audio_of_a_stack_gives_each_clip_its_own_pitch_and_peak():
         assert round(float(librosa.hz_to_midi(loudest))) - pitch in (0, 12)
     one = features_to_audio(logs[0], mean=0.0, std=1.0, cfg=cfg, n_iter=8)
     assert np.array_equal(features_to_audio(logs[:1], 0.0, 1.0, cfg, n_iter=8)[0], one)
+
+
+@pytest.mark.parametrize("kind", ["cqt", "mel"])
+def test_features_to_magnitude_undoes_the_normalisation_and_the_log(kind):
+    """Normalised features back to the front end's own magnitude (librosa's |CQT| or mel),
+    as the latent explorer does before inverting them."""
+    import librosa
+
+    from pitchtimbre.audio import features_to_magnitude
+
+    cfg = FeatureConfig(kind=kind)
+    tone = harmonic_tone(60, 0.5).astype(np.float32)
+    logs = feat.compute_features(tone[None], cfg)[0]
+    mean, std = float(logs.mean()), float(logs.std())  # as NoteDataset normalises
+    assert abs(mean) > 1 and abs(std - 1) > 0.1  # so that undoing them matters
+    if kind == "cqt":
+        fmin = float(librosa.midi_to_hz(cfg.fmin_midi))
+        spectrum = np.abs(
+            librosa.cqt(
+                tone,
+                sr=cfg.sample_rate,
+                hop_length=cfg.hop_length,
+                fmin=fmin,
+                n_bins=cfg.n_bins,
+                bins_per_octave=cfg.bins_per_octave,
+            )
+        )
+    else:
+        spectrum = librosa.feature.melspectrogram(
+            y=tone,
+            sr=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            n_mels=cfg.n_bins,
+            power=1.0,
+        )
+    expected = spectrum[:, feat.frame_window(cfg)]
+    magnitude = features_to_magnitude((logs - mean) / std, mean, std, cfg)
+    assert magnitude.shape == expected.shape and magnitude.min() >= 0
+    np.testing.assert_allclose(magnitude, expected, rtol=1e-3, atol=1e-3 * cfg.log_floor)
+
+
+def test_features_to_audio_inverts_mel_features_at_their_pitch():
+    import librosa
+
+    from pitchtimbre.audio import features_to_audio
+
+    cfg = FeatureConfig(kind="mel")
+    logs = feat.compute_features(harmonic_tone(57, 0.3)[None].astype(np.float32), cfg)[0]
+    mean, std = float(logs.mean()), float(logs.std())
+    wave = features_to_audio((logs - mean) / std, mean, std, cfg, n_iter=8)
+    assert wave.dtype == np.float32 and np.isclose(np.abs(wave).max(), 0.5)
+    assert len(wave) == (cfg.n_frames - 1) * cfg.hop_length  # centred frames, as librosa's
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    loudest = np.fft.rfftfreq(len(wave), 1 / cfg.sample_rate)[spectrum.argmax()]
+    assert round(float(librosa.hz_to_midi(loudest))) - 57 in (0, 12)
+    again = features_to_audio((logs - mean) / std, mean, std, cfg, n_iter=8)
+    other = features_to_audio((logs - mean) / std, mean, std, cfg, n_iter=8, seed=1)
+    assert np.array_equal(again, wave) and not np.array_equal(other, wave)
