@@ -65,6 +65,15 @@ def test_scale_moves_both_metrics_but_not_their_ratio():
     assert a["ratio"] == pytest.approx(a["divergence"] / a["denseness"])  # divergence on top
 
 
+def test_a_space_with_every_label_on_one_point_has_an_infinite_ratio():
+    # each pitch's notes sit on one point: denseness 0, so no finite ratio (not a division error)
+    z = torch.tensor([[[0.0, 0.0]], [[0.0, 0.0]], [[3.0, 4.0]], [[3.0, 4.0]]])
+    labels = torch.tensor([0, 0, 1, 1])
+    out = space_metrics(z, labels, labels, torch.tensor([0, 1, 0, 1]), k=1)
+    assert out["denseness"] == 0.0 and out["divergence"] == pytest.approx(5.0)
+    assert out["ratio"] == math.inf
+
+
 def test_the_poster_tables_ratio_is_divergence_over_denseness():
     from pitchtimbre.experiment import poster_table
 

@@ -82,6 +82,19 @@ def test_a_chapter_trains_its_two_models_side_by_side(
     assert started == [2] and all(m.from_cache for m in again.values())
 
 
+def test_a_chapters_models_are_those_of_the_seed_it_asks_for(toy_folder, monkeypatch):
+    asked = []
+    monkeypatch.setattr(
+        parallel, "trained_models", lambda jobs, dataset: asked.append(jobs) or ({}, None)
+    )
+    cfg = experiment(str(toy_folder), 1).with_overrides({"seeds": (5, 6)})
+    chapter = Chapter("05_training", cfg, torch.device("cpu"))
+    chapter.models()  # the profile's first seed
+    chapter.models(seed=6)
+    seeds = [{name: job[0].train.seed for name, job in jobs.items()} for jobs in asked]
+    assert seeds == [{"vanilla": 5, "proposed": 5}, {"vanilla": 6, "proposed": 6}]
+
+
 def test_reproduce_in_processes_trains_the_same_models(
     toy_folder, tmp_path, monkeypatch, one_thread
 ):
