@@ -244,6 +244,14 @@ def test_safe_extract_and_checksums(tmp_path):
     assert (tmp_path / "out/nsynth-test/audio/a-060-100.wav").is_file()
     assert len(files) == 2
 
+    for damaged in ("", "3f2a  good.tar.gz\n", "not a digest at all"):  # e.g. a killed write
+        (tmp_path / "good.tar.gz.sha256").write_text(damaged)
+        with pytest.raises(DataError, match=r"good\.tar\.gz\.sha256: not a sha256 record"):
+            verify_archive(good, None)
+    (tmp_path / "good.tar.gz.sha256").unlink()
+    assert verify_archive(good, None) == digest  # recorded again
+    assert not [p.name for p in tmp_path.iterdir() if "tmp" in p.name]  # no temporary left
+
     good.write_bytes(good.read_bytes() + b"tampered")
     with pytest.raises(DataError, match=r"good\.tar\.gz: sha256 .* does not match"):
         verify_archive(good, None)

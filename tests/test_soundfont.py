@@ -212,6 +212,35 @@ def test_a_rendered_source_names_its_instruments_by_their_presets(small_render):
     assert ds.heldout().preset_names == ds.preset_names
 
 
+def test_a_damaged_render_summary_is_named_with_its_field(tmp_path, small_render):
+    import json
+    import shutil
+
+    from pitchtimbre.config import DataConfig, FeatureConfig
+    from pitchtimbre.data import load_dataset
+    from pitchtimbre.data.render import SUMMARY_FILE
+
+    folder = tmp_path / "notes"
+    shutil.copytree(small_render, folder)
+    good = json.loads((folder / SUMMARY_FILE).read_text())
+    cut = dict(good)
+    del cut["renderer"]
+    for text, problem in (
+        ('{"soundfont": ', "not readable JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        (json.dumps({**good, "version": 2}), "unknown field 'version'"),
+        (json.dumps(cut), "missing field 'renderer'"),
+    ):
+        (folder / SUMMARY_FILE).write_text(text)
+        with pytest.raises(DataError, match=f"render_summary.json: {problem}") as err:
+            RenderSummary.load(folder)
+        assert "python -m pitchtimbre render --out" in str(err.value)
+    with pytest.raises(DataError, match="missing field 'renderer'"):  # where a reader meets it
+        load_dataset(DataConfig(source=str(folder)), FeatureConfig(), progress=False)
+    (folder / SUMMARY_FILE).write_text(json.dumps(good))
+    assert RenderSummary.load(folder) == RenderSummary.load(small_render)
+
+
 def test_render_is_byte_deterministic(tmp_path, small_render):
     cfg = RenderConfig(programs=(0, 24), pitch_range=(60, 61), velocities=(80,))
     render_soundfont(cfg, tmp_path / "again", progress=False)

@@ -289,15 +289,30 @@ def verify_archive(archive: Path, sha256: str | None) -> str:
         raise DataError(f"{archive}: archive not found")
     digest = sha256_file(archive)
     record = archive.with_name(archive.name + ".sha256")
-    expected = sha256 or (record.read_text().split()[0] if record.is_file() else None)
+    expected = sha256 or (recorded_sha256(record) if record.is_file() else None)
     if expected is not None and digest != expected.lower():
         raise DataError(
             f"{archive}: sha256 {digest[:16]}... does not match the expected {expected[:16]}...; "
             "the download is corrupt or altered: delete it and download again"
         )
     if not record.is_file():
-        record.write_text(f"{digest}  {archive.name}\n")
+        with atomic_path(record) as tmp:  # a killed write leaves no half record
+            tmp.write_text(f"{digest}  {archive.name}\n")
     return digest
+
+
+def recorded_sha256(record: Path) -> str:
+    """The digest in a ``<archive>.sha256`` record (``sha256sum``'s format).
+
+    Chapter: 02_data
+    """
+    words = record.read_text(errors="replace").split()
+    if not words or len(words[0]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in words[0]):
+        raise DataError(
+            f"{record}: not a sha256 record (64 hex digits, then the archive's name); "
+            "delete it to record the archive's digest again, or pass the expected sha256"
+        )
+    return words[0]
 
 
 def safe_extract(archive: Path, target: Path) -> list[Path]:

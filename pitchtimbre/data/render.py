@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,27 @@ class RenderSummary:
 
     @classmethod
     def load(cls, folder: Path) -> RenderSummary:
-        return cls(**json.loads((Path(folder) / SUMMARY_FILE).read_text()))
+        """The summary a render wrote into ``folder``; a damaged one is a :class:`DataError`
+        naming the file and the field."""
+        path = Path(folder) / SUMMARY_FILE
+        again = f"render the folder again (python -m pitchtimbre render --out {folder})"
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not readable JSON ({exc}); {again}") from None
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: must hold a JSON object; {again}")
+        unknown = sorted(set(data) - names)
+        required = [f.name for f in fields(cls) if MISSING is f.default is f.default_factory]
+        missing = sorted(set(required) - set(data))
+        if unknown or missing:
+            what = ", ".join(
+                [f"unknown field {name!r}" for name in unknown]
+                + [f"missing field {name!r}" for name in missing]
+            )
+            raise DataError(f"{path}: {what}; {again}")
+        return cls(**data)
 
 
 def resolve_soundfont(cfg: RenderConfig) -> Path:
