@@ -3,6 +3,7 @@ picks, and the ipywidgets panel."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,79 @@ def test_mel_features_get_band_numbers_and_no_pitch_reading(explorer):
         cqt.fmin_midi - 0.5,
         cqt.bin_midi(cqt.n_bins - 1) + 0.5,
     ]
+
+
+def _traced_audio(explorer: LatentExplorer, monkeypatch) -> list[np.ndarray]:
+    """Clips that identify their spectrogram (its mean over bins), and the list of the clips
+    handed to IPython's Audio, in the order the page shows them."""
+    import IPython.display
+
+    played: list[np.ndarray] = []
+    real = IPython.display.Audio
+    monkeypatch.setattr(explorer, "audio", lambda spec, seed=0: spec.mean(dim=-2).numpy())
+    monkeypatch.setattr(
+        IPython.display, "Audio", lambda wave, rate: played.append(wave) or real(wave, rate=rate)
+    )
+    return played
+
+
+def _clip(spec: torch.Tensor) -> np.ndarray:
+    return spec.mean(dim=-2).numpy()
+
+
+def test_the_swap_figure_shows_each_spectrogram_under_its_own_title(explorer):
+    import matplotlib.pyplot as plt
+
+    s = explorer.swap(0, 2)
+    fig = explorer.swap_figure(s)
+    shown = [(ax.get_title(), ax.images[0].get_array()) for ax in fig.axes if ax.images]
+    plt.close(fig)
+    expected = [
+        (f"A: {explorer.label(0)}", s.originals[0]),
+        (f"B: {explorer.label(2)}", s.originals[1]),
+        ("A reconstructed", s.reconstructions[0]),
+        ("B reconstructed", s.reconstructions[1]),
+        ("pitch of A, timbre of B", s.pitch_a_timbre_b),
+        ("pitch of B, timbre of A", s.pitch_b_timbre_a),
+    ]
+    assert [title for title, _ in shown] == [title for title, _ in expected]
+    for (_, image), (title, spec) in zip(shown, expected, strict=True):
+        assert np.allclose(np.asarray(image), spec.numpy()), title
+
+
+def test_static_swaps_play_each_clip_under_its_own_title(explorer, monkeypatch):
+    from IPython.display import Markdown
+
+    played = _traced_audio(explorer, monkeypatch)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    explorer.static_swaps([(0, 1), (2, 0)])
+    titles = [o.data for o in shown if isinstance(o, Markdown) and not o.data.startswith("**")]
+    assert len(titles) == len(played) == 8
+    for (a, b), first in (((0, 1), 0), ((2, 0), 4)):
+        s = explorer.swap(a, b)
+        expected = (*s.originals, s.pitch_a_timbre_b, s.pitch_b_timbre_a)
+        for i, spec in enumerate(expected):
+            assert np.array_equal(played[first + i], _clip(spec)), titles[first + i]
+        assert titles[first + 2 : first + 4] == [
+            "pitch of A, timbre of B",
+            "pitch of B, timbre of A",
+        ]
+
+
+def test_the_widget_plays_each_swap_under_its_own_title(explorer, monkeypatch):
+    played = _traced_audio(explorer, monkeypatch)
+    pick_a, pick_b, which, out = explorer.widget().children
+    s = explorer.swap(0, 1)
+    assert [o["text"] for o in out.outputs if o["output_type"] == "stream"] == [
+        "pitch of A, timbre of B\n",
+        "pitch of B, timbre of A\n",
+    ]
+    assert len(played) == 2
+    assert np.array_equal(played[0], _clip(s.pitch_a_timbre_b))
+    assert np.array_equal(played[1], _clip(s.pitch_b_timbre_a))
+    pick_a.value, which.value = 2, "vanilla"  # each change redraws: the last is (2, 1, vanilla)
+    s = explorer.swap(2, pick_b.value, "vanilla")
+    assert len(played) == 6
+    assert np.array_equal(played[4], _clip(s.pitch_a_timbre_b))
+    assert np.array_equal(played[5], _clip(s.pitch_b_timbre_a))
