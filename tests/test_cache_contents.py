@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 
-from pitchtimbre import cache_contents
+from pitchtimbre import cache, cache_contents
 from pitchtimbre.cache import cache_dir
 from pitchtimbre.cache_contents import (
     OTHER_CODE,
@@ -59,16 +59,17 @@ def cache_with_models(toy_folder, tmp_path, monkeypatch):
     shutil.copytree(current, damaged)
     ckpt = damaged / CHECKPOINT_FILE
     ckpt.write_bytes(ckpt.read_bytes()[:2000])
-    temporary = current / f".{CHECKPOINT_FILE}.0123abcd.tmp"  # a killed checkpoint write
+    # what killed writes leave, named by the helpers that write them (atomic_path's
+    # temporary file, the renderer's staging folder)
+    temporary = cache._new_temporary(current / CHECKPOINT_FILE)  # a killed checkpoint write
     temporary.write_bytes(b"x" * 100)
     notes = cache_dir() / "notes" / "timgm6mb-1111111111111111"  # a finished render
     notes.mkdir(parents=True)
     (notes / "examples.json").write_text("{}")
-    staging = cache_dir() / "notes" / "timgm6mb-0000000000000000.partial-89abcdef"
-    staging.mkdir(parents=True)
+    staging = cache.new_staging_folder(notes.parent, "timgm6mb-0000000000000000.partial-")
     (staging / "audio").mkdir()
     (staging / "audio" / "a.wav").write_bytes(b"y" * 1000)
-    (staging / ".render_summary.json.fedcba98.tmp").write_bytes(b"{")
+    cache._new_temporary(staging / "render_summary.json").write_bytes(b"{")
     return {
         "cfg": cfg,
         "ds": ds,
@@ -133,6 +134,20 @@ def test_prune_keeps_recent_entries_and_what_can_still_be_used(cache_with_models
     again = trained_model(c["cfg"], c["ds"], progress=False)
     assert again.from_cache and again.checkpoint.parent == c["current"]
     assert model_staleness(c["current"]) is None
+
+
+def test_a_folder_being_written_into_stays_however_old_the_folder_itself(cache_with_models):
+    """A long render writes into staging/audio/, which does not touch the staging folder's own
+    time: the newest file inside it says whether it is in use."""
+    c = cache_with_models
+    for name in ("no_checkpoint", "damaged", "temporary", "staging"):
+        _age(c[name], OLD)
+    os.utime(c["staging"] / "audio" / "a.wav")  # a note written just now
+    os.utime(c["damaged"] / CHECKPOINT_FILE)
+    assert c["staging"].stat().st_mtime < time.time() - PRUNE_MIN_AGE_S
+    removed = {e.path for e in prune_cache().removed}
+    assert removed == {c["no_checkpoint"], c["temporary"]}
+    assert (c["staging"] / "audio" / "a.wav").is_file() and c["damaged"].is_dir()
 
 
 def test_folders_the_package_did_not_name_stay(cache_with_models):
