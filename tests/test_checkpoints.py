@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from pitchtimbre.checkpoints import checkpoint_problem, read_checkpoint
+from pitchtimbre.checkpoints import CHECKPOINT_FILE, checkpoint_problem, read_checkpoint
 from pitchtimbre.config import ModelConfig
 from pitchtimbre.errors import CheckpointError
 from pitchtimbre.model import PitchTimbreVAE
@@ -91,3 +91,60 @@ def test_a_pickled_class_is_named_in_older_torchs_words_too(tmp_path, monkeypatc
     monkeypatch.setattr(torch, "load", refuses)
     with pytest.raises(CheckpointError, match=r"holds a Python object \(pitchtimbre\.model\.Pitch"):
         read_checkpoint(path)
+
+
+@pytest.fixture
+def trained_checkpoint(toy_folder, tmp_path, monkeypatch):
+    """A finished checkpoint of a tiny model (two steps), in a cache of its own."""
+    from conftest import tiny_config
+
+    from pitchtimbre.data import load_dataset
+    from pitchtimbre.training import trained_model
+
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(str(toy_folder), steps=2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    return trained_model(cfg, ds, progress=False).checkpoint
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one(tmp_path, trained_checkpoint):
+    from pitchtimbre import checkpoints
+
+    path = tmp_path / "written" / CHECKPOINT_FILE
+    before = read_checkpoint(trained_checkpoint)
+    checkpoints.save_checkpoint(path, before)
+    real_save = torch.save
+
+    def dies_midway(state, target):
+        real_save(state, target)
+        with open(target, "r+b") as fh:  # half written, then the process is stopped
+            fh.truncate(fh.seek(0, 2) // 2)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(checkpoints.torch, "save", dies_midway)
+        with pytest.raises(KeyboardInterrupt):
+            checkpoints.save_checkpoint(path, {**before, "step": 999})
+    assert read_checkpoint(path)["step"] == before["step"]
+    assert [p.name for p in path.parent.iterdir()] == [CHECKPOINT_FILE]
+
+
+@pytest.mark.parametrize("field", ["mean", "config", "history"])
+def test_a_checkpoint_missing_or_mangling_a_field_is_named_as_damaged(
+    tmp_path, trained_checkpoint, field
+):
+    from pitchtimbre.checkpoints import load_checkpoint, save_checkpoint
+
+    state = read_checkpoint(trained_checkpoint)
+    if field == "history":
+        state[field] = "{not json"
+    else:
+        del state[field]
+    damaged = tmp_path / "damaged" / CHECKPOINT_FILE
+    save_checkpoint(damaged, state)
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(damaged)
+    message = str(raised.value)
+    assert message.startswith(f"{damaged}: ")
+    assert "a damaged checkpoint" in message and message.endswith("delete it and retrain")
+    assert load_checkpoint(trained_checkpoint).meta["step"] == 2
