@@ -38,6 +38,41 @@ def test_read_and_filter(toy_folder):
         filter_notes(records, families=("flutes",))
 
 
+def test_instrument_sources_keep_only_the_notes_of_those_sources(toy_folder):
+    """NSynth's acoustic, electronic and synthetic instruments, chosen by
+    DataConfig.instrument_sources, in the filter and in the loaded data set."""
+    import json
+
+    from pitchtimbre.config import DataConfig, FeatureConfig
+    from pitchtimbre.data import load_dataset
+
+    table_file = toy_folder / "examples.json"
+    table = json.loads(table_file.read_text())
+    acoustic = {
+        "bass_synthetic_000",
+        "bass_synthetic_001",
+        "flute_synthetic_003",
+        "flute_synthetic_004",
+    }
+    for note in table.values():
+        if note["instrument_str"] in acoustic:
+            note.update(instrument_source=0, instrument_source_str="acoustic")
+    table_file.write_text(json.dumps(table))
+    records = read_examples(toy_folder)
+    kept = filter_notes(records, sources=("acoustic",))
+    assert {r.instrument_str for r in kept} == acoustic and len(kept) == 4 * 12
+    both = filter_notes(records, sources=("acoustic", "synthetic"))
+    assert len(both) == len(records)
+    with pytest.raises(DataError, match=r"sources=\('electronic',\)"):
+        filter_notes(records, sources=("electronic",))
+    ds = load_dataset(
+        DataConfig(source=str(toy_folder), instrument_sources=("acoustic",), heldout_per_family=1),
+        FeatureConfig(),
+        progress=False,
+    )
+    assert sorted(ds.instrument_names) == sorted(acoustic) and len(ds) == 4 * 12
+
+
 def test_missing_examples_json(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"empty/examples\.json: missing; render one"):
