@@ -207,6 +207,21 @@ def test_an_unreadable_file_is_one_error_line(tmp_path, monkeypatch, capsys):
     )
 
 
+def test_ctrl_c_ends_with_one_line_and_the_shells_status_for_it(monkeypatch, capsys):
+    import pitchtimbre.cli as cli
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_data", stopped)
+    assert main(["data"]) == 130  # 128 + SIGINT, as a shell reports a command stopped so
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == (
+        "interrupted: finished files and caches are intact; run the command again to continue\n"
+    )
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
     # more lines than a pipe holds, so the command is still writing when the reader stops
     features = tmp_path / "features"

@@ -77,3 +77,25 @@ def test_a_handler_installed_outside_python_comes_back_as_pythons_default():
         signal.signal(signal.SIGINT, before)
         if stop is not None:
             signal.signal(signal.SIGTSTP, stop)
+
+
+def test_off_outside_the_main_thread(interactive):
+    """Training started from a thread (a notebook's background job): Python refuses a signal
+    handler there, so none is installed and Ctrl-C keeps its own meaning."""
+    import threading
+
+    got = {}
+
+    def train() -> None:
+        try:
+            got["asked"], got["restore"] = interrupts.defer_ctrl_c(enabled=True)
+        except ValueError as exc:  # "signal only works in main thread"
+            got["error"] = exc
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join()
+    assert "error" not in got and got["asked"] == {"stop": False}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    got["restore"]()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
