@@ -195,6 +195,57 @@ def test_a_few_labels_get_colours_far_apart():
     assert len(viz.categorical_palette(28)) == 28
 
 
+def test_every_metric_panel_shows_its_own_space_and_metric():
+    import matplotlib.pyplot as plt
+
+    metrics = ("denseness", "divergence", "ratio")
+
+    def model(v: float) -> dict:  # a different number in every cell
+        return {
+            space: {m: v + 10 * i + 100 * k for i, m in enumerate(metrics)}
+            for k, space in enumerate(("pitch", "timbre"))
+        }
+
+    results = {
+        "models": {"vanilla": model(1.0), "proposed": model(2.0)},
+        "poster": {"vanilla": model(3.0), "proposed": model(4.0)},
+        "per_seed": [
+            {"vanilla": model(5.0), "proposed": model(6.0)},
+            {"vanilla": model(7.0), "proposed": model(8.0)},
+        ],
+    }
+    fig = viz.plot_metrics(results)
+    panels = [
+        (
+            ax.get_title(),
+            [p.get_height() for p in ax.patches],
+            [c.get_offsets()[:, 1].tolist() for c in ax.collections],
+        )
+        for ax in fig.axes
+    ]
+    plt.close(fig)
+    expected = []
+    for space in ("pitch", "timbre"):
+        for metric in metrics:
+            heights = [
+                results[k][n][space][metric]
+                for n in ("vanilla", "proposed")
+                for k in ("models", "poster")
+            ]
+            dots = [
+                [row[n][space][metric] for row in results["per_seed"]]
+                for n in ("vanilla", "proposed")
+            ]
+            expected.append((space, metric, heights, dots))
+    assert len(panels) == len(expected) == 6
+    for (title, heights, dots), (space, metric, want_heights, want_dots) in zip(
+        panels, expected, strict=True
+    ):
+        assert title.startswith(f"{space} {metric} ")
+        assert heights == want_heights, title
+        assert dots == want_dots, title
+
+
 def test_metric_bars_show_each_model_the_results_hold():
     import matplotlib.pyplot as plt
 
