@@ -415,3 +415,52 @@ def test_try_loss_and_table(toy_folder, tmp_path, monkeypatch, capsys):
     assert set(blown) == {"label", "diverged"} and "training diverged" in blown["diverged"]
     table = comparison_table([row, blown])
     assert table.count("\n") == 3 and "| poisoned | diverged |" in table
+
+
+def test_the_comparison_table_puts_each_metric_in_its_column():
+    def space(dens: float, ratio: float, pitch: float, inst: float) -> dict:
+        return {"denseness": dens, "ratio": ratio, "probe": {"pitch": pitch, "instrument": inst}}
+
+    row = {
+        "label": "hinge",
+        "metrics": {
+            "pitch": space(0.11, 2.22, 0.33, 0.44),
+            "timbre": space(0.55, 6.66, 0.77, 0.88),
+        },
+        "history": [{"kl_pitch": 1.0}, {"kl_pitch": 9.87}],
+    }
+    lines = comparison_table(
+        [row, {"label": "blown", "diverged": "training diverged"}]
+    ).splitlines()
+    # loss, pitch dens., pitch ratio, timbre dens., timbre ratio, pitch<-z^p, instr.<-z^t,
+    # pitch<-z^t, instr.<-z^p, KL pitch (last)
+    assert lines[2] == "| hinge | 0.11 | 2.22 | 0.55 | 6.66 | 0.33 | 0.88 | 0.77 | 0.44 | 9.9 |"
+    assert lines[3].count("|") == lines[2].count("|") and lines[3].startswith(
+        "| blown | diverged |"
+    )
+
+
+def test_try_loss_sets_both_contrastive_weights_and_then_the_overrides(monkeypatch):
+    from types import SimpleNamespace
+
+    from pitchtimbre import experiment, training
+    from pitchtimbre.config import ExperimentConfig
+
+    trained = []
+    monkeypatch.setattr(
+        training,
+        "trained_model",
+        lambda cfg, ds, contrastive_fn, progress: (
+            trained.append(cfg) or SimpleNamespace(model=None, history=[])
+        ),
+    )
+    monkeypatch.setattr(experiment, "evaluate_model", lambda model, notes, cfg: {})
+    data = SimpleNamespace(heldout=lambda: None)
+    chapter = SimpleNamespace(config=ExperimentConfig(profile="ci"), dataset=lambda: data)
+    try_loss(chapter, None, "weights", lam=3.0, progress=False)
+    try_loss(chapter, None, "then", lam=3.0, progress=False, overrides={"loss.lambda_timbre": 7.0})
+    try_loss(chapter, None, "default", progress=False)
+    weights = [(c.loss.lambda_pitch, c.loss.lambda_timbre) for c in trained]
+    default = chapter.config.loss
+    assert weights == [(3.0, 3.0), (3.0, 7.0), (default.lambda_pitch, default.lambda_timbre)]
+    assert {c.train.steps for c in trained} == {chapter.config.exercise_steps}
