@@ -47,12 +47,21 @@ def test_model_shapes_and_independent_encoders():
     post = model.encode(x)
     assert post.pitch_mean.shape == (3, 32, 16) and post.timbre_logvar.shape == (3, 32, 16)
     assert model.decode(post.pitch_mean, post.timbre_mean).shape == (3, 80, 32)
-    # the pitch posterior does not depend on the timbre encoder's weights
-    before = post.pitch_mean.clone()
-    with torch.no_grad():
-        for p in model.timbre_encoder.parameters():
-            p.add_(1.0)
-    assert torch.equal(model.encode(x).pitch_mean, before)
+    # each posterior depends on its own encoder's weights, and on no other's
+    for own, other in (("pitch", "timbre"), ("timbre", "pitch")):
+        before = model.encode(x)
+        with torch.no_grad():
+            for p in getattr(model, f"{other}_encoder").parameters():
+                p.add_(1.0)
+        after = model.encode(x)
+        assert torch.equal(getattr(after, f"{own}_mean"), getattr(before, f"{own}_mean"))
+        assert torch.equal(getattr(after, f"{own}_logvar"), getattr(before, f"{own}_logvar"))
+        assert not torch.allclose(getattr(after, f"{other}_mean"), getattr(before, f"{other}_mean"))
+    # the decoder hears both latents: changing either one changes the reconstruction
+    zp, zt = post.pitch_mean, post.timbre_mean
+    both = model.decode(zp, zt)
+    assert not torch.allclose(model.decode(zp + 1.0, zt), both)
+    assert not torch.allclose(model.decode(zp, zt + 1.0), both)
     model.eval()
     out = model(x)
     assert torch.equal(out.z_pitch, out.posterior.pitch_mean)  # no sampling in eval mode
@@ -62,6 +71,18 @@ def test_model_shapes_and_independent_encoders():
     learned = PitchTimbreVAE(80, ModelConfig(sigma=None))
     assert any(n == "log_sigma" for n, _ in learned.named_parameters())
     assert learned.sigma.item() == 1.0
+
+
+def test_the_networks_use_the_kernel_sizes_they_are_given():
+    cfg = ModelConfig(hidden=8, layers=3, kernel_size=5, head_kernel_size=3)
+    model = PitchTimbreVAE(20, cfg)
+    for name in ("pitch_encoder", "timbre_encoder", "decoder"):
+        convs = [m for m in getattr(model, name).modules() if isinstance(m, torch.nn.Conv1d)]
+        assert [c.kernel_size[0] for c in convs] == [5, 5, 3], name
+        assert all(c.padding[0] == c.kernel_size[0] // 2 for c in convs)  # frames kept
+    x = torch.randn(2, 20, 7)
+    post = model.encode(x)
+    assert model.decode(post.pitch_mean, post.timbre_mean).shape == x.shape
 
 
 def test_a_learned_sigma_trains_and_reloads(toy_data, tmp_path):
