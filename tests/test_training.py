@@ -370,22 +370,28 @@ def test_resume_ignores_settings_that_do_not_change_the_model(toy_data, tmp_path
         )
 
 
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(toy_data, tmp_path, monkeypatch):
-    cfg, ds = toy_data
+@pytest.mark.parametrize(
+    "first_nan, caught",
+    [(24, 25), (30, 30)],  # found at a logged step; found at a step that is due a checkpoint
+)
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(
+    toy_data, tmp_path, monkeypatch, first_nan, caught
+):
+    cfg, ds = toy_data  # a log every 5 steps, a checkpoint every 10
     real = training.pair_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         terms = real(*args, **kwargs)
-        if calls["n"] > 23:
+        if calls["n"] >= first_nan:
             terms.total = terms.total * float("nan")
         return terms
 
     monkeypatch.setattr(training, "pair_loss", poisoned)
     with pytest.raises(
         TrainingDiverged,
-        match=r"diverged before step 25 .*last good checkpoint kept at .*checkpoint\.pt \(step 20\)",
+        match=rf"diverged before step {caught} .*last good checkpoint kept at .*checkpoint\.pt \(step 20\)",
     ):
         train_model(cfg, ds, tmp_path / "run", progress=False)
     kept = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
