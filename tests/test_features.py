@@ -218,6 +218,16 @@ def test_a_copied_source_keeps_its_data_fingerprint(toy_folder, tmp_path):
             row["instrument_family_str"] = "flute"  # a label changes, the audio does not
     (copy / "examples.json").write_text(json.dumps(table))
     assert fingerprint(copy)[0] != first
+    # two notes' labels swapped, their audio and every count kept: pitch, velocity, instrument
+    for one, other, field in (
+        ("bass_synthetic_000-060-075", "bass_synthetic_000-061-075", "pitch"),
+        ("bass_synthetic_000-060-075", "bass_synthetic_000-060-100", "velocity"),
+        ("bass_synthetic_000-060-075", "bass_synthetic_001-060-075", "instrument_str"),
+    ):
+        table = json.loads((toy_folder / "examples.json").read_text())
+        table[one][field], table[other][field] = table[other][field], table[one][field]
+        (copy / "examples.json").write_text(json.dumps(table))
+        assert fingerprint(copy)[0] != first, field
     (copy / "examples.json").write_text((toy_folder / "examples.json").read_text())
     assert fingerprint(copy)[0] == first
     victim = copy / "audio" / "flute_synthetic_004-062-100.wav"

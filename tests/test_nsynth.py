@@ -350,3 +350,30 @@ def test_a_training_split_of_one_pitch_is_an_error_naming_it(tmp_path):
     write_nsynth_folder(root / "nsynth-test", TOY_INSTRUMENTS[4:], pitches=(60, 61, 62))
     with pytest.raises(DataError, match=r"nsynth: every training note has pitch 62;"):
         load_dataset(DataConfig(source=str(root)), FeatureConfig(), progress=False)
+
+
+def test_instruments_with_too_few_notes_are_left_out_and_counted(toy_folder):
+    import json
+
+    from pitchtimbre.config import DataConfig, FeatureConfig
+    from pitchtimbre.data import load_dataset
+
+    table_file = toy_folder / "examples.json"
+    table = json.loads(table_file.read_text())
+    sparse = sorted(k for k in table if k.startswith("flute_synthetic_005"))
+    for note in sparse[3:]:  # three notes left to that instrument
+        del table[note]
+    table_file.write_text(json.dumps(table))
+
+    def load(minimum: int):
+        data = DataConfig(
+            source=str(toy_folder), heldout_per_family=1, min_notes_per_instrument=minimum
+        )
+        return load_dataset(data, FeatureConfig(), progress=False)
+
+    ds = load(4)
+    assert "flute_synthetic_005" not in ds.instrument_names and len(ds.instrument_names) == 5
+    assert ds.summary.excluded["instrument_with_too_few_notes"] == 3 and len(ds) == 5 * 12
+    kept = load(3)
+    assert "flute_synthetic_005" in kept.instrument_names and len(kept) == 5 * 12 + 3
+    assert "instrument_with_too_few_notes" not in kept.summary.excluded
