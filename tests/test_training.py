@@ -1045,8 +1045,23 @@ def test_streamed_batches_pin_memory_only_on_cuda():
     GPU is at hand) get a plain gather and copy."""
     feats = torch.randn(50, 8, 4)
     store = training.FeatureStore(feats, torch.device("meta"), "host", rows=torch.arange(10, 50))
-    batch = store.gather(torch.tensor([0, 5, 5]))
+    sent, real_to = [], torch.Tensor.to
+    with pytest.MonkeyPatch.context() as mp:  # what is copied to the device (values unseen there)
+        mp.setattr(torch.Tensor, "to", lambda t, *a, **k: sent.append(t) or real_to(t, *a, **k))
+        batch = store.gather(torch.tensor([0, 5, 5]))
     assert not store.resident and batch.device.type == "meta" and batch.shape == (3, 8, 4)
+    assert torch.equal(sent[-1], feats[[10, 15, 15]])  # training note i is row rows[i]
+
+
+@pytest.mark.parametrize("where", ["auto", "host"])
+def test_a_feature_store_gathers_the_training_notes_it_was_given(where):
+    """Resident or streamed, batch index i is the i-th of ``rows`` (the training notes), never
+    row i of all the notes, which would read held-out instruments."""
+    feats = torch.randn(50, 8, 4)
+    rows = torch.tensor([3, 9, 20, 21, 40])
+    store = training.FeatureStore(feats, torch.device("cpu"), where, rows=rows)
+    assert store.resident == (where == "auto")
+    assert torch.equal(store.gather(torch.tensor([4, 0, 0, 2])), feats[[40, 3, 3, 20]])
 
 
 def test_training_without_autocast_makes_no_autocast_object(toy_data, tmp_path, monkeypatch):
@@ -1116,13 +1131,19 @@ def test_gradients_are_clipped_to_train_grad_clip_every_step(toy_data, tmp_path,
     clipped = []
     real_clip = torch.nn.utils.clip_grad_norm_
 
+    clipped_params = []
+
     def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
         clipped.append(max_norm)
+        clipped_params.append({id(p) for p in params})
         return real_clip(params, max_norm, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    train_model(cfg, ds, tmp_path / "default", progress=False)
+    run = train_model(cfg, ds, tmp_path / "default", progress=False)
     assert clipped == [cfg.train.grad_clip] * 6 and cfg.train.grad_clip == 10.0
+    # one norm over every parameter of the model, not a part of it
+    assert clipped_params[0] == {id(p) for p in run.model.parameters()}
     clipped.clear()
     free = train_model(
         cfg.with_overrides({"train.grad_clip": None}), ds, tmp_path / "none", progress=False
