@@ -208,6 +208,31 @@ def test_a_chapter_on_another_profile_says_its_figures_differ_from_the_text(caps
     assert "the text quotes" not in capsys.readouterr().out
 
 
+def test_a_chapter_starts_every_random_generator_from_its_seed(capsys):
+    """A chapter run twice draws the same numbers (Python, NumPy and torch), whatever ran
+    before it in the kernel."""
+    import random
+
+    import matplotlib
+    import numpy as np
+    import torch
+
+    from pitchtimbre.book import setup_chapter
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(()))  # noqa: NPY002
+
+    with matplotlib.rc_context():
+        setup_chapter("06_metrics", profile="ci", seed=3)
+        first = draws()
+        draws()  # the generators move on ...
+        setup_chapter("06_metrics", profile="ci", seed=3)  # ... and are put back
+        assert draws() == first
+        setup_chapter("06_metrics", profile="ci", seed=4)
+        assert all(a != b for a, b in zip(draws(), first, strict=True))
+    capsys.readouterr()
+
+
 def test_pages_workflow_builds_and_publishes():
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
     steps = [
