@@ -199,6 +199,59 @@ def test_the_debian_table_names_each_packages_command():
     }
 
 
+def test_the_book_build_drops_outputs_executed_on_another_profile_setting_or_package(tmp_path):
+    """jupyter-cache keys a chapter's outputs on its code cells alone: scripts/build_book.sh
+    drops them when the profile, the solutions setting or the package's code changed."""
+    write_script(tmp_path / "scripts/build_book.sh", (ROOT / "scripts/build_book.sh").read_text())
+    write_script(
+        tmp_path / ".venv/bin/python", '#!/usr/bin/env bash\necho "$PITCHTIMBRE_PROFILE"\n'
+    )
+    write_script(
+        tmp_path / ".venv/bin/jupyter-book", '#!/usr/bin/env bash\necho "jupyter-book $*"\n'
+    )
+    (tmp_path / "pitchtimbre").mkdir()
+    (tmp_path / "pitchtimbre/config.py").write_text("A = 1\n")
+    executed = tmp_path / "book-out/_build/.jupyter_cache"
+
+    def build(**env: str) -> tuple[str, bool]:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PITCHTIMBRE_")}
+        run = subprocess.run(
+            ["bash", str(tmp_path / "scripts/build_book.sh")],
+            env={
+                **environment,
+                "PITCHTIMBRE_BOOK_OUT": "book-out",
+                "PITCHTIMBRE_PROFILE": "ci",
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        assert "jupyter-book build -W -n --keep-going --path-output book-out ." in run.stdout
+        kept = executed.is_dir()
+        executed.mkdir(parents=True, exist_ok=True)  # what the build leaves to the next one
+        return run.stdout, kept
+
+    build()
+    said, kept = build()  # the same again: the outputs are reused
+    assert kept and "dropping" not in said
+    for change in ({"PITCHTIMBRE_PROFILE": "cpu"}, {"PITCHTIMBRE_SOLUTIONS": "1"}, "code"):
+        build()  # each change alone, from the same build
+        if change == "code":
+            (tmp_path / "pitchtimbre/config.py").write_text("A = 2\n")
+            change = {}
+        said, kept = build(**change)
+        assert "dropping executed outputs" in said and not kept, change
+        said, kept = build(**change)
+        assert kept and "dropping" not in said
+        assert (
+            (tmp_path / "book-out/_build/.executed-with")
+            .read_text()
+            .startswith(f"profile={change.get('PITCHTIMBRE_PROFILE', 'ci')} ")
+        )
+
+
 def run_main_job(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """scripts/reproduce.sh in a copy of the project whose set-up, book build and python
     only say what they were given."""
