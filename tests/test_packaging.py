@@ -258,10 +258,12 @@ def run_main_job(tmp_path: Path, *args: str, **env: str) -> subprocess.Completed
     write_script(tmp_path / "scripts/reproduce.sh", (ROOT / "scripts/reproduce.sh").read_text())
     write_script(tmp_path / "scripts/setup.sh", 'echo "setup"\n')
     write_script(
-        tmp_path / "scripts/build_book.sh", 'echo "book on ${PITCHTIMBRE_PROFILE:-its own}"\n'
+        tmp_path / "scripts/build_book.sh",
+        'echo "book on ${PITCHTIMBRE_PROFILE:-its own}"\n'
+        'echo "solutions ${PITCHTIMBRE_SOLUTIONS:-unset}, cache ${PITCHTIMBRE_CACHE:-unset}"\n',
     )
     write_script(tmp_path / ".venv/bin/python", '#!/usr/bin/env bash\necho "python $*"\n')
-    environment = {k: v for k, v in os.environ.items() if k != "PITCHTIMBRE_PROFILE"}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PITCHTIMBRE_")}
     return subprocess.run(
         ["bash", str(tmp_path / "scripts/reproduce.sh"), *args],
         env={**environment, **env},
@@ -278,6 +280,15 @@ def test_the_main_job_builds_the_book_on_the_profile_it_reproduces(tmp_path, arg
     said = run.stdout.splitlines()
     assert f"python -m pitchtimbre reproduce --out results {' '.join(args)}" in said
     assert "book on ci" in said
+
+
+def test_the_main_job_shows_the_solutions_and_keeps_its_cache_in_the_project(tmp_path):
+    said = run_main_job(tmp_path, "--profile", "ci").stdout.splitlines()
+    assert f"solutions 1, cache {tmp_path}/.cache" in said
+    said = run_main_job(
+        tmp_path, "--profile", "ci", PITCHTIMBRE_SOLUTIONS="0", PITCHTIMBRE_CACHE="/elsewhere"
+    ).stdout.splitlines()
+    assert "solutions 0, cache /elsewhere" in said  # a student copy, a shared cache
 
 
 @pytest.mark.parametrize("option", ["--seeds 2", "--steps=10", "--source notes/"])
