@@ -69,7 +69,12 @@ TOO_OLD = "#!/usr/bin/env bash\nexit 1\n"  # sys.version_info < (3, 11), and any
 
 
 def run_setup(
-    tmp_path: Path, *args: str, python: str = MAKE_VENV, debian: str | None = None, **env: str
+    tmp_path: Path,
+    *args: str,
+    python: str = MAKE_VENV,
+    debian: str | None = None,
+    pyproject_end: str = "",
+    **env: str,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """scripts/setup.sh in a copy of the project (its script and pyproject.toml, with the
     line ``debian`` in place of its Debian table's when given), with a stand-in for python3
@@ -78,7 +83,7 @@ def run_setup(
     text = (ROOT / "pyproject.toml").read_text()
     if debian is not None:
         text = re.sub(r"^debian = .*$", debian, text, flags=re.M)
-    (tmp_path / "pyproject.toml").write_text(text)
+    (tmp_path / "pyproject.toml").write_text(text + pyproject_end)
     write_script(tmp_path / "venv-python", VENV_PYTHON)
     write_script(tmp_path / "python", python)
     run = subprocess.run(
@@ -104,6 +109,20 @@ def test_setup_installs_what_pyproject_names(tmp_path):
     assert f"-m pip install --quiet {setup['torch']}" in calls  # no torch was importable
     assert "-m pip install --quiet -e .[book,test]" in calls
     assert f"-m pip install --quiet --no-deps {' '.join(setup['no-deps'])}" in calls
+    # the kernel the book's chapters run on (_config.yml executes them with 'python3')
+    assert any(c.startswith("-m ipykernel install --sys-prefix --name python3 ") for c in calls)
+
+
+def test_setup_installs_again_when_pyproject_changes_and_only_then(tmp_path):
+    installs = "-m pip install --quiet -e .[book,test]"
+    run, venv = run_setup(tmp_path)
+    assert run.returncode == 0, run.stderr
+    run, venv = run_setup(tmp_path)
+    assert "is up to date" in run.stdout
+    assert (venv / "calls").read_text().count(installs) == 1
+    run, venv = run_setup(tmp_path, pyproject_end="# a dependency added\n")
+    assert "is up to date" not in run.stdout
+    assert (venv / "calls").read_text().count(installs) == 2
 
 
 @pytest.mark.parametrize("venv_is", ["a broken venv", "a dangling link", "a file"])
