@@ -95,6 +95,41 @@ def test_a_chapters_models_are_those_of_the_seed_it_asks_for(toy_folder, monkeyp
     assert seeds == [{"vanilla": 5, "proposed": 5}, {"vanilla": 6, "proposed": 6}]
 
 
+def test_what_workers_retrained_the_caller_loads_and_does_not_train_again(
+    toy_folder, tmp_path, monkeypatch
+):
+    """``retrain=True`` with models side by side: the workers retrain, the calling process
+    then loads their models (workers stood in for here by training in this process)."""
+    from pitchtimbre.experiment import model_configs
+
+    monkeypatch.setenv("PITCHTIMBRE_CACHE", str(tmp_path / "cache"))
+    cfg = experiment(str(toy_folder), 2)
+    ds = load_dataset(cfg.data, cfg.features, progress=False)
+    jobs = {name: (c, None) for name, c in model_configs(cfg).items()}
+    workers, here = [], []
+
+    def in_workers(job_list, dataset, processes, retrain, progress):
+        workers.append((len(job_list), processes, retrain))
+        for c, fn in job_list:
+            training.trained_model(c, dataset, fn, progress=False, retrain=retrain)
+
+    def trained_here(c, dataset, fn, progress, retrain):
+        here.append(retrain)
+        return training.trained_model(c, dataset, fn, progress=progress, retrain=retrain)
+
+    monkeypatch.setattr(parallel, "train_in_processes", in_workers)
+    monkeypatch.setattr(parallel, "trained_model", trained_here)
+    first, processes = trained_models(jobs, ds, progress=False)
+    written = {name: m.checkpoint.stat().st_mtime_ns for name, m in first.items()}
+    again, _ = trained_models(jobs, ds, progress=False, retrain=True)
+    assert processes == 2 and workers == [(2, 2, False), (2, 2, True)]
+    assert here == [False] * 4  # the caller only ever loads what the workers wrote
+    assert not any(m.from_cache for m in [*first.values(), *again.values()])
+    for name in jobs:  # the second call's models are the retrained ones, on disk
+        assert again[name].checkpoint == first[name].checkpoint
+        assert again[name].checkpoint.stat().st_mtime_ns > written[name]
+
+
 def test_reproduce_in_processes_trains_the_same_models(
     toy_folder, tmp_path, monkeypatch, one_thread
 ):
