@@ -113,8 +113,12 @@ def test_gpu_run_skips_ddp_on_one_gpu_and_empties_the_reproduce_cache(tmp_path):
     run = gpu_run(tmp_path, "reproduce", str(out), gpus=1)
     assert not stale.exists()
     assert not any("--parallel" in line for line in ran(run.stdout))
+    trained = tmp_path / "cache" / "gpu" / "models" / "proposed-seed0-trained"
+    trained.mkdir(parents=True)  # what the reproduce part trained: the side-by-side run
     run = gpu_run(tmp_path, "parallel", str(out), gpus=1)  # a later call on the same machine
     assert run.returncode == 0, run.stdout
+    assert not trained.exists()  # trains every model again, not loads them
+    assert (tmp_path / "cache" / "gpu" / "features" / "f.npz").exists()  # but keeps the data
     assert ran(run.stdout) == [
         f"-m pitchtimbre reproduce --profile gpu --parallel 6 --out {tmp_path}/cache/results-gpu-parallel"
     ]
@@ -303,3 +307,30 @@ def test_gpu_checks_counts_a_skipped_check_as_no_failure(gpu_checks, monkeypatch
     monkeypatch.setattr(gpu_checks, "synthetic_dataset", lambda cfg, n_notes: None)
     assert gpu_checks.main() == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("SKIP  bf16 autocast: no bf16")
+
+
+@pytest.mark.parametrize("way", ["differs", "crashes"])
+def test_gpu_checks_exits_1_when_a_check_fails_and_runs_the_others(
+    gpu_checks, monkeypatch, capsys, way
+):
+    """gpu_run.sh counts a failed step by its exit status."""
+
+    def failing(cfg, ds, folder):
+        if way == "crashes":
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return False, "loss gap 0.3 (limit 1e-4)"
+
+    ran = []
+    monkeypatch.setitem(gpu_checks.CHECKS, "streaming", ("streamed = resident", failing))
+    monkeypatch.setitem(
+        gpu_checks.CHECKS, "resume", ("resumed", lambda *a: ran.append(1) or (True, "gap 0"))
+    )
+    argv = ["gpu_checks.py", "--device", "cpu", "--only", "streaming", "--only", "resume"]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(gpu_checks, "synthetic_dataset", lambda cfg, n_notes: None)
+    assert gpu_checks.main() == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[-2].startswith("FAIL  streamed = resident: ") and lines[-1] == "PASS  resumed: gap 0"
+    )
+    assert ("RuntimeError: CUDA error" in lines[-2]) == (way == "crashes") and ran == [1]
