@@ -283,8 +283,15 @@ def test_safe_extract_and_checksums(tmp_path):
         (tmp_path / "good.tar.gz.sha256").write_text(damaged)
         with pytest.raises(DataError, match=r"good\.tar\.gz\.sha256: not a sha256 record"):
             verify_archive(good, None)
+    assert verify_archive(good, digest.upper()) == digest  # checked against what is given ...
+    assert (tmp_path / "good.tar.gz.sha256").read_text().startswith(digest)  # ... and recorded
     (tmp_path / "good.tar.gz.sha256").unlink()
     assert verify_archive(good, None) == digest  # recorded again
+    for typo in ("0" * 63, "g" * 64, "sha256:" + digest):
+        with pytest.raises(
+            DataError, match=r"the expected sha256 for .*good\.tar\.gz must be 64 hex"
+        ):
+            verify_archive(good, typo)
     assert not [p.name for p in tmp_path.iterdir() if "tmp" in p.name]  # no temporary left
 
     good.write_bytes(good.read_bytes() + b"tampered")

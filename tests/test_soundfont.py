@@ -213,13 +213,15 @@ def test_a_rendered_source_names_its_instruments_by_their_presets(small_render):
 
 
 def test_a_damaged_render_summary_is_named_with_its_field(tmp_path, small_render):
+    import dataclasses
     import json
     import shutil
 
     from pitchtimbre.config import DataConfig, FeatureConfig
     from pitchtimbre.data import load_dataset
-    from pitchtimbre.data.render import SUMMARY_FILE
+    from pitchtimbre.data.render import _SUMMARY_TYPES, SUMMARY_FILE
 
+    assert set(_SUMMARY_TYPES) == {f.name for f in dataclasses.fields(RenderSummary)}
     folder = tmp_path / "notes"
     shutil.copytree(small_render, folder)
     good = json.loads((folder / SUMMARY_FILE).read_text())
@@ -228,16 +230,21 @@ def test_a_damaged_render_summary_is_named_with_its_field(tmp_path, small_render
     for text, problem in (
         ('{"soundfont": ', "not readable JSON"),
         ("[1, 2]", "must hold a JSON object"),
-        (json.dumps({**good, "version": 2}), "unknown field 'version'"),
         (json.dumps(cut), "missing field 'renderer'"),
+        (json.dumps({**good, "instruments": None}), "field 'instruments' has a wrong type"),
+        (json.dumps({**good, "excluded": {"silent": "3"}}), "field 'excluded' has a wrong type"),
+        (json.dumps({**good, "written": True}), "field 'written' has a wrong type"),
     ):
         (folder / SUMMARY_FILE).write_text(text)
         with pytest.raises(DataError, match=f"render_summary.json: {problem}") as err:
             RenderSummary.load(folder)
-        assert "python -m pitchtimbre render --out" in str(err.value)
-    with pytest.raises(DataError, match="missing field 'renderer'"):  # where a reader meets it
+        assert "render the notes again: delete the folder if it is in the package's cache" in str(
+            err.value
+        )
+    with pytest.raises(DataError, match="wrong type"):  # where a reader meets it
         load_dataset(DataConfig(source=str(folder)), FeatureConfig(), progress=False)
-    (folder / SUMMARY_FILE).write_text(json.dumps(good))
+    # a newer version's summary (the cache is shared by every environment): its new field aside
+    (folder / SUMMARY_FILE).write_text(json.dumps({**good, "version": 2}))
     assert RenderSummary.load(folder) == RenderSummary.load(small_render)
 
 

@@ -4,9 +4,11 @@ The chapters cite author-year ("Tanaka et al., 2021", `bibtex_reference_style: a
 in `_config.yml`), but pybtex's own label styles label the same entry `[TNB+21]` on the
 references page, and a surname with an accent `[SchorkhuberK10]`. This extension registers
 the pybtex style `author_year_labels`: pybtex's `unsrt` entries, sorted by author, year and
-title (accents ignored), each labelled as the text cites it. `_config.yml` loads it (`local_extensions`) and
-names it (`bibtex_default_style`); `tests/test_book_files.py` checks it against
-`book/references.bib`.
+title (accents in the authors' names ignored), each labelled as the text cites it.
+`_config.yml` loads it (`local_extensions`) and names it (`bibtex_default_style`);
+`tests/test_book_files.py` checks it against `book/references.bib`. Sphinx does not watch
+this file: after editing it, run `jupyter-book clean .` (the executed chapters stay cached)
+before building the book again.
 """
 
 from __future__ import annotations

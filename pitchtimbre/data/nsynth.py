@@ -287,6 +287,10 @@ def verify_archive(archive: Path, sha256: str | None) -> str:
     archive = Path(archive)
     if not archive.is_file():
         raise DataError(f"{archive}: archive not found")
+    if sha256 is not None and not _is_sha256(sha256):
+        raise DataError(
+            f"the expected sha256 for {archive} must be 64 hex digits, got {sha256!r:.80}"
+        )
     digest = sha256_file(archive)
     record = archive.with_name(archive.name + ".sha256")
     expected = sha256 or (recorded_sha256(record) if record.is_file() else None)
@@ -295,10 +299,22 @@ def verify_archive(archive: Path, sha256: str | None) -> str:
             f"{archive}: sha256 {digest[:16]}... does not match the expected {expected[:16]}...; "
             "the download is corrupt or altered: delete it and download again"
         )
-    if not record.is_file():
+    if not _records(record, digest):  # missing, or damaged while the archive checked out
         with atomic_path(record) as tmp:  # a killed write leaves no half record
             tmp.write_text(f"{digest}  {archive.name}\n")
     return digest
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _records(record: Path, digest: str) -> bool:
+    """Whether ``record`` holds ``digest``."""
+    try:
+        return recorded_sha256(record).lower() == digest
+    except (OSError, DataError):
+        return False
 
 
 def recorded_sha256(record: Path) -> str:
@@ -307,7 +323,7 @@ def recorded_sha256(record: Path) -> str:
     Chapter: 02_data
     """
     words = record.read_text(errors="replace").split()
-    if not words or len(words[0]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in words[0]):
+    if not words or not _is_sha256(words[0]):
         raise DataError(
             f"{record}: not a sha256 record (64 hex digits, then the archive's name); "
             "delete it to record the archive's digest again, or pass the expected sha256"

@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -52,26 +53,52 @@ class RenderSummary:
     @classmethod
     def load(cls, folder: Path) -> RenderSummary:
         """The summary a render wrote into ``folder``; a damaged one is a :class:`DataError`
-        naming the file and the field."""
+        naming the file and the field. Fields it does not know (a newer version's, sharing
+        the cache) are left aside.
+
+        Chapter: 02_data
+        """
         path = Path(folder) / SUMMARY_FILE
-        again = f"render the folder again (python -m pitchtimbre render --out {folder})"
+        again = (
+            "render the notes again: delete the folder if it is in the package's cache (it is "
+            "rendered again when next needed), else rerun the `python -m pitchtimbre render` "
+            "that made it"
+        )
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: not readable JSON ({exc}); {again}") from None
-        names = {f.name for f in fields(cls)}
         if not isinstance(data, dict):
             raise DataError(f"{path}: must hold a JSON object; {again}")
-        unknown = sorted(set(data) - names)
-        required = [f.name for f in fields(cls) if MISSING is f.default is f.default_factory]
-        missing = sorted(set(required) - set(data))
-        if unknown or missing:
-            what = ", ".join(
-                [f"unknown field {name!r}" for name in unknown]
-                + [f"missing field {name!r}" for name in missing]
-            )
-            raise DataError(f"{path}: {what}; {again}")
-        return cls(**data)
+        known = {f.name: f for f in fields(cls)}
+        missing = [n for n, f in known.items() if MISSING is f.default is f.default_factory]
+        missing = [n for n in missing if n not in data]
+        if missing:
+            raise DataError(f"{path}: missing field {missing[0]!r}; {again}")
+        for name, value in data.items():
+            if name in known and not _SUMMARY_TYPES[name](value):
+                raise DataError(f"{path}: field {name!r} has a wrong type ({value!r:.40}); {again}")
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+
+def _str_map(value: object, of: type) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, of) and not isinstance(v, bool)
+        for k, v in value.items()
+    )
+
+
+_SUMMARY_TYPES: dict[str, Callable[[object], bool]] = {
+    "soundfont": lambda v: isinstance(v, str),
+    "soundfont_sha256": lambda v: isinstance(v, str),
+    "renderer": lambda v: isinstance(v, str),
+    "requested": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "written": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "excluded": lambda v: _str_map(v, int),
+    "instruments": lambda v: _str_map(v, str),
+    "seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+"""How each field of a render summary is checked when read back."""
 
 
 def resolve_soundfont(cfg: RenderConfig) -> Path:
