@@ -293,13 +293,20 @@ def verify_archive(archive: Path, sha256: str | None) -> str:
         )
     digest = sha256_file(archive)
     record = archive.with_name(archive.name + ".sha256")
-    expected = sha256 or (recorded_sha256(record) if record.is_file() else None)
+    recorded = None
+    if record.is_file():
+        try:
+            recorded = recorded_sha256(record)
+        except DataError:
+            if sha256 is None:  # nothing else to check the archive against
+                raise
+    expected = sha256 or recorded
     if expected is not None and digest != expected.lower():
         raise DataError(
             f"{archive}: sha256 {digest[:16]}... does not match the expected {expected[:16]}...; "
             "the download is corrupt or altered: delete it and download again"
         )
-    if not _records(record, digest):  # missing, or damaged while the archive checked out
+    if recorded is None or recorded.lower() != digest:  # missing, damaged, or another digest
         with atomic_path(record) as tmp:  # a killed write leaves no half record
             tmp.write_text(f"{digest}  {archive.name}\n")
     return digest
@@ -307,14 +314,6 @@ def verify_archive(archive: Path, sha256: str | None) -> str:
 
 def _is_sha256(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
-
-
-def _records(record: Path, digest: str) -> bool:
-    """Whether ``record`` holds ``digest``."""
-    try:
-        return recorded_sha256(record).lower() == digest
-    except (OSError, DataError):
-        return False
 
 
 def recorded_sha256(record: Path) -> str:

@@ -70,33 +70,34 @@ class RenderSummary:
             raise DataError(f"{path}: not readable JSON ({exc}); {again}") from None
         if not isinstance(data, dict):
             raise DataError(f"{path}: must hold a JSON object; {again}")
-        known = {f.name: f for f in fields(cls)}
-        missing = [n for n, f in known.items() if MISSING is f.default is f.default_factory]
-        missing = [n for n in missing if n not in data]
-        if missing:
-            raise DataError(f"{path}: missing field {missing[0]!r}; {again}")
-        for name, value in data.items():
-            if name in known and not _SUMMARY_TYPES[name](value):
+        for f in fields(cls):
+            if f.name not in data and MISSING is f.default is f.default_factory:
+                raise DataError(f"{path}: missing field {f.name!r}; {again}")
+        known = {name: value for name, value in data.items() if name in _SUMMARY_TYPES}
+        for name, value in known.items():
+            if not _SUMMARY_TYPES[name](value):
                 raise DataError(f"{path}: field {name!r} has a wrong type ({value!r:.40}); {again}")
-        return cls(**{name: value for name, value in data.items() if name in known})
+        return cls(**known)
+
+
+def _is(value: object, kind: type | tuple[type, ...]) -> bool:
+    """isinstance, with JSON's true and false not counted as numbers."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _str_map(value: object, of: type) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, of) and not isinstance(v, bool)
-        for k, v in value.items()
-    )
+    return isinstance(value, dict) and all(_is(k, str) and _is(v, of) for k, v in value.items())
 
 
 _SUMMARY_TYPES: dict[str, Callable[[object], bool]] = {
-    "soundfont": lambda v: isinstance(v, str),
-    "soundfont_sha256": lambda v: isinstance(v, str),
-    "renderer": lambda v: isinstance(v, str),
-    "requested": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "written": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "soundfont": lambda v: _is(v, str),
+    "soundfont_sha256": lambda v: _is(v, str),
+    "renderer": lambda v: _is(v, str),
+    "requested": lambda v: _is(v, int),
+    "written": lambda v: _is(v, int),
     "excluded": lambda v: _str_map(v, int),
     "instruments": lambda v: _str_map(v, str),
-    "seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "seconds": lambda v: _is(v, (int, float)),
 }
 """How each field of a render summary is checked when read back."""
 
