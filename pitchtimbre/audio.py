@@ -9,7 +9,10 @@ Chapter: 08_latent_explorer
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +33,16 @@ def features_to_magnitude(
         else np.asarray(features)
     )
     return np.maximum(np.exp(x.astype(np.float64) * std + mean) - cfg.log_floor, 0.0)
+
+
+def seed_argument(griffin_lim: Callable[..., Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The keyword that seeds one of librosa's Griffin-Lim functions: ``rng`` from librosa 1.0
+    on (where ``random_state`` warns, and goes in 1.2), ``random_state`` before.
+
+    Chapter: 08_latent_explorer
+    """
+    takes_rng = "rng" in inspect.signature(griffin_lim).parameters
+    return {"rng" if takes_rng else "random_state": rng}
 
 
 def features_to_audio(
@@ -66,14 +79,19 @@ def features_to_audio(
                 fmin=float(librosa.midi_to_hz(cfg.fmin_midi)),
                 bins_per_octave=cfg.bins_per_octave,
                 n_iter=n_iter,
-                random_state=rng,
+                **seed_argument(librosa.griffinlim_cqt, rng),
             )
     else:
-        # librosa's mel_to_audio hands unknown arguments (random_state) to the mel filter
+        # librosa's mel_to_audio hands unknown arguments (the seed too) to the mel filter
         # bank, so its two steps are taken here, the seeded Griffin-Lim as for the CQT
         stft = librosa.feature.inverse.mel_to_stft(
             mag, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0
         )
-        y = librosa.griffinlim(stft, n_iter=n_iter, hop_length=cfg.hop_length, random_state=rng)
+        y = librosa.griffinlim(
+            stft,
+            n_iter=n_iter,
+            hop_length=cfg.hop_length,
+            **seed_argument(librosa.griffinlim, rng),
+        )
     peak = np.abs(y).max(axis=-1, keepdims=True)
     return (0.5 * y / np.where(peak > 0, peak, 1.0)).astype(np.float32)  # silence stays 0

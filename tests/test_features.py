@@ -287,6 +287,38 @@ def test_features_to_audio_of_a_short_cqt_clip_shows_no_warning():
     assert y.dtype == np.float32 and np.isfinite(y).all() and 0 < np.abs(y).max() <= 0.5
 
 
+@pytest.mark.parametrize("kind", ["cqt", "mel"])
+@pytest.mark.parametrize("seed_name", ["rng", "random_state"])
+def test_features_to_audio_seeds_griffin_lim_by_the_keyword_librosa_takes(
+    monkeypatch, kind, seed_name
+):
+    """librosa 1.0 renamed Griffin-Lim's ``random_state`` to ``rng`` (the old name warns in
+    every clip of chapter 8, and goes in 1.2); 0.11 knows only ``random_state``. Both
+    branches pass the seeded generator under the name the installed function takes."""
+    import librosa
+
+    from pitchtimbre.audio import features_to_audio
+
+    cfg = FeatureConfig(kind=kind)
+    calls = []
+
+    def takes_rng(S, n_iter=32, rng=None, **kwargs):
+        calls.append(("rng", rng, kwargs))
+        return np.ones(S.shape[-1] * cfg.hop_length)
+
+    def takes_random_state(S, n_iter=32, random_state=None, **kwargs):
+        calls.append(("random_state", random_state, kwargs))
+        return np.ones(S.shape[-1] * cfg.hop_length)
+
+    stand_in = takes_rng if seed_name == "rng" else takes_random_state
+    monkeypatch.setattr(librosa, "griffinlim_cqt" if kind == "cqt" else "griffinlim", stand_in)
+    features = np.zeros((cfg.n_bins, cfg.n_frames), dtype=np.float32)
+    features_to_audio(features, mean=-4.0, std=2.0, cfg=cfg, n_iter=2, seed=3)
+    [(name, generator, others)] = calls
+    assert name == seed_name and not {"rng", "random_state"} & set(others)
+    assert generator.random() == np.random.default_rng(3).random()
+
+
 def test_features_to_audio_of_a_stack_gives_each_clip_its_own_pitch_and_peak():
     """The latent explorer inverts its clips in one call: each keeps its own pitch and is
     normalised on its own, and a stack of one is the single clip."""
