@@ -46,7 +46,8 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def cpu_kernels() -> str:
     """The instruction set of the CPU kernels torch dispatches to here ("AVX2", "AVX512",
-    "DEFAULT", ...); the environment variable ``ATEN_CPU_CAPABILITY`` lowers it.
+    "DEFAULT", which torch 2.8 and older call "NO AVX", ...); the environment variable
+    ``ATEN_CPU_CAPABILITY`` lowers it.
 
     Chapter: 05_training
     """

@@ -1117,7 +1117,10 @@ def test_the_bf16_autocast_training_loop_runs(toy_data, tmp_path, monkeypatch):
     assert last["total"] < first["total"] and last["recon"] < first["recon"]
     # bf16 keeps ~3 digits a number; a logged loss averages many, so the runs stay within
     # 1.6e-4 of each other over 30 steps (measured on CPU). Noise drawn from another
-    # generator than the float32 run's moves them by 1.6e-3: 1e-3 tells the two apart
+    # generator than the float32 run's moves them by 1.6e-3: 1e-3 tells the two apart.
+    # With torch 2.4.1, 2.6, 2.8, 2.10 and 2.11 (2026-12-07) the CPU's own bf16 kernels put
+    # the first logged loss 1.5e-3 away, and this check fails there: the suite runs on the
+    # torch that scripts/setup.sh installs (2.12.1 passes it too)
     gaps = [
         abs(b["total"] - a["total"]) / abs(a["total"])
         for a, b in zip(plain.history, mixed.history, strict=True)
