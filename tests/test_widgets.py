@@ -160,22 +160,23 @@ def test_mel_features_get_band_numbers_and_no_pitch_reading(explorer):
     ]
 
 
+def _clip(spec: torch.Tensor) -> np.ndarray:
+    """A stand-in clip that identifies its spectrogram: its mean over bins."""
+    return spec.mean(dim=-2).numpy()
+
+
 def _traced_audio(explorer: LatentExplorer, monkeypatch) -> list[np.ndarray]:
-    """Clips that identify their spectrogram (its mean over bins), and the list of the clips
-    handed to IPython's Audio, in the order the page shows them."""
+    """Clips that identify their spectrogram (``_clip``), and the list of the clips handed to
+    IPython's Audio, in the order the page shows them."""
     import IPython.display
 
     played: list[np.ndarray] = []
     real = IPython.display.Audio
-    monkeypatch.setattr(explorer, "audio", lambda spec, seed=0: spec.mean(dim=-2).numpy())
+    monkeypatch.setattr(explorer, "audio", lambda spec, seed=0: _clip(spec))
     monkeypatch.setattr(
         IPython.display, "Audio", lambda wave, rate: played.append(wave) or real(wave, rate=rate)
     )
     return played
-
-
-def _clip(spec: torch.Tensor) -> np.ndarray:
-    return spec.mean(dim=-2).numpy()
 
 
 def test_the_swap_figure_shows_each_spectrogram_under_its_own_title(explorer):
