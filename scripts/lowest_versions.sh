@@ -23,18 +23,23 @@ DIR=$(cd "$DIR" && pwd)
 
 git clone --quiet . "$DIR/repo"
 echo "lowest_versions: testing $(git rev-parse --short HEAD) in $DIR/repo"
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  echo "lowest_versions: note: this checkout's uncommitted changes are not in the clone, so not tested"
+fi
+cd "$DIR/repo"  # its pyproject.toml from here on
 if [ ! -x "$DIR/uv/bin/uv" ]; then
   "$PY" -m venv "$DIR/uv"
   "$DIR/uv/bin/python" -m pip install --quiet uv
 fi
 
-read -r version torch extras < <("$PY" - <<'PYEOF'
+settings=$("$PY" - <<'PYEOF'
 import sys, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))
 extras = " ".join(f"--extra={name}" for name in project["project"]["optional-dependencies"])
 print(f"{sys.version_info[0]}.{sys.version_info[1]}", project["tool"]["pitchtimbre"]["setup"]["torch"], extras)
 PYEOF
 )
+read -r version torch extras <<<"$settings"
 echo "$torch" > "$DIR/torch.txt"
 # shellcheck disable=SC2086  # one --extra=NAME a word
 "$DIR/uv/bin/uv" pip compile pyproject.toml $extras --resolution lowest-direct \
@@ -49,9 +54,9 @@ project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 named = project["dependencies"] + [d for ds in project["optional-dependencies"].values() for d in ds]
 names = {re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0].lower().replace("_", "-") for d in named}
 pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", open(sys.argv[1]).read(), flags=re.M)
+names.discard("torch")  # the set-up's, not its floor
 print("  " + ", ".join(f"{n} {v}" for n, v in pins if n.lower().replace("_", "-") in names))
 PYEOF
 
-cd "$DIR/repo"
 PIP_CONSTRAINT="$DIR/constraints.txt" PYTHON="$PY" bash scripts/test.sh
 echo "lowest_versions: scripts/test.sh passed on the floors above ($DIR/lowest.txt)"
