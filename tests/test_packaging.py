@@ -361,3 +361,93 @@ def test_the_readme_installs_the_torch_the_set_up_would():
     torch = PYPROJECT["tool"]["pitchtimbre"]["setup"]["torch"]
     pins = re.findall(r"pip install (torch==[\w.+]+) --index-url", readme)
     assert pins == [torch]
+
+
+# Stand-ins for scripts/lowest_versions.sh: python3's venvs get a "python" whose pip install of
+# uv leaves a "uv" that logs its arguments and writes a fixed resolution, and the project's
+# scripts/test.sh records where it ran and the pins pip was given.
+LOWEST_VENV_PYTHON = """#!/usr/bin/env bash
+if [ "$*" = "-m pip install --quiet uv" ]; then
+  printf '%s\\n' '#!/usr/bin/env bash' \\
+    'echo "$*" > "$(dirname "$0")/../uv-args"' \\
+    'while [ "$1" != "--output-file" ]; do shift; done' \\
+    'cp "$LOWEST_RESOLUTION" "$2"' > "$(dirname "$0")/uv"
+  chmod +x "$(dirname "$0")/uv"
+fi
+"""
+LOWEST_PYTHON = """#!/usr/bin/env bash
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin" && cp "$LOWEST_VENV_PYTHON" "$3/bin/python" && exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+LOWEST_TEST_SH = """#!/usr/bin/env bash
+{ echo "ran in $PWD"; cat "$PIP_CONSTRAINT"; } > "$TEST_SH_LOG"
+"""
+RESOLUTION = """numpy==1.24.0
+    # via pitchtimbre
+torch==2.13.0
+    # via pitchtimbre
+nvidia-cublas-cu12==12.8.4.1 ; sys_platform == 'linux'
+triton==3.5.0 ; sys_platform == 'linux'
+librosa==0.11.0
+"""
+
+
+def run_lowest_versions(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """scripts/lowest_versions.sh in a git repository holding it, pyproject.toml and a
+    stand-in test.sh, with stand-ins for python3's venvs and uv."""
+    project = tmp_path / "project"
+    write_script(
+        project / "scripts/lowest_versions.sh", (ROOT / "scripts/lowest_versions.sh").read_text()
+    )
+    write_script(project / "scripts/test.sh", LOWEST_TEST_SH)
+    (project / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    if not (project / ".git").exists():
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+        for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "project"]):
+            subprocess.run([*git, "-C", str(project), *command], check=True)
+    (tmp_path / "resolution.txt").write_text(RESOLUTION)
+    return subprocess.run(
+        ["bash", str(project / "scripts/lowest_versions.sh"), *args],
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHON": str(write_script(tmp_path / "python", LOWEST_PYTHON)),
+            "LOWEST_VENV_PYTHON": str(write_script(tmp_path / "venv-python", LOWEST_VENV_PYTHON)),
+            "REAL_PYTHON": sys.executable,
+            "LOWEST_RESOLUTION": str(tmp_path / "resolution.txt"),
+            "TEST_SH_LOG": str(tmp_path / "test-sh.log"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_lowest_versions_runs_the_test_command_in_a_clone_on_the_floors(tmp_path):
+    run = run_lowest_versions(tmp_path, str(tmp_path / "out"))
+    assert run.returncode == 0, run.stderr
+    uv = (tmp_path / "out/uv/uv-args").read_text().split()
+    assert uv[:3] == ["pip", "compile", "pyproject.toml"]
+    extras = {a.removeprefix("--extra=") for a in uv if a.startswith("--extra=")}
+    assert extras == set(PYPROJECT["project"]["optional-dependencies"])
+    assert uv[uv.index("--resolution") + 1] == "lowest-direct"
+    assert uv[uv.index("--python-version") + 1] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    torch_pin = PYPROJECT["tool"]["pitchtimbre"]["setup"]["torch"]
+    assert (tmp_path / "out/torch.txt").read_text().strip() == torch_pin
+    ran_in, *pins = (tmp_path / "test-sh.log").read_text().splitlines()
+    assert ran_in == f"ran in {tmp_path / 'out/repo'}"  # the clone's test.sh, not the project's
+    # every pin but torch and PyPI's CUDA build of it, which the set-up installs itself
+    assert [p for p in pins if not p.lstrip().startswith("#")] == [
+        "numpy==1.24.0",
+        "librosa==0.11.0",
+    ]
+    assert "numpy 1.24.0, librosa 0.11.0" in run.stdout  # the floors it lists, torch not among them
+
+
+def test_lowest_versions_refuses_a_directory_that_holds_a_clone(tmp_path):
+    assert run_lowest_versions(tmp_path, str(tmp_path / "out")).returncode == 0
+    (tmp_path / "test-sh.log").unlink()
+    run = run_lowest_versions(tmp_path, str(tmp_path / "out"))
+    assert run.returncode == 2 and "out/repo exists" in run.stderr
+    assert not (tmp_path / "test-sh.log").exists()
