@@ -363,9 +363,9 @@ def test_the_readme_installs_the_torch_the_set_up_would():
     assert pins == [torch]
 
 
-# Stand-ins for scripts/lowest_versions.sh: python3's venvs get a "python" whose pip install of
-# uv leaves a "uv" that logs its arguments and writes a fixed resolution, and the project's
-# scripts/test.sh records where it ran and the pins pip was given.
+# Stand-ins for scripts/lowest_versions.sh: python3 is MAKE_VENV, whose venvs get a "python"
+# whose pip install of uv leaves a "uv" that logs its arguments and writes a fixed resolution;
+# the project's scripts/test.sh records where it ran and the pins pip was given.
 LOWEST_VENV_PYTHON = """#!/usr/bin/env bash
 if [ "$*" = "-m pip install --quiet uv" ]; then
   printf '%s\\n' '#!/usr/bin/env bash' \\
@@ -374,12 +374,6 @@ if [ "$*" = "-m pip install --quiet uv" ]; then
     'cp "$LOWEST_RESOLUTION" "$2"' > "$(dirname "$0")/uv"
   chmod +x "$(dirname "$0")/uv"
 fi
-"""
-LOWEST_PYTHON = """#!/usr/bin/env bash
-if [ "$1 $2" = "-m venv" ]; then
-  mkdir -p "$3/bin" && cp "$LOWEST_VENV_PYTHON" "$3/bin/python" && exit 0
-fi
-exec "$REAL_PYTHON" "$@"
 """
 LOWEST_TEST_SH = """#!/usr/bin/env bash
 { echo "ran in $PWD"; cat "$PIP_CONSTRAINT"; } > "$TEST_SH_LOG"
@@ -402,6 +396,7 @@ def run_lowest_versions(tmp_path: Path, *args: str) -> subprocess.CompletedProce
         project / "scripts/lowest_versions.sh", (ROOT / "scripts/lowest_versions.sh").read_text()
     )
     write_script(project / "scripts/test.sh", LOWEST_TEST_SH)
+    write_script(tmp_path / "venv-python", LOWEST_VENV_PYTHON)  # MAKE_VENV's venvs' python
     (project / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     if not (project / ".git").exists():
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -412,8 +407,7 @@ def run_lowest_versions(tmp_path: Path, *args: str) -> subprocess.CompletedProce
         ["bash", str(project / "scripts/lowest_versions.sh"), *args],
         env={
             "PATH": os.environ["PATH"],
-            "PYTHON": str(write_script(tmp_path / "python", LOWEST_PYTHON)),
-            "LOWEST_VENV_PYTHON": str(write_script(tmp_path / "venv-python", LOWEST_VENV_PYTHON)),
+            "PYTHON": str(write_script(tmp_path / "python", MAKE_VENV)),
             "REAL_PYTHON": sys.executable,
             "LOWEST_RESOLUTION": str(tmp_path / "resolution.txt"),
             "TEST_SH_LOG": str(tmp_path / "test-sh.log"),
