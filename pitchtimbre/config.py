@@ -875,8 +875,9 @@ def profile_config(profile: str | None = None) -> ExperimentConfig:
     if name == "cpu":
         # The reference measurement's data, network and budget (3,000 steps: 2 to 8.5
         # minutes a model on the two-core CPUs of benchmarks/RESULTS.md), one seed so that
-        # the whole book takes about 15 minutes or less on all but the slowest. With sigma fixed and lambda 20 (see LossConfig) seeds 0 and 1 agree on
-        # the held-out instruments (instrument probe 0.90 and 0.90, timbre ratio 3.2 and 3.3).
+        # the whole book takes about 15 minutes or less on all but the slowest of them.
+        # With sigma fixed and lambda 20 (see LossConfig) seeds 0 and 1 agree on the
+        # held-out instruments (instrument probe 0.90 and 0.90, timbre ratio 3.2 and 3.3).
         return ExperimentConfig(
             profile="cpu",
             train=TrainConfig(steps=3000, checkpoint_every=500),
