@@ -89,9 +89,13 @@ class Tolerance:
 
 UNIT = 2.0**-20
 """The magnitude bounds' unit, as a fraction of the largest magnitude: soxr_hq's precision."""
+SOURCE_BOUND = UNIT
+"""Each source of the CQT's mismatch: librosa's rounding, and ours."""
 # Measured maxima (see the module docstring) plus a margin of a sixth to a half, but for the
-# CQT's magnitude: the sum of the bounds on its two sources (SOURCE_BOUND).
-CQT_TOL = Tolerance(loud=1e-3, strong=1e-5, anywhere=1e-2, magnitude=2 * UNIT, correlation=1 - 1e-8)
+# CQT's magnitude: the sum of the bounds on its two sources.
+CQT_TOL = Tolerance(
+    loud=1e-3, strong=1e-5, anywhere=1e-2, magnitude=2 * SOURCE_BOUND, correlation=1 - 1e-8
+)
 MEL_TOL = Tolerance(
     loud=3e-5, strong=1e-6, anywhere=8e-4, magnitude=0.4 * UNIT, correlation=1 - 1e-9
 )
@@ -99,8 +103,6 @@ MEL_TOL = Tolerance(
 BATCH_TOL = Tolerance(
     loud=5e-4, strong=5e-6, anywhere=5e-3, magnitude=0.55 * UNIT, correlation=1 - 1e-8
 )
-SOURCE_BOUND = UNIT
-"""Each source of the CQT's mismatch: librosa's rounding, and ours."""
 
 CONFIGS = {
     "cqt": FeatureConfig(),

@@ -35,10 +35,10 @@ hop runs out of factors of two, it stops halving the rate. Both are reproduced.
 Agreement with librosa 0.11 (float32, CPU; ``tests/test_frontend.py`` has the tolerances):
 the mismatch is an absolute error in the magnitude, of a few 1e-6 for the CQT (librosa's
 float32 soxr, a 20-bit design, and our float32 arithmetic, in about equal parts, carried
-through up to six octaves) and under 1e-6 for the mel (float32 rounding). In the log features it therefore shrinks as the magnitude
-grows: on notes peaking at 0.3-0.5, about 1e-3 (CQT) and 4e-5 (mel) where librosa's
-magnitude exceeds ``10 * log_floor``, 1e-5 and 1e-6 where it exceeds 0.1, and up to 1e-2
-and 6e-4 in bins near the ``log_floor`` of 1e-4.
+through up to six octaves) and under 1e-6 for the mel (float32 rounding). In the log
+features it therefore shrinks as the magnitude grows: on notes peaking at 0.3-0.5, about
+1e-3 (CQT) and 4e-5 (mel) where librosa's magnitude exceeds ``10 * log_floor``, 1e-5 and
+1e-6 where it exceeds 0.1, and up to 1e-2 and 6e-4 in bins near the ``log_floor`` of 1e-4.
 
 Chapter: 02_data
 """
